@@ -1,0 +1,66 @@
+"""blockproc: split huge files on shared storage into record-aligned blocks and map a
+function or a command over them in parallel, with exactly-once part-files.
+
+>>> import blockproc as bp
+>>> bp.testing.write_files("memory://doc/init", {"a.log": b"hello\\nworld\\n"})
+['memory://doc/init/a.log']
+>>> bp.map_lines(str.upper, "memory://doc/init", output="memory://doc/init-out",
+...              executor="inline").num_records_out
+2
+"""
+
+from __future__ import annotations
+
+from blockproc import formats, testing
+from blockproc.api import DEFAULT_BLOCK_SIZE, map_blocks, map_command, map_lines, plan, submit
+from blockproc.errors import (
+    BlockFailedError,
+    BlockprocError,
+    ConfigError,
+    InputError,
+    JobCancelledError,
+    JobError,
+    NoInputFilesError,
+    OutputExistsError,
+    RecordTooLargeError,
+)
+from blockproc.job import Job
+from blockproc.model import Block, BlockResult, JobResult, Plan
+from blockproc.worker import Batch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "Batch",
+    "Block",
+    "BlockFailedError",
+    "BlockResult",
+    "BlockprocError",
+    "ConfigError",
+    "InputError",
+    "Job",
+    "JobCancelledError",
+    "JobError",
+    "JobResult",
+    "NoInputFilesError",
+    "OutputExistsError",
+    "Plan",
+    "RecordTooLargeError",
+    "formats",
+    "map_blocks",
+    "map_command",
+    "map_lines",
+    "plan",
+    "submit",
+    "testing",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or callable(_obj):
+        try:
+            _obj.__module__ = "blockproc"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

@@ -1,0 +1,317 @@
+"""The public functions: :func:`plan`, :func:`submit`, :func:`map_lines`, :func:`map_blocks`
+and :func:`map_command`. They check their arguments, normalise them once, and hand
+canonical values to the planner and the job."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import cloudpickle
+
+from blockproc._types import IfExists, InputsLike, SizeLike, URLLike
+from blockproc._units import parse_size
+from blockproc.errors import ConfigError
+from blockproc.executors import EXECUTORS, make_executor
+from blockproc.formats import RecordFormat, get_format
+from blockproc.job import Job
+from blockproc.model import JobResult, Plan
+from blockproc.planning import make_plan
+from blockproc.storage import protocol_of, resolve
+from blockproc.worker import Batch, Mapper
+
+DEFAULT_BLOCK_SIZE = 64 * 2**20
+"""64 MiB: large enough to amortise start-up, small enough to balance load."""
+
+_IF_EXISTS = ("error", "overwrite", "resume")
+
+
+def _ensure_urls(urlpath: InputsLike) -> list[str]:
+    if isinstance(urlpath, (str, os.PathLike)):
+        return [os.fspath(urlpath)]
+    if isinstance(urlpath, Sequence):
+        urls = [os.fspath(u) for u in urlpath]
+        if not urls:
+            raise ConfigError("no input given; pass a path, a glob, a directory or a list of them")
+        return urls
+    raise TypeError(f"inputs must be a path, a URL or a list of them, got {urlpath!r}")
+
+
+def _ensure_block_size(block_size: SizeLike) -> int:
+    size = parse_size(block_size, name="block_size")
+    if size < 1:
+        raise ConfigError(
+            f"block_size must be >= 1 byte, got {block_size!r}; pass an int or a string "
+            f"like '64MiB'"
+        )
+    return size
+
+
+def plan(
+    urlpath: InputsLike,
+    *,
+    block_size: SizeLike = DEFAULT_BLOCK_SIZE,
+    format: str | RecordFormat = "lines",
+    storage_options: Mapping[str, Any] | None = None,
+) -> Plan:
+    """List the inputs and cut them into blocks, without running anything.
+
+    Parameters
+    ----------
+    urlpath : str, PathLike or list of them
+        Files, globs (``"data/*.log"``) or directories (read recursively; names starting
+        with ``_`` or ``.`` are skipped), on any fsspec filesystem.
+    block_size : int or str, default "64MiB"
+        Nominal bytes per block: ``"64MiB"`` is 64·2**20, ``"64MB"`` 64·10**6.
+    format : str or format instance, default "lines"
+        ``"lines"``, ``"delimited"``, ``"raw"`` or an instance from :mod:`blockproc.formats`.
+    storage_options : mapping, optional
+        Passed to fsspec (credentials, endpoint...).
+
+    Returns
+    -------
+    Plan
+        Blocks with dense ids in plan order: files sorted, ranges in file order.
+
+    Examples
+    --------
+    >>> import blockproc as bp
+    >>> bp.testing.write_files("memory://doc/p", {"a.log": b"x\\n" * 10, "b.log": b"y\\n" * 10})
+    ['memory://doc/p/a.log', 'memory://doc/p/b.log']
+    >>> p = bp.plan("memory://doc/p/*.log", block_size=8)
+    >>> len(p.blocks), p.blocks[3]
+    (6, Block(id=3, path='/doc/p/b.log', start=0, end=8))
+    """
+    urls = _ensure_urls(urlpath)
+    size = _ensure_block_size(block_size)
+    fmt = get_format(format)
+    return make_plan(urls, block_size=size, format=fmt, storage_options=storage_options)
+
+
+def submit(
+    plan: Plan,
+    fn: Callable[[Any], Any] | str,
+    *,
+    output: URLLike,
+    per: Literal["record", "block"] = "record",
+    executor: str = "processes",
+    workers: int | None = None,
+    if_exists: IfExists = "error",
+    max_attempts: int = 4,
+    progress: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Job:
+    """Start running ``fn`` over every block of ``plan``; return a :class:`Job` at once.
+
+    Parameters
+    ----------
+    plan : Plan
+        From :func:`plan`.
+    fn : callable or str
+        ``fn(record)`` (``per="record"``), ``fn(batch)`` (``per="block"``), or a shell
+        command string that reads a block on stdin and writes the part-file on stdout.
+    output : str or PathLike
+        The result directory: ``part-NNNNN.txt`` files and ``_SUCCESS`` when done.
+    per : {"record", "block"}, default "record"
+        Call ``fn`` once per record or once per block.
+    executor : {"processes", "threads", "inline"}, default "processes"
+        Where workers run.
+    workers : int, optional
+        Parallel workers; default one per CPU.
+    if_exists : {"error", "overwrite", "resume"}, default "error"
+        What to do when ``output`` is not empty.
+    max_attempts : int, default 4
+        Attempts per block before the job fails.
+    progress : bool, optional
+        Show a progress bar; default only when stderr is a terminal.
+    storage_options : mapping, optional
+        fsspec options for the output filesystem (the input's are in the plan).
+
+    Examples
+    --------
+    >>> import blockproc as bp
+    >>> bp.testing.write_files("memory://doc/s", {"in.log": b"a\\nb\\n"})
+    ['memory://doc/s/in.log']
+    >>> job = bp.submit(bp.plan("memory://doc/s/in.log"), str.upper,
+    ...                 output="memory://doc/s-out", executor="threads")
+    >>> job.result().num_records_out
+    2
+    """
+    return _make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
+                     if_exists=if_exists, max_attempts=max_attempts, progress=progress,
+                     storage_options=storage_options).start()
+
+
+def _make_job(
+    plan: Plan,
+    fn: Callable[[Any], Any] | str,
+    *,
+    output: URLLike,
+    per: Literal["record", "block"],
+    executor: str,
+    workers: int | None,
+    if_exists: IfExists,
+    max_attempts: int,
+    progress: bool | None,
+    storage_options: Mapping[str, Any] | None,
+) -> Job:
+    if not isinstance(plan, Plan):
+        raise TypeError(f"submit() takes a Plan from bp.plan(...), got {plan!r}")
+    if per not in ("record", "block"):
+        raise ConfigError(f"per must be 'record' or 'block', got {per!r}")
+    if if_exists not in _IF_EXISTS:
+        raise ConfigError(f"if_exists must be one of {', '.join(_IF_EXISTS)}, got {if_exists!r}")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ConfigError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if isinstance(fn, str):
+        if not fn.strip():
+            raise ConfigError("the command is empty; pass a shell command such as 'grep ERROR'")
+        mapper = Mapper("command", fn)
+    elif callable(fn):
+        mapper = Mapper(per, fn)
+    else:
+        raise TypeError(f"fn must be a callable or a command string, got {fn!r}")
+    out_fs, out_path = resolve(os.fspath(output), storage_options)
+    if executor == "processes":
+        for name in ((plan.protocol, "input"), (protocol_of(out_fs), "output")):
+            if name[0] == "memory":
+                raise ConfigError(
+                    f"the {name[1]} is on memory://, which each process has its own copy of; "
+                    f"use executor='threads' or 'inline' with memory://, or a shared path"
+                )
+        _check_picklable(mapper)
+    return Job(plan, mapper, output_fs=out_fs, output_path=out_path,
+               executor=make_executor(executor, workers), if_exists=if_exists,
+               max_attempts=max_attempts, progress=progress)
+
+
+def _check_picklable(mapper: Mapper) -> None:
+    try:
+        cloudpickle.dumps(mapper.fn)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot send {mapper.fn!r} to worker processes: {type(exc).__name__}: {exc}; "
+            f"make it a module-level function or drop what it captures that cannot be "
+            f"pickled (open files, locks, clients), or use executor='threads'"
+        ) from exc
+
+
+def _run(urlpath: InputsLike, fn: Any, per: Literal["record", "block"], *,
+         output: URLLike, block_size: SizeLike, format: str | RecordFormat,
+         storage_options: Mapping[str, Any] | None, **options: Any) -> JobResult:
+    job_plan = plan(urlpath, block_size=block_size, format=format,
+                    storage_options=storage_options)
+    job = _make_job(job_plan, fn, output=output, per=per, storage_options=storage_options,
+                    **options)
+    job.run()  # in this thread, so pdb and Ctrl-C work as usual
+    return job.result()
+
+
+def map_lines(
+    fn: Callable[[Any], Any],
+    urlpath: InputsLike,
+    *,
+    output: URLLike,
+    block_size: SizeLike = DEFAULT_BLOCK_SIZE,
+    format: str | RecordFormat = "lines",
+    executor: str = "processes",
+    workers: int | None = None,
+    if_exists: IfExists = "error",
+    max_attempts: int = 4,
+    progress: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> JobResult:
+    """Call ``fn`` on every record of the inputs and write what it returns, one line each.
+
+    ``fn(record)`` returns a str or bytes (one output line), None (drop the record) or
+    an iterable of them. Lambdas and notebook functions work (cloudpickle).
+    Equivalent to ``submit(plan(urlpath, ...), fn, output=output, ...).result()``.
+
+    Examples
+    --------
+    >>> import blockproc as bp
+    >>> bp.testing.write_files("memory://doc/m", {"in.log": b"a 500\\nb 200\\nc 503\\n"})
+    ['memory://doc/m/in.log']
+    >>> res = bp.map_lines(lambda s: s.upper() if " 5" in s else None, "memory://doc/m",
+    ...                    output="memory://doc/m-out", executor="inline", block_size=4)
+    >>> bp.testing.read_parts("memory://doc/m-out")
+    b'A 500\\nC 503\\n'
+    """
+    return _run(urlpath, fn, "record", output=output, block_size=block_size, format=format,
+                storage_options=storage_options, executor=executor, workers=workers,
+                if_exists=if_exists, max_attempts=max_attempts, progress=progress)
+
+
+def map_blocks(
+    fn: Callable[[Batch], Any],
+    urlpath: InputsLike,
+    *,
+    output: URLLike,
+    block_size: SizeLike = DEFAULT_BLOCK_SIZE,
+    format: str | RecordFormat = "lines",
+    executor: str = "processes",
+    workers: int | None = None,
+    if_exists: IfExists = "error",
+    max_attempts: int = 4,
+    progress: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> JobResult:
+    """Call ``fn`` once per block with a :class:`Batch` of its records.
+
+    ``batch.records`` is the list of records, ``batch.data`` the block's record-aligned
+    bytes, ``batch.block`` the :class:`Block`. ``fn`` returns an iterable of lines
+    (str or bytes), a single str or bytes written as is, or None.
+    Equivalent to ``submit(plan(urlpath, ...), fn, per="block", ...).result()``.
+
+    Examples
+    --------
+    >>> import blockproc as bp
+    >>> bp.testing.write_files("memory://doc/b", {"in.log": b"a\\nbb\\nccc\\n"})
+    ['memory://doc/b/in.log']
+    >>> res = bp.map_blocks(lambda batch: [str(len(batch.records))], "memory://doc/b",
+    ...                     output="memory://doc/b-out", executor="inline")
+    >>> bp.testing.read_parts("memory://doc/b-out")
+    b'3\\n'
+    """
+    return _run(urlpath, fn, "block", output=output, block_size=block_size, format=format,
+                storage_options=storage_options, executor=executor, workers=workers,
+                if_exists=if_exists, max_attempts=max_attempts, progress=progress)
+
+
+def map_command(
+    command: str,
+    urlpath: InputsLike,
+    *,
+    output: URLLike,
+    block_size: SizeLike = DEFAULT_BLOCK_SIZE,
+    format: str | RecordFormat = "lines",
+    executor: str = "processes",
+    workers: int | None = None,
+    if_exists: IfExists = "error",
+    max_attempts: int = 4,
+    progress: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> JobResult:
+    """Pipe each block's record-aligned bytes through a shell command.
+
+    The command reads the block on stdin; its stdout becomes the part-file (Hadoop
+    Streaming and ``parallel --pipepart`` semantics). A non-zero exit fails the attempt
+    with the tail of its stderr.
+
+    Examples
+    --------
+    >>> import blockproc as bp
+    >>> bp.testing.write_files("memory://doc/c", {"in.log": b"ok\\nERROR x\\nok\\n"})
+    ['memory://doc/c/in.log']
+    >>> res = bp.map_command("grep ERROR", "memory://doc/c", output="memory://doc/c-out",
+    ...                      executor="threads")
+    >>> bp.testing.read_parts("memory://doc/c-out")
+    b'ERROR x\\n'
+    """
+    return _run(urlpath, command, "record", output=output, block_size=block_size,
+                format=format, storage_options=storage_options, executor=executor,
+                workers=workers, if_exists=if_exists, max_attempts=max_attempts,
+                progress=progress)

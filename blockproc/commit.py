@@ -1,0 +1,191 @@
+"""The output directory and its commit protocol (Hadoop-compatible).
+
+::
+
+    out/part-00042.txt     one part-file per block, named by block id
+    out/_SUCCESS           written last: the JSON manifest; trust the directory only then
+    out/_blockproc/        job state: plan.json and committed/part-NNNNN.json, for resume
+    out/_temporary/        attempts in flight; removed before _SUCCESS is written
+
+Each attempt writes under ``_temporary/<job>/<attempt>/``; the master moves the first
+successful attempt of a block to its final name and records it in the ledger, so every
+block is committed exactly once and nothing half-written ever has a final name.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from blockproc._types import IfExists
+from blockproc.errors import ConfigError, OutputExistsError
+from blockproc.model import BlockResult, JobResult, Plan, blocks_summary
+from blockproc.storage import (
+    AbstractFileSystem,
+    read_json,
+    to_url,
+    write_json_atomic,
+)
+
+MANIFEST_VERSION = 1
+SUCCESS = "_SUCCESS"
+STATE_DIR = "_blockproc"
+TEMPORARY = "_temporary"
+
+
+def part_name(block_id: int, extension: str = ".txt") -> str:
+    """Return the part-file name of a block.
+
+    Examples
+    --------
+    >>> part_name(42)
+    'part-00042.txt'
+    """
+    return f"part-{block_id:05d}{extension}"
+
+
+class OutputDir:
+    """One job's view of its output directory."""
+
+    def __init__(self, fs: AbstractFileSystem, path: str, job_id: str) -> None:
+        self.fs = fs
+        self.path = path.rstrip("/") or "/"
+        self.job_id = job_id
+        self.url = to_url(fs, self.path)
+
+    def _join(self, *parts: str) -> str:
+        return posixpath.join(self.path, *parts)
+
+    def staging_path(self, block_id: int, attempt: int, part: str) -> str:
+        """Where attempt ``attempt`` of ``block_id`` writes its part-file."""
+        return self._join(TEMPORARY, self.job_id, f"attempt-{block_id:05d}-{attempt}", part)
+
+    def prepare(self, plan: Plan, if_exists: IfExists, inputs: Sequence[str]) -> dict[int, BlockResult]:
+        """Make the directory ready for ``plan`` and return the blocks already committed.
+
+        ``if_exists``: ``"error"`` refuses a non-empty directory, ``"overwrite"`` empties
+        it, ``"resume"`` keeps the blocks committed by a run with the same plan.
+        """
+        self._check_not_input(inputs)
+        committed: dict[int, BlockResult] = {}
+        if self.fs.exists(self.path):
+            if not self.fs.isdir(self.path):
+                raise OutputExistsError(
+                    f"output {self.url!r} is a file, not a directory; choose another output path"
+                )
+            entries = self.fs.ls(self.path, detail=False)
+            if entries:
+                if if_exists == "error":
+                    raise OutputExistsError(
+                        f"output {self.url!r} already exists and {self._describe(entries)}; "
+                        f"pass if_exists='overwrite' (CLI: --if-exists overwrite) to replace "
+                        f"it, or if_exists='resume' (CLI: --resume) to finish an unfinished job"
+                    )
+                if if_exists == "overwrite":
+                    self.fs.rm(self.path, recursive=True)
+                elif if_exists == "resume":
+                    committed = self._load_committed(plan)
+                else:
+                    raise ConfigError(
+                        f"if_exists must be 'error', 'overwrite' or 'resume', got {if_exists!r}"
+                    )
+        self.fs.makedirs(self._join(STATE_DIR, "committed"), exist_ok=True)
+        write_json_atomic(self.fs, self._join(STATE_DIR, "plan.json"),
+                          {"job_id": self.job_id, "plan": plan.to_dict()})
+        return committed
+
+    def _check_not_input(self, inputs: Sequence[str]) -> None:
+        root = self.path.rstrip("/") + "/"
+        for path in inputs:
+            if path == self.path or path.startswith(root):
+                raise ConfigError(
+                    f"output {self.url!r} contains the input {path!r}; blockproc never writes "
+                    f"over its inputs, so choose an output directory outside them"
+                )
+
+    def _describe(self, entries: Sequence[str]) -> str:
+        names = {posixpath.basename(e.rstrip("/")) for e in entries}
+        if SUCCESS in names:
+            return "holds a finished blockproc job"
+        if STATE_DIR in names:
+            done = len(self.fs.ls(self._join(STATE_DIR, "committed"), detail=False)) if \
+                self.fs.exists(self._join(STATE_DIR, "committed")) else 0
+            return f"holds an unfinished blockproc job ({done} blocks committed)"
+        return f"is not empty ({len(entries)} entries)"
+
+    def _load_committed(self, plan: Plan) -> dict[int, BlockResult]:
+        state = self._join(STATE_DIR, "plan.json")
+        if not self.fs.exists(state):
+            raise OutputExistsError(
+                f"cannot resume into {self.url!r}: it is not empty and holds no blockproc job "
+                f"state ({STATE_DIR}/plan.json); choose an empty output or if_exists='overwrite'"
+            )
+        previous = read_json(self.fs, state)["plan"]
+        if previous.get("fingerprint") != plan.fingerprint:
+            raise OutputExistsError(
+                f"cannot resume into {self.url!r}: it was written by a job with a different "
+                f"plan (inputs, sizes, block size or format changed: fingerprint "
+                f"{previous.get('fingerprint')} != {plan.fingerprint}); rerun with "
+                f"if_exists='overwrite' (CLI: --if-exists overwrite) to start over"
+            )
+        committed: dict[int, BlockResult] = {}
+        ledger = self._join(STATE_DIR, "committed")
+        if self.fs.exists(ledger):
+            for entry_path in self.fs.ls(ledger, detail=False):
+                if not entry_path.endswith(".json"):
+                    continue
+                result = BlockResult.from_dict(read_json(self.fs, entry_path))
+                part = self._join(result.part)
+                if self.fs.exists(part) and self.fs.size(part) == result.bytes_written:
+                    committed[result.block.id] = result
+        for leftover in (self._join(TEMPORARY), self._join(SUCCESS)):
+            if self.fs.exists(leftover):
+                self.fs.rm(leftover, recursive=True)
+        return committed
+
+    def commit(self, result: BlockResult, staging_path: str) -> None:
+        """Publish an attempt's part-file under its final name and record it in the ledger."""
+        self.fs.mv(staging_path, self._join(result.part))
+        write_json_atomic(self.fs, self._join(STATE_DIR, "committed", result.part + ".json"),
+                          result.to_dict())
+        self.discard(posixpath.dirname(staging_path))
+
+    def discard(self, staging_dir: str) -> None:
+        """Remove an attempt's staging directory (a losing or failed attempt)."""
+        try:
+            self.fs.rm(staging_dir, recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def finish(self, plan: Plan, results: Sequence[BlockResult], job: Mapping[str, Any]) -> None:
+        """Write the ``_SUCCESS`` manifest, after removing ``_temporary/``."""
+        temporary = self._join(TEMPORARY)
+        if self.fs.exists(temporary):
+            self.fs.rm(temporary, recursive=True)
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "job_id": self.job_id,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **job,
+            "fingerprint": plan.fingerprint,
+            "block_size": plan.block_size,
+            "format": dict(plan.format),
+            "inputs": [f.to_dict() for f in plan.files],
+            "totals": blocks_summary(results),
+            "blocks": [r.to_dict() for r in results],
+        }
+        write_json_atomic(self.fs, self._join(SUCCESS), manifest)
+
+
+def read_manifest(fs: AbstractFileSystem, path: str) -> dict[str, Any]:
+    """Return the ``_SUCCESS`` manifest of an output directory."""
+    return dict(read_json(fs, posixpath.join(path.rstrip("/"), SUCCESS)))
+
+
+def result_from_manifest(url: str, manifest: Mapping[str, Any]) -> JobResult:
+    """Rebuild a :class:`JobResult` from a manifest."""
+    blocks = tuple(BlockResult.from_dict(b) for b in manifest["blocks"])
+    return JobResult(output=url, job_id=str(manifest["job_id"]), blocks=blocks,
+                     seconds=float(manifest.get("seconds", 0.0)))

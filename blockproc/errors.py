@@ -1,0 +1,110 @@
+"""Exceptions raised by blockproc.
+
+Every error inherits the builtin that callers already catch::
+
+    BlockprocError(Exception)
+    ├── ConfigError(BlockprocError, ValueError)             bad option value, unknown name
+    ├── InputError(BlockprocError)
+    │   ├── NoInputFilesError(InputError, FileNotFoundError)
+    │   └── RecordTooLargeError(InputError)                 no boundary within max_record_size
+    ├── OutputExistsError(BlockprocError, FileExistsError)  output exists, if_exists="error"
+    └── JobError(BlockprocError)                            exit_code = 1
+        ├── BlockFailedError(JobError)                      a block used up its attempts
+        └── JobCancelledError(JobError)                     job.cancel() or Ctrl-C
+
+Each class carries ``exit_code``, which the CLI returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BlockprocError(Exception):
+    """Base class of every error blockproc raises."""
+
+    exit_code = 1
+
+
+class ConfigError(BlockprocError, ValueError):
+    """An option has a bad value or names something unknown.
+
+    Examples
+    --------
+    >>> raise ConfigError("block_size must be >= 1 byte, got 0")
+    Traceback (most recent call last):
+    ...
+    blockproc.errors.ConfigError: block_size must be >= 1 byte, got 0
+    """
+
+    exit_code = 2
+
+
+class InputError(BlockprocError):
+    """The input cannot be read as asked."""
+
+    exit_code = 2
+
+
+class NoInputFilesError(InputError, FileNotFoundError):
+    """A path, glob or directory matched no input file."""
+
+
+class RecordTooLargeError(InputError):
+    """No record boundary was found within ``max_record_size`` bytes."""
+
+
+class OutputExistsError(BlockprocError, FileExistsError):
+    """The output directory exists and ``if_exists="error"``."""
+
+    exit_code = 2
+
+
+class JobError(BlockprocError):
+    """The job ran but did not finish."""
+
+
+class BlockFailedError(JobError):
+    """A block failed on every attempt; the job stopped.
+
+    ``str()`` names the block, its file and byte range, and the last error;
+    the worker's traceback text is in ``remote_traceback`` and in the message.
+
+    Examples
+    --------
+    >>> err = BlockFailedError("block 3 of 8 (data.log [96, 128)) failed: ValueError: bad",
+    ...                        block_id=3, attempt=4)
+    >>> err.block_id, err.attempt
+    (3, 4)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        block_id: int,
+        attempt: int,
+        remote_traceback: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.block_id = block_id
+        self.attempt = attempt
+        self.remote_traceback = remote_traceback
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_block_failed, (str(self), self.block_id, self.attempt,
+                                        self.remote_traceback))
+
+
+def _rebuild_block_failed(
+    message: str, block_id: int, attempt: int, remote_traceback: str
+) -> BlockFailedError:
+    return BlockFailedError(
+        message, block_id=block_id, attempt=attempt, remote_traceback=remote_traceback
+    )
+
+
+class JobCancelledError(JobError):
+    """The job was cancelled before it finished; its output can be resumed."""
+
+    exit_code = 130

@@ -1,0 +1,80 @@
+"""What an executor is: slots that run block attempts and report events back.
+
+The master (``blockproc.job``) owns the scheduler and the commit; an executor only
+runs :class:`~blockproc.worker.BlockTask` s somewhere and reports what happened.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Protocol
+
+from blockproc.model import BlockResult
+from blockproc.worker import BlockTask, Mapper
+
+AttemptKey = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A running attempt's heartbeat: bytes and records done so far."""
+
+    key: AttemptKey
+    bytes_done: int
+    records_done: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """An attempt succeeded; its part-file waits at the task's staging path."""
+
+    key: AttemptKey
+    result: BlockResult
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """An attempt failed: the user code raised (``lost=False``) or its worker died."""
+
+    key: AttemptKey
+    error: str
+    traceback: str = ""
+    worker: str = ""
+    lost: bool = False
+
+
+Event = Progress | Finished | Failed
+
+
+def failure_from(key: AttemptKey, exc: BaseException, worker: str) -> Failed:
+    """Describe an exception raised by an attempt, traceback text included."""
+    text = "".join(traceback.format_exception(exc))
+    return Failed(key, f"{type(exc).__name__}: {exc}", text, worker)
+
+
+class Executor(Protocol):
+    """Runs attempts in ``num_slots`` parallel slots."""
+
+    name: str
+    num_slots: int
+
+    def start(self, mapper: Mapper) -> None:
+        """Start the workers; ``mapper`` is shipped to each worker once."""
+
+    def run(self, task: BlockTask) -> None:
+        """Start ``task`` on a free slot (the master never asks for more than num_slots)."""
+
+    def events(self, timeout: float) -> list[Event]:
+        """Return what happened since the last call, waiting up to ``timeout`` seconds."""
+        ...
+
+    def cancel(self, key: AttemptKey) -> None:
+        """Stop a running attempt; no event follows for it."""
+
+    def close(self) -> None:
+        """Stop all workers and release their resources."""
+
+
+class AttemptCancelled(BaseException):
+    """Raised inside an attempt that the master cancelled (not an error of the user code)."""

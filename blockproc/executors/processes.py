@@ -1,0 +1,194 @@
+"""The ``processes`` executor (the default): persistent local worker processes.
+
+Each worker process gets the cloudpickled mapper once, at start, then runs one attempt
+at a time, sending heartbeats with its progress. A worker that dies (segfault, kill -9,
+``os._exit``) is noticed at once through its process sentinel: its attempt is reported
+lost, so the master runs the block again, and a fresh worker takes its place.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import cloudpickle
+
+from blockproc.errors import JobError
+from blockproc.executors.base import (
+    AttemptKey,
+    Event,
+    Failed,
+    Finished,
+    Progress,
+    failure_from,
+)
+from blockproc.worker import BlockTask, Mapper, run_block, worker_name
+
+REPORT_INTERVAL = 0.2
+_CONTEXT = multiprocessing.get_context("spawn")
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    key: AttemptKey | None = None
+    ready: bool = False
+
+
+class ProcessExecutor:
+    """Run attempts in ``num_slots`` spawned worker processes."""
+
+    name = "processes"
+
+    def __init__(self, num_slots: int) -> None:
+        self.num_slots = num_slots
+        self._payload = b""
+        self._workers: list[_Worker] = []
+
+    def start(self, mapper: Mapper) -> None:
+        """Start the worker processes, each with its copy of ``mapper``."""
+        self._payload = cloudpickle.dumps(mapper)
+        for _ in range(self.num_slots):
+            self._workers.append(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        parent, child = _CONTEXT.Pipe()
+        process = _CONTEXT.Process(target=_worker_main, args=(child, self._payload),
+                                   name="blockproc-worker", daemon=True)
+        process.start()
+        child.close()
+        return _Worker(process, parent)
+
+    def run(self, task: BlockTask) -> None:
+        """Send ``task`` to an idle worker."""
+        worker = next(w for w in self._workers if w.key is None)
+        worker.key = task.key
+        worker.conn.send(task)
+
+    def events(self, timeout: float) -> list[Event]:
+        """Collect messages and deaths, waiting up to ``timeout`` for the first."""
+        handles: list[Any] = [w.conn for w in self._workers]
+        handles += [w.process.sentinel for w in self._workers]
+        ready = set(wait(handles, timeout))
+        events: list[Event] = []
+        for worker in list(self._workers):
+            alive = True
+            if worker.conn in ready:
+                alive = self._drain(worker, events)
+            if not alive or worker.process.sentinel in ready:
+                self._replace(worker, events)
+        return events
+
+    def _drain(self, worker: _Worker, events: list[Event]) -> bool:
+        try:
+            while worker.conn.poll():
+                message = worker.conn.recv()
+                kind = message[0]
+                if kind == "progress":
+                    if message[1] == worker.key:
+                        events.append(Progress(message[1], message[2], message[3]))
+                elif kind == "done":
+                    if worker.key is not None:
+                        events.append(Finished(worker.key, message[1]))
+                    worker.key = None
+                elif kind == "failed":
+                    if worker.key is not None:
+                        events.append(Failed(worker.key, *message[1:]))
+                    worker.key = None
+                elif kind == "ready":
+                    worker.ready = True
+                elif kind == "fatal":
+                    raise JobError(f"a worker process could not start: {message[1]}")
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _replace(self, worker: _Worker, events: list[Event]) -> None:
+        worker.process.join(timeout=1)
+        code = worker.process.exitcode
+        if worker.key is not None:
+            events.append(Failed(
+                worker.key, f"worker process {worker.process.pid} died ({_describe_exit(code)})",
+                worker=f"pid {worker.process.pid}", lost=True))
+        elif not worker.ready:
+            raise JobError(
+                f"a worker process exited ({_describe_exit(code)}) before it was ready; "
+                f"try executor='threads' or 'inline' to see the error in this process"
+            )
+        worker.conn.close()
+        self._workers[self._workers.index(worker)] = self._spawn()
+
+    def cancel(self, key: AttemptKey) -> None:
+        """Kill the worker running ``key``; a fresh worker replaces it."""
+        for worker in self._workers:
+            if worker.key == key:
+                worker.key = None
+                worker.process.kill()
+
+    def close(self) -> None:
+        """Ask idle workers to exit, kill busy ones, and wait for all."""
+        for worker in self._workers:
+            try:
+                if worker.key is None:
+                    worker.conn.send(None)
+                else:
+                    worker.process.kill()
+            except OSError:
+                worker.process.kill()
+        deadline = time.monotonic() + 5
+        for worker in self._workers:
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=1)
+            worker.conn.close()
+        self._workers.clear()
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _worker_main(conn: Connection, payload: bytes) -> None:
+    """Body of a worker process: load the mapper once, then run attempts until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides what Ctrl-C means
+    try:
+        mapper = cloudpickle.loads(payload)
+    except BaseException as exc:
+        conn.send(("fatal", f"cannot load the function in a worker: "
+                            f"{''.join(traceback.format_exception_only(exc)).strip()}"))
+        os._exit(1)
+    conn.send(("ready",))
+    name = worker_name()
+    while (task := conn.recv()) is not None:
+        key = task.key
+        last = 0.0
+
+        def report(bytes_done: int, records_done: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= REPORT_INTERVAL:
+                last = now
+                conn.send(("progress", key, bytes_done, records_done))
+
+        try:
+            result = run_block(task, mapper, report)
+        except Exception as exc:
+            failed = failure_from(key, exc, name)
+            conn.send(("failed", failed.error, failed.traceback, failed.worker))
+        else:
+            conn.send(("done", result))

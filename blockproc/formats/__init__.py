@@ -1,0 +1,78 @@
+"""Record formats: how a block's bytes become records.
+
+``lines`` (default), ``delimited`` and ``raw``. Pass a name or an instance::
+
+    bp.map_lines(fn, src, output=out, format="lines")
+    bp.map_lines(fn, src, output=out, format=bp.formats.Delimited(b"\\0"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from blockproc.errors import ConfigError
+from blockproc.formats.base import (
+    DEFAULT_MAX_RECORD_SIZE,
+    Boundary,
+    RecordFormat,
+    find_boundary,
+)
+from blockproc.formats.lines import Delimited, Lines, Raw
+
+__all__ = [
+    "DEFAULT_MAX_RECORD_SIZE",
+    "Boundary",
+    "Delimited",
+    "Lines",
+    "Raw",
+    "RecordFormat",
+    "available_formats",
+    "find_boundary",
+    "from_dict",
+    "get_format",
+]
+
+_FORMATS: dict[str, type[Any]] = {"lines": Lines, "delimited": Delimited, "raw": Raw}
+
+
+def available_formats() -> list[str]:
+    """Return the names ``format=`` accepts.
+
+    Examples
+    --------
+    >>> available_formats()
+    ['delimited', 'lines', 'raw']
+    """
+    return sorted(_FORMATS)
+
+
+def get_format(format: str | RecordFormat) -> RecordFormat:
+    """Return a format instance for a name or an instance.
+
+    Examples
+    --------
+    >>> get_format("lines")
+    Lines(encoding='utf-8', errors='strict', name='lines')
+    """
+    if isinstance(format, str):
+        try:
+            return _FORMATS[format]()  # type: ignore[no-any-return]
+        except KeyError:
+            raise ConfigError(
+                f"unknown format {format!r}; choose one of {', '.join(available_formats())} "
+                f"or pass a format instance such as bp.formats.Delimited(b'|')"
+            ) from None
+    if not hasattr(format, "iter_batches") or not hasattr(format, "to_dict"):
+        raise TypeError(f"format must be a name or a format instance, got {format!r}")
+    return format
+
+
+def from_dict(spec: Mapping[str, Any]) -> RecordFormat:
+    """Rebuild a format from its ``to_dict()`` description (as stored in a plan)."""
+    options = dict(spec)
+    name = options.pop("name")
+    for key in ("delimiter",):
+        if key in options:
+            options[key] = bytes.fromhex(options[key])
+    return _FORMATS[name](**options)  # type: ignore[no-any-return]

@@ -1,0 +1,297 @@
+"""The master loop and the future-like :class:`Job` handle.
+
+The master assigns attempts to free executor slots, turns heartbeats into progress,
+retries failures, commits the first success of each block, and writes ``_SUCCESS``
+last. Data never passes through it: only task descriptors, counters and results.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from blockproc._types import IfExists
+from blockproc.commit import OutputDir, part_name
+from blockproc.errors import BlockFailedError, JobCancelledError
+from blockproc.executors import Executor, Failed, Finished, Progress
+from blockproc.formats import from_dict as format_from_dict
+from blockproc.model import AttemptRecord, BlockResult, JobResult, Plan
+from blockproc.progress import make_progress
+from blockproc.scheduler import AttemptKey, Scheduler
+from blockproc.storage import AbstractFileSystem, filesystem
+from blockproc.worker import BlockTask, Mapper
+
+POLL_INTERVAL = 0.1
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an error raised in a worker, kept as the ``__cause__`` of the job error."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n" + self.text
+
+
+def new_job_id() -> str:
+    """Return a unique, sortable job id like ``job-20261127T001500-1a2b3c``."""
+    return f"job-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+class Job:
+    """A running or finished job, with the names of ``concurrent.futures.Future``.
+
+    Made by :func:`blockproc.submit`. ``result()`` waits and returns a
+    :class:`~blockproc.JobResult` or raises the job's error.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        mapper: Mapper,
+        *,
+        output_fs: AbstractFileSystem,
+        output_path: str,
+        executor: Executor,
+        if_exists: IfExists = "error",
+        max_attempts: int = 4,
+        lease_timeout: float = 600.0,
+        progress: bool | None = None,
+    ) -> None:
+        self.plan = plan
+        self.job_id = new_job_id()
+        self._input_fs = filesystem(plan.protocol, plan.storage_options)
+        self._mapper = mapper
+        self._output = OutputDir(output_fs, output_path, self.job_id)
+        self._executor = executor
+        self._if_exists = if_exists
+        self._max_attempts = max_attempts
+        self._lease_timeout = lease_timeout
+        self._progress = progress
+        self._done = threading.Event()
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[Job], Any]] = []
+        self._result: JobResult | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._committed = 0
+        self._failed_attempts = 0
+
+    @property
+    def output(self) -> str:
+        """The output directory URL."""
+        return self._output.url
+
+    # -- future-like interface --------------------------------------------------------
+
+    def done(self) -> bool:
+        """Return True if the job finished, failed or was cancelled."""
+        return self._done.is_set()
+
+    def running(self) -> bool:
+        """Return True while the job runs."""
+        return self._thread is not None and not self.done()
+
+    def cancel(self) -> bool:
+        """Ask the job to stop; workers are stopped and the output can be resumed.
+
+        Returns False if the job had already finished.
+        """
+        if self.done():
+            return False
+        self._cancel.set()
+        return True
+
+    def cancelled(self) -> bool:
+        """Return True if the job ended because it was cancelled."""
+        return isinstance(self._error, JobCancelledError)
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """Wait up to ``timeout`` seconds (None: forever) and return the result.
+
+        Raises the job's error, or ``TimeoutError`` if it is still running.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"job {self.job_id} still running after {timeout}s")
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait like :meth:`result` and return the job's error, or None."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"job {self.job_id} still running after {timeout}s")
+        return self._error
+
+    def add_done_callback(self, fn: Callable[[Job], Any]) -> None:
+        """Call ``fn(job)`` when the job ends (at once if it already has)."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else ("running" if self.running() else "pending")
+        if self._error is not None:
+            state = "cancelled" if self.cancelled() else "failed"
+        return (f"<Job {len(self.plan.blocks)} blocks: {self._committed} committed, "
+                f"{self._failed_attempts} failed attempts, {state}>")
+
+    # -- running ------------------------------------------------------------------------
+
+    def start(self) -> Job:
+        """Run the master loop on a background thread; returns at once."""
+        self._thread = threading.Thread(target=self.run, name=f"blockproc-{self.job_id}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def run(self) -> None:
+        """Run the master loop in this thread, storing the result or the error."""
+        try:
+            self._result = self._master()
+        except BaseException as exc:
+            self._error = exc
+            if not isinstance(exc, Exception) and self._thread is None:
+                self._finish()
+                raise  # KeyboardInterrupt in the caller's thread
+        self._finish()
+
+    def _finish(self) -> None:
+        with self._lock:
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn(self)
+
+    def _master(self) -> JobResult:
+        started = time.perf_counter()
+        plan, out = self.plan, self._output
+        inputs = [f.path for f in plan.files] if out.fs is self._input_fs else []
+        results: dict[int, BlockResult] = out.prepare(plan, self._if_exists, inputs)
+        sched = Scheduler(len(plan.blocks), self._max_attempts, self._lease_timeout,
+                          done=results.keys())
+        self._committed = len(results)
+        tasks: dict[AttemptKey, BlockTask] = {}
+        begun: dict[AttemptKey, float] = {}
+        attempts: list[AttemptRecord] = []
+        failures: dict[int, Failed] = {}
+        committed_bytes = sum(r.block.end - r.block.start for r in results.values())
+        progress = make_progress(self._progress, plan.num_bytes, len(plan.blocks),
+                                 len(results))
+        executor = self._executor
+        executor.start(self._mapper)
+
+        def end_attempt(key: AttemptKey, worker: str, status: str, error: str = "") -> None:
+            task = tasks.pop(key)
+            attempts.append(AttemptRecord(key[0], key[1], worker, begun.pop(key), time.time(),
+                                          status, error))
+            if status != "committed":
+                out.discard(posixpath.dirname(task.staging_path))
+
+        try:
+            while not sched.is_finished:
+                if self._cancel.is_set():
+                    raise JobCancelledError(
+                        f"job {self.job_id} was cancelled with {len(results)} of "
+                        f"{len(plan.blocks)} blocks committed; resume it with "
+                        f"if_exists='resume'")
+                while sched.num_running < executor.num_slots:
+                    key = sched.assign()
+                    if key is None:
+                        break
+                    tasks[key] = self._task(key)
+                    begun[key] = time.time()
+                    executor.run(tasks[key])
+                for event in executor.events(POLL_INTERVAL):
+                    key = event.key
+                    if key not in tasks:
+                        continue  # an attempt already cancelled or expired
+                    if isinstance(event, Progress):
+                        sched.heartbeat(key, event.bytes_done, event.records_done)
+                    elif isinstance(event, Finished):
+                        commit, losers = sched.complete(key)
+                        if commit:
+                            out.commit(event.result, tasks[key].staging_path)
+                            results[key[0]] = event.result
+                            committed_bytes += event.result.block.end - event.result.block.start
+                            self._committed += 1
+                        end_attempt(key, event.result.worker,
+                                    "committed" if commit else "discarded")
+                        for loser in losers:
+                            executor.cancel(loser)
+                            end_attempt(loser, "", "discarded")
+                    elif isinstance(event, Failed):
+                        sched.fail(key, event.error)
+                        failures[key[0]] = event
+                        self._failed_attempts += 1
+                        end_attempt(key, event.worker, "lost" if event.lost else "failed",
+                                    event.error)
+                for key in sched.expire():
+                    executor.cancel(key)
+                    self._failed_attempts += 1
+                    end_attempt(key, "", "lost", "lease expired")
+                if sched.failed_block is not None:
+                    raise self._block_failed(sched.failed_block, sched, failures)
+                running = sum(min(lease.bytes_done, _nominal(plan, k[0]))
+                              for k, lease in sched.running.items())
+                progress.update(committed_bytes + running, self._committed, sched.num_running,
+                                self._failed_attempts)
+        finally:
+            for key in list(tasks):
+                executor.cancel(key)
+                end_attempt(key, "", "discarded", "job stopped")
+            executor.close()
+            progress.close()
+        ordered = tuple(results[b.id] for b in plan.blocks)
+        seconds = time.perf_counter() - started
+        out.finish(plan, ordered, {
+            "seconds": round(seconds, 6),
+            "mapper": self._mapper.kind,
+            "executor": executor.name,
+            "workers": executor.num_slots,
+            "max_attempts": self._max_attempts,
+            "attempts": [a.to_dict() for a in attempts],
+        })
+        return JobResult(output=out.url, job_id=self.job_id, blocks=ordered, seconds=seconds,
+                         attempts=tuple(attempts))
+
+    def _task(self, key: AttemptKey) -> BlockTask:
+        block = self.plan.blocks[key[0]]
+        part = part_name(block.id)
+        return BlockTask(
+            block=block, attempt=key[1], num_blocks=len(self.plan.blocks),
+            file=self.plan.file(block.path), format=format_from_dict(self.plan.format),
+            input_fs=self._input_fs, output_fs=self._output.fs, part=part,
+            staging_path=self._output.staging_path(block.id, key[1], part),
+        )
+
+    def _block_failed(self, block_id: int, sched: Scheduler,
+                      failures: dict[int, Failed]) -> BlockFailedError:
+        failure = failures.get(block_id)
+        block = self.plan.blocks[block_id]
+        attempts = sched.attempts_made.get(block_id, 0)
+        error = BlockFailedError(
+            f"block {block_id} of {len(self.plan.blocks)} ({block.path} [{block.start}, "
+            f"{block.end})) failed on all {attempts} attempts; last error: "
+            f"{sched.errors.get(block_id, 'unknown')}",
+            block_id=block_id, attempt=attempts,
+            remote_traceback=failure.traceback if failure else "",
+        )
+        if failure and failure.traceback:
+            error.__cause__ = RemoteTraceback(failure.traceback)
+        return error
+
+
+def _nominal(plan: Plan, block_id: int) -> int:
+    block = plan.blocks[block_id]
+    return block.end - block.start

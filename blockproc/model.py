@@ -1,0 +1,272 @@
+"""Values that cross processes and reach manifests: frozen, picklable, JSON-safe.
+
+``Block`` and ``Plan`` describe the work; ``BlockResult`` and ``JobResult`` what came
+of it. Each has ``to_dict``/``from_dict`` for the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from blockproc._units import format_size
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A half-open byte range ``[start, end)`` of one file; the format decides which
+    records it owns (see DESIGN.md, "Blocks and record ownership").
+
+    Examples
+    --------
+    >>> Block(id=0, path="data/a.log", start=0, end=100)
+    Block(id=0, path='data/a.log', start=0, end=100)
+    """
+
+    id: int
+    path: str
+    start: int
+    end: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Block:
+        """Build a Block from :meth:`to_dict` output."""
+        return cls(int(data["id"]), str(data["path"]), int(data["start"]), int(data["end"]))
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """One input file as the planner saw it: size and a change token (mtime or ETag)."""
+
+    path: str
+    size: int
+    token: str = ""
+    compression: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InputFile:
+        """Build an InputFile from :meth:`to_dict` output."""
+        return cls(str(data["path"]), int(data["size"]), str(data.get("token", "")),
+                   data.get("compression"))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The deterministic list of blocks for some inputs, format and block size.
+
+    Made by :func:`blockproc.plan`; inspect it freely, nothing has run yet.
+
+    Examples
+    --------
+    >>> import blockproc as bp
+    >>> from blockproc.testing import write_files
+    >>> write_files("memory://doc/plan", {"a.log": b"x\\n" * 50})
+    ['memory://doc/plan/a.log']
+    >>> p = bp.plan("memory://doc/plan", block_size=40)
+    >>> p
+    <Plan 1 file, 3 blocks, 100 B, format='lines'>
+    >>> p.blocks[1]
+    Block(id=1, path='/doc/plan/a.log', start=40, end=80)
+    """
+
+    protocol: str
+    files: tuple[InputFile, ...]
+    blocks: tuple[Block, ...]
+    block_size: int
+    format: Mapping[str, Any]
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_bytes(self) -> int:
+        """Total size of the input files."""
+        return sum(f.size for f in self.files)
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the inputs (paths, sizes, change tokens) and the options.
+
+        Two plans with the same fingerprint cut the same blocks from the same data,
+        which is what ``if_exists="resume"`` checks.
+        """
+        payload = {
+            "protocol": self.protocol,
+            "files": [f.to_dict() for f in self.files],
+            "block_size": self.block_size,
+            "format": dict(self.format),
+        }
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def file(self, path: str) -> InputFile:
+        """Return the :class:`InputFile` for ``path``."""
+        for f in self.files:
+            if f.path == path:
+                return f
+        raise KeyError(path)
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __repr__(self) -> str:
+        files = len(self.files)
+        return (
+            f"<Plan {files} file{'s' if files != 1 else ''}, {len(self.blocks)} blocks, "
+            f"{format_size(self.num_bytes)}, format={self.format.get('name')!r}>"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe dict (storage options are left out: they may hold secrets)."""
+        return {
+            "protocol": self.protocol,
+            "block_size": self.block_size,
+            "format": dict(self.format),
+            "fingerprint": self.fingerprint,
+            "files": [f.to_dict() for f in self.files],
+            "blocks": [b.to_dict() for b in self.blocks],
+        }
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None
+    ) -> Plan:
+        """Build a Plan from :meth:`to_dict` output."""
+        return cls(
+            protocol=str(data["protocol"]),
+            files=tuple(InputFile.from_dict(f) for f in data["files"]),
+            blocks=tuple(Block.from_dict(b) for b in data["blocks"]),
+            block_size=int(data["block_size"]),
+            format=dict(data["format"]),
+            storage_options=dict(storage_options or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    """What one successful attempt of one block produced."""
+
+    block: Block
+    part: str
+    attempt: int
+    worker: str
+    records_in: int
+    records_out: int
+    bytes_read: int
+    bytes_written: int
+    checksum: str
+    started: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the manifest entry for this block."""
+        entry = self.block.to_dict()
+        entry.update(
+            part=self.part, attempt=self.attempt, worker=self.worker,
+            records_in=self.records_in, records_out=self.records_out,
+            bytes_read=self.bytes_read, bytes_written=self.bytes_written,
+            checksum=self.checksum, started=round(self.started, 6),
+            seconds=round(self.seconds, 6),
+        )
+        return entry
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BlockResult:
+        """Build a BlockResult from a manifest entry."""
+        return cls(
+            block=Block.from_dict(data), part=str(data["part"]), attempt=int(data["attempt"]),
+            worker=str(data["worker"]), records_in=int(data["records_in"]),
+            records_out=int(data["records_out"]), bytes_read=int(data["bytes_read"]),
+            bytes_written=int(data["bytes_written"]), checksum=str(data["checksum"]),
+            started=float(data.get("started", 0.0)), seconds=float(data["seconds"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt as the master saw it, for the timeline: who ran what, when, how it ended."""
+
+    block_id: int
+    attempt: int
+    worker: str
+    started: float
+    finished: float
+    status: str  # "committed" | "failed" | "lost" | "discarded"
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """The committed output of a finished job.
+
+    ``parts`` are the part-file URLs in block order; counts are summed over blocks.
+    """
+
+    output: str
+    job_id: str
+    blocks: tuple[BlockResult, ...]
+    seconds: float
+    attempts: tuple[AttemptRecord, ...] = ()
+    num_skipped: int = 0
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """Part-file URLs, in block order."""
+        base = self.output.rstrip("/")
+        return tuple(f"{base}/{b.part}" for b in self.blocks)
+
+    @property
+    def num_records(self) -> int:
+        """Records read from the input."""
+        return sum(b.records_in for b in self.blocks)
+
+    @property
+    def num_records_out(self) -> int:
+        """Records written to the part-files."""
+        return sum(b.records_out for b in self.blocks)
+
+    @property
+    def num_bytes_read(self) -> int:
+        """Bytes fetched from storage, overhang included."""
+        return sum(b.bytes_read for b in self.blocks)
+
+    @property
+    def num_bytes_written(self) -> int:
+        """Bytes written to the part-files."""
+        return sum(b.bytes_written for b in self.blocks)
+
+    @property
+    def num_retries(self) -> int:
+        """Attempts that did not end in a commit (failed, lost or discarded)."""
+        return sum(1 for a in self.attempts if a.status != "committed")
+
+    def __repr__(self) -> str:
+        return (
+            f"<JobResult {len(self.blocks)} blocks, {self.num_records} records in, "
+            f"{self.num_records_out} out, {format_size(self.num_bytes_written)} written, "
+            f"{self.seconds:.2f}s, output={self.output!r}>"
+        )
+
+
+def blocks_summary(blocks: Sequence[BlockResult]) -> dict[str, int]:
+    """Return the totals a manifest carries for ``blocks``."""
+    return {
+        "num_blocks": len(blocks),
+        "records_in": sum(b.records_in for b in blocks),
+        "records_out": sum(b.records_out for b in blocks),
+        "bytes_read": sum(b.bytes_read for b in blocks),
+        "bytes_written": sum(b.bytes_written for b in blocks),
+    }

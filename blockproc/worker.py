@@ -1,0 +1,351 @@
+"""Run one attempt of one block: read only its slice, map its records, write a part-file.
+
+:func:`run_block` is what every executor calls, in whatever process the attempt runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from blockproc.formats import RecordFormat, find_boundary
+from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, Boundary
+from blockproc.model import Block, BlockResult, InputFile
+from blockproc.storage import RangeSource, open_decompressed, open_output
+
+CHUNK_SIZE = 1 << 20
+"""Bytes per read and per batch handed to the user code (~1 MiB keeps batches in cache)."""
+
+ReportFn = Callable[[int, int], None]
+"""``report(bytes_done, records_done)``; may raise to stop the attempt."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mapper:
+    """What runs on each block: a function per record, a function per block, or a command."""
+
+    kind: Literal["record", "block", "command"]
+    fn: Any
+
+
+@dataclass(frozen=True, slots=True)
+class BlockTask:
+    """Everything a worker needs for one attempt; small, frozen and picklable."""
+
+    block: Block
+    attempt: int
+    num_blocks: int
+    file: InputFile
+    format: RecordFormat
+    input_fs: Any
+    output_fs: Any
+    part: str
+    staging_path: str
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """``(block id, attempt number)``."""
+        return (self.block.id, self.attempt)
+
+    def describe(self) -> str:
+        """Return ``block 3 of 8 (path [start, end))``."""
+        b = self.block
+        return f"block {b.id} of {self.num_blocks} ({b.path} [{b.start}, {b.end}))"
+
+
+@dataclass
+class Batch:
+    """One block's records at once, for :func:`blockproc.map_blocks`.
+
+    ``data`` is the block's record-aligned bytes, ``records`` its decoded records (made on
+    first use), ``block`` the :class:`~blockproc.Block`.
+    """
+
+    block: Block
+    data: bytes
+    format: RecordFormat
+    at_file_start: bool
+    _records: list[Any] | None = field(default=None, repr=False)
+
+    @property
+    def records(self) -> list[Any]:
+        """The block's records, in order."""
+        if self._records is None:
+            self._records = [
+                r for batch in self.format.iter_batches([self.data],
+                                                        at_file_start=self.at_file_start)
+                for r in batch
+            ]
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def worker_name() -> str:
+    """Return ``host:pid`` (plus the thread name off the main thread)."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    thread = threading.current_thread()
+    if thread is not threading.main_thread():
+        name += f":{thread.name}"
+    return name
+
+
+class PartWriter:
+    """Write a part-file, counting records and bytes and computing a CRC-32."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        self.records = 0
+        self.bytes_written = 0
+        self._crc = 0
+
+    def write(self, data: bytes, records: int = 0) -> None:
+        """Write raw bytes that hold ``records`` records."""
+        if data:
+            self._file.write(data)
+            self.bytes_written += len(data)
+            self._crc = zlib.crc32(data, self._crc)
+        self.records += records
+
+    def write_lines(self, lines: list[Any]) -> None:
+        """Write each str or bytes in ``lines`` followed by a newline."""
+        if not lines:
+            return
+        try:
+            data = ("\n".join(lines) + "\n").encode()
+        except TypeError:
+            data = b"".join(_as_bytes(line) + b"\n" for line in lines)
+        self.write(data, len(lines))
+
+    @property
+    def checksum(self) -> str:
+        """``crc32:`` and eight hex digits."""
+        return f"crc32:{self._crc:08x}"
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(
+        f"a mapper must return str, bytes, None or an iterable of str/bytes; got "
+        f"{type(value).__name__}: {value!r:.80}"
+    )
+
+
+def aligned_chunks(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
+    """Yield the bytes of the records ``task.block`` owns, in ``CHUNK_SIZE`` pieces.
+
+    Reads only the slice plus the overhang that finishes its last record; the bytes read
+    to find either boundary are reused, not fetched again.
+    """
+    block, size, delimiter = task.block, task.file.size, task.format.delimiter
+    first = find_boundary(source.read, block.start, size, delimiter,
+                          max_record_size=task.max_record_size)
+    if block.end >= size:
+        last = Boundary(size, b"", size)
+    else:
+        last = find_boundary(source.read, block.end, size, delimiter,
+                             max_record_size=task.max_record_size)
+    known = [(first.data_start, first.data), (last.data_start, last.data)]
+    pos, end = first.offset, last.offset
+    while pos < end:
+        for start, data in known:
+            if start <= pos < start + len(data):
+                stop = min(end, start + len(data))
+                yield data[pos - start:stop - start]
+                pos = stop
+                break
+        else:
+            stop = min(end, pos + CHUNK_SIZE)
+            for start, data in known:
+                if pos < start < stop and data:
+                    stop = start
+            data = source.read(pos, stop)
+            if len(data) < stop - pos:
+                raise OSError(
+                    f"{task.file.path!r} ended at byte {pos + len(data)}, before the "
+                    f"{size} bytes it had when the job was planned; the input changed"
+                )
+            yield data
+            pos = stop
+
+
+def _decompressed_chunks(task: BlockTask) -> Iterator[bytes]:
+    with open_decompressed(task.input_fs, task.file.path, task.file.compression or "") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            yield chunk
+
+
+def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
+    """Run one attempt of ``task`` and return its result; the part-file is staged at
+    ``task.staging_path``, for the master to commit."""
+    started = time.time()
+    clock = time.perf_counter()
+    compressed = task.file.compression is not None
+    source = None if compressed else RangeSource(task.input_fs, task.file.path)
+    try:
+        chunks = _decompressed_chunks(task) if source is None else aligned_chunks(task, source)
+        counted = _Counted(chunks, report)
+        with open_output(task.output_fs, task.staging_path) as out:
+            writer = PartWriter(out)
+            if mapper.kind == "command":
+                records_in = _run_command(mapper.fn, counted, writer, task)
+            else:
+                records_in = _run_function(mapper, task, counted, writer, report)
+    finally:
+        if source is not None:
+            source.close()
+    bytes_read = task.file.size if source is None else source.bytes_read
+    return BlockResult(
+        block=task.block, part=task.part, attempt=task.attempt, worker=worker_name(),
+        records_in=records_in, records_out=writer.records, bytes_read=bytes_read,
+        bytes_written=writer.bytes_written, checksum=writer.checksum, started=started,
+        seconds=time.perf_counter() - clock,
+    )
+
+
+class _Counted:
+    """Iterate over chunks, counting their bytes and reporting progress."""
+
+    def __init__(self, chunks: Iterable[bytes], report: ReportFn) -> None:
+        self._chunks = chunks
+        self._report = report
+        self.bytes_done = 0
+        self.records_done = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
+            self.bytes_done += len(chunk)
+            self._report(self.bytes_done, self.records_done)
+
+
+def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: PartWriter,
+                  report: ReportFn) -> int:
+    fn = mapper.fn
+    at_file_start = task.block.start == 0
+    if mapper.kind == "block":
+        data = b"".join(chunks)
+        batch = Batch(task.block, data, task.format, at_file_start)
+        _write_block_result(fn(batch), writer)
+        if batch._records is not None:
+            return len(batch._records)
+        return count_records(data, task.format.delimiter)
+    records_in = 0
+    for records in task.format.iter_batches(chunks, at_file_start=at_file_start):
+        out: list[Any] = []
+        append = out.append
+        for number, record in enumerate(records):
+            try:
+                result = fn(record)
+            except Exception as exc:
+                exc.add_note(f"in {task.describe()}, record {records_in + number} of the "
+                             f"block: {record!r:.200}")
+                raise
+            if result is None:
+                continue
+            if isinstance(result, (str, bytes)):
+                append(result)
+            else:
+                out.extend(result)
+        writer.write_lines(out)
+        records_in += len(records)
+        chunks.records_done = records_in
+    return records_in
+
+
+def count_records(data: bytes, delimiter: bytes) -> int:
+    """Return how many records aligned ``data`` holds, without decoding them.
+
+    Examples
+    --------
+    >>> count_records(b"a\\nb\\n", b"\\n"), count_records(b"a\\nb", b"\\n"), count_records(b"", b"\\n")
+    (2, 2, 0)
+    """
+    return data.count(delimiter) + (1 if data and not data.endswith(delimiter) else 0)
+
+
+def _write_block_result(result: Any, writer: PartWriter) -> None:
+    if result is None:
+        return
+    if isinstance(result, (str, bytes)):
+        data = _as_bytes(result)
+        writer.write(data, data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1))
+        return
+    lines: list[Any] = []
+    for line in result:
+        lines.append(line)
+        if len(lines) >= 65536:
+            writer.write_lines(lines)
+            lines = []
+    writer.write_lines(lines)
+
+
+def _run_command(command: str, chunks: _Counted, writer: PartWriter, task: BlockTask) -> int:
+    """Pipe the block's bytes through ``sh -c command``; its stdout is the part-file."""
+    proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
+    delimiter = task.format.delimiter
+    records = [0]
+    stderr_tail = [b""]
+    feed_error: list[BaseException] = []
+
+    def feed() -> None:
+        last = b""
+        try:
+            for chunk in chunks:
+                records[0] += chunk.count(delimiter)
+                last = chunk
+                stdin.write(chunk)
+            if last and not last.endswith(delimiter):
+                records[0] += 1
+        except BrokenPipeError:
+            pass  # the command stopped reading (like `head`); its exit code decides
+        except BaseException as exc:  # stop the command, report from the main thread
+            feed_error.append(exc)
+            proc.kill()
+        finally:
+            try:
+                stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def drain_stderr() -> None:
+        tail = b""
+        while piece := stderr.read(65536):
+            tail = (tail + piece)[-4096:]
+        stderr_tail[0] = tail
+
+    threads = [threading.Thread(target=feed, daemon=True),
+               threading.Thread(target=drain_stderr, daemon=True)]
+    for t in threads:
+        t.start()
+    while piece := stdout.read(CHUNK_SIZE):
+        writer.write(piece, piece.count(b"\n"))
+    code = proc.wait()
+    for t in threads:
+        t.join()
+    if feed_error:
+        raise feed_error[0]
+    if code != 0:
+        tail = stderr_tail[0].decode(errors="replace").strip()
+        raise CommandError(f"command {command!r} exited with code {code} on "
+                           f"{task.describe()}; its stderr ends with:\n{tail or '(nothing)'}")
+    return records[0]
+
+
+class CommandError(RuntimeError):
+    """A ``--cmd`` mapper exited with a non-zero code."""
