@@ -159,6 +159,16 @@ class OutputDir:
         except FileNotFoundError:
             pass
 
+    def cleanup(self) -> None:
+        """Remove this job's staging directory (whatever the job's outcome)."""
+        self.discard(self._join(TEMPORARY, self.job_id))
+        temporary = self._join(TEMPORARY)
+        try:
+            if self.fs.exists(temporary) and not self.fs.ls(temporary, detail=False):
+                self.fs.rm(temporary, recursive=True)
+        except FileNotFoundError:
+            pass
+
     def finish(self, plan: Plan, results: Sequence[BlockResult], job: Mapping[str, Any]) -> None:
         """Write the ``_SUCCESS`` manifest, after removing ``_temporary/``."""
         temporary = self._join(TEMPORARY)

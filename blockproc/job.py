@@ -252,6 +252,7 @@ class Job:
                 end_attempt(key, "", "discarded", "job stopped")
             executor.close()
             progress.close()
+            out.cleanup()
         ordered = tuple(results[b.id] for b in plan.blocks)
         seconds = time.perf_counter() - started
         out.finish(plan, ordered, {

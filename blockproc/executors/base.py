@@ -50,7 +50,8 @@ Event = Progress | Finished | Failed
 def failure_from(key: AttemptKey, exc: BaseException, worker: str) -> Failed:
     """Describe an exception raised by an attempt, traceback text included."""
     text = "".join(traceback.format_exception(exc))
-    return Failed(key, f"{type(exc).__name__}: {exc}", text, worker)
+    summary = "".join(traceback.format_exception_only(exc)).strip()
+    return Failed(key, summary, text, worker)
 
 
 class Executor(Protocol):

@@ -20,7 +20,11 @@ ReadFn = Callable[[int, int], bytes]
 """``read(start, end)`` returns the bytes ``[start, end)`` of one file (fewer at EOF)."""
 
 WINDOW_SIZE = 64 * 1024
-"""Bytes fetched per step while looking for a boundary."""
+"""Most bytes fetched per step while looking for a boundary."""
+
+FIRST_WINDOW_SIZE = 4 * 1024
+"""Bytes fetched by the first step; each further step doubles, up to ``WINDOW_SIZE``, so
+short records cost little overhang and long ones few requests."""
 
 DEFAULT_MAX_RECORD_SIZE = 256 * 2**20
 
@@ -75,6 +79,7 @@ def find_boundary(
     width = len(delimiter)
     start = _fresh_point(read, pos, size, delimiter) if has_border(delimiter) else pos
     buf = bytearray()
+    step = min(FIRST_WINDOW_SIZE, window)
     scan = start  # the greedy parse continues from here
     while True:
         found = buf.find(delimiter, scan - start)
@@ -92,7 +97,8 @@ def find_boundary(
                 f"no record delimiter {delimiter!r} within {max_record_size} bytes after "
                 f"offset {pos}; raise max_record_size or check the format and delimiter"
             )
-        chunk = read(fetched_end, min(size, fetched_end + window))
+        chunk = read(fetched_end, min(size, fetched_end + step))
+        step = min(step * 2, window)
         if not chunk:
             return Boundary(fetched_end, bytes(buf), start)
         buf += chunk

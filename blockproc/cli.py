@@ -1,0 +1,363 @@
+"""The ``blockproc`` command: ``run``, ``plan``, ``status`` and ``demo``.
+
+A thin layer over :mod:`blockproc.api`: it parses options, calls the API, prints the
+result and returns an exit code (``ConfigError`` 2, job failures 1, Ctrl-C 130).
+"""
+
+from __future__ import annotations
+
+import codecs
+import importlib
+import json
+import os
+import posixpath
+import shlex
+import sys
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from blockproc import api
+from blockproc._units import format_size, parse_size
+from blockproc.commit import SUCCESS, STATE_DIR, read_manifest
+from blockproc.errors import BlockFailedError, BlockprocError, ConfigError, JobError
+from blockproc.executors import EXECUTORS
+from blockproc.formats import Delimited, Lines, Raw, RecordFormat, available_formats
+from blockproc.model import JobResult
+from blockproc.storage import read_json, resolve
+
+
+class SizeParam(click.ParamType):
+    """A byte size such as ``64MiB``, checked with :func:`parse_size`."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            size = parse_size(str(value), name=param.name if param and param.name else "size")
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+        if size < 1:
+            self.fail(f"must be >= 1 byte, got {value!r}", param, ctx)
+        return size
+
+
+SIZE = SizeParam()
+
+
+def _format_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--format", "format_name", type=click.Choice(available_formats()),
+                     default="lines", show_default=True, help="How bytes become records."),
+        click.option("--delimiter", default=None,
+                     help=r"Record delimiter for --format delimited/raw; escapes like '\0', "
+                          r"'\n\n' or '|+|' work. Default: newline."),
+        click.option("--encoding", default=None,
+                     help="Text encoding of records (lines: utf-8 by default; delimited: "
+                          "bytes unless given)."),
+        click.option("--errors", "decode_errors", default="strict", show_default=True,
+                     help="What to do with undecodable bytes: strict, replace, ignore, "
+                          "surrogateescape."),
+        click.option("--block-size", type=SIZE, default="64MiB", show_default=True,
+                     help="Nominal bytes per block: 64MiB = 64*2**20, 64MB = 64*10**6."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _make_format(format_name: str, delimiter: str | None, encoding: str | None,
+                 decode_errors: str) -> RecordFormat:
+    delim = b"\n" if delimiter is None else _unescape(delimiter)
+    if format_name == "lines":
+        if delimiter is not None:
+            raise ConfigError("--delimiter needs --format delimited or --format raw")
+        return Lines(encoding or "utf-8", decode_errors)
+    if format_name == "delimited":
+        return Delimited(delim, encoding, decode_errors)
+    return Raw(delim)
+
+
+def _unescape(text: str) -> bytes:
+    try:
+        return codecs.decode(text.encode("utf-8"), "unicode_escape").encode("latin-1")
+    except (UnicodeError, ValueError) as exc:
+        raise ConfigError(f"--delimiter {text!r} is not a valid escaped string: {exc}") from None
+
+
+def _import_function(spec: str, option: str) -> Callable[..., Any]:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{option} {spec!r} must look like 'module:function', e.g. 'mymod:parse'")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{option} {spec!r}: cannot import module {module_name!r} ({exc}); run blockproc "
+            f"from the directory that holds {module_name.replace('.', '/')}.py, or install it"
+        ) from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"{option} {spec!r}: module {module_name!r} has no {attr!r}") from None
+    if not callable(obj):
+        raise ConfigError(f"{option} {spec!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _parse_storage_options(values: Sequence[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--storage-option {item!r} must look like key=value")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def _summary(result: JobResult) -> str:
+    return (f"committed {len(result.blocks)} blocks: {result.num_records:,} records in, "
+            f"{result.num_records_out:,} out, {format_size(result.num_bytes_written)} written "
+            f"in {result.seconds:.2f}s (retries: {result.num_retries})\n"
+            f"output: {result.output}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="blockproc")
+def cli() -> None:
+    """Split big files into record-aligned blocks and map a function or a command over
+    them in parallel, writing one part-file per block and a _SUCCESS manifest last.
+
+    \b
+    Examples:
+      blockproc demo
+      blockproc run data/access.log -o out/ --map mymod:parse --workers 2
+      blockproc run data/*.log -o out/ --cmd "grep ' 500 '"
+      blockproc plan data/access.log --block-size 32MiB
+      blockproc status out/
+    """
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, help="Result directory (local path or URL).")
+@click.option("--map", "map_spec", metavar="MODULE:FUNC",
+              help="Call FUNC(line) on every record; it returns a line, None or several lines.")
+@click.option("--map-blocks", "map_blocks_spec", metavar="MODULE:FUNC",
+              help="Call FUNC(batch) once per block (batch.records, batch.data, batch.block).")
+@click.option("--cmd", "command", metavar="COMMAND",
+              help="Pipe each block through a shell command; its stdout is the part-file.")
+@_format_options
+@click.option("--executor", type=click.Choice(EXECUTORS), default="processes",
+              show_default=True, envvar="BLOCKPROC_EXECUTOR", help="Where workers run.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Parallel workers (default: one per CPU).")
+@click.option("--if-exists", type=click.Choice(["error", "overwrite", "resume"]),
+              default="error", show_default=True, help="What to do when the output is not empty.")
+@click.option("--resume", is_flag=True,
+              help="Same as --if-exists resume: run only the blocks not yet committed.")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Attempts per block before the job fails.")
+@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+              help="fsspec storage option for inputs and output (repeatable).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar (default: when stderr is a terminal).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
+        map_blocks_spec: str | None, command: str | None, format_name: str,
+        delimiter: str | None, encoding: str | None, decode_errors: str, block_size: int,
+        executor: str, workers: int | None, if_exists: str, resume: bool, max_attempts: int,
+        storage_option: tuple[str, ...], progress: bool | None, quiet: bool) -> None:
+    """Map a function or a command over every block of INPUTS into OUTPUT.
+
+    INPUTS are files, globs or directories (names starting with _ or . are skipped).
+    Exactly one of --map, --map-blocks or --cmd says what runs on each block.
+    """
+    chosen = [s for s in (map_spec, map_blocks_spec, command) if s is not None]
+    if len(chosen) != 1:
+        raise ConfigError("give exactly one of --map MODULE:FUNC, --map-blocks MODULE:FUNC "
+                          "or --cmd COMMAND")
+    fmt = _make_format(format_name, delimiter, encoding, decode_errors)
+    options = _parse_storage_options(storage_option)
+    fn: Any
+    per: Any = "record"
+    if map_spec:
+        fn = _import_function(map_spec, "--map")
+    elif map_blocks_spec:
+        fn, per = _import_function(map_blocks_spec, "--map-blocks"), "block"
+    else:
+        fn = command
+    plan = api.plan(list(inputs), block_size=block_size, format=fmt, storage_options=options)
+    job = api._make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
+                        if_exists="resume" if resume else if_exists,  # type: ignore[arg-type]
+                        max_attempts=max_attempts, progress=False if quiet else progress,
+                        storage_options=options)
+    try:
+        job.run()
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: committed blocks are kept. Resume with:\n  "
+                   f"{_resume_command()}", err=True)
+        raise
+    try:
+        result = job.result()
+    except JobError as exc:
+        if isinstance(exc, BlockFailedError) and exc.remote_traceback:
+            click.echo(f"worker traceback:\n{exc.remote_traceback.rstrip()}", err=True)
+        exc.add_note(f"committed blocks are kept; after fixing the cause, resume with:\n  "
+                         f"{_resume_command()}")
+        raise
+    if not quiet:
+        click.echo(_summary(result))
+
+
+def _resume_command() -> str:
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    cleaned: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg == "--if-exists":
+            skip = True
+            continue
+        if arg.startswith("--if-exists="):
+            continue
+        cleaned.append(arg)
+    return shlex.join(["blockproc", *cleaned, "--resume"])
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@_format_options
+@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+              help="fsspec storage option (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(inputs: tuple[str, ...], format_name: str, delimiter: str | None,
+         encoding: str | None, decode_errors: str, block_size: int,
+         storage_option: tuple[str, ...], as_json: bool) -> None:
+    """Print the block table of INPUTS without running anything."""
+    fmt = _make_format(format_name, delimiter, encoding, decode_errors)
+    p = api.plan(list(inputs), block_size=block_size, format=fmt,
+                 storage_options=_parse_storage_options(storage_option))
+    if as_json:
+        click.echo(json.dumps(p.to_dict(), indent=1))
+        return
+    click.echo(f"{p!r}  fingerprint {p.fingerprint}")
+    width = max((len(b.path) for b in p.blocks), default=4)
+    click.echo(f"{'id':>6}  {'path':<{width}}  {'start':>14}  {'end':>14}  {'size':>10}")
+    for b in p.blocks:
+        note = "  (compressed: one block)" if p.file(b.path).compression else ""
+        click.echo(f"{b.id:>6}  {b.path:<{width}}  {b.start:>14}  {b.end:>14}  "
+                   f"{format_size(b.end - b.start):>10}{note}")
+
+
+@cli.command()
+@click.argument("output")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--verify", is_flag=True, help="Check every part-file's size and CRC-32.")
+def status(output: str, as_json: bool, verify: bool) -> None:
+    """Show what the manifest of OUTPUT says (exit 1 if the job is unfinished)."""
+    fs, path = resolve(output)
+    if not fs.exists(posixpath.join(path, SUCCESS)):
+        state = posixpath.join(path, STATE_DIR, "plan.json")
+        if not fs.exists(state):
+            raise ConfigError(f"{output!r} holds no blockproc output (no {SUCCESS} and no "
+                              f"{STATE_DIR}/plan.json); check the path")
+        total = len(read_json(fs, state)["plan"]["blocks"])
+        ledger = posixpath.join(path, STATE_DIR, "committed")
+        done = len(fs.ls(ledger, detail=False)) if fs.exists(ledger) else 0
+        click.echo(f"unfinished: {done} of {total} blocks committed, no {SUCCESS}; rerun the "
+                   f"same `blockproc run ... -o {output}` command with --resume to finish it")
+        raise SystemExit(1)
+    manifest = read_manifest(fs, path)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=1))
+    else:
+        totals = manifest["totals"]
+        click.echo(f"job {manifest['job_id']} finished {manifest['finished']} in "
+                   f"{manifest['seconds']:.2f}s on {manifest['executor']} "
+                   f"({manifest['workers']} workers)")
+        click.echo(f"inputs: {len(manifest['inputs'])} files, "
+                   f"{format_size(sum(f['size'] for f in manifest['inputs']))}; "
+                   f"format {manifest['format']['name']}")
+        click.echo(f"blocks: {totals['num_blocks']}; records {totals['records_in']:,} in, "
+                   f"{totals['records_out']:,} out; {format_size(totals['bytes_read'])} read, "
+                   f"{format_size(totals['bytes_written'])} written")
+    if verify:
+        bad = []
+        for entry in manifest["blocks"]:
+            part = posixpath.join(path, entry["part"])
+            data = fs.cat_file(part) if fs.exists(part) else None
+            if data is None or len(data) != entry["bytes_written"] or \
+                    f"crc32:{zlib.crc32(data):08x}" != entry["checksum"]:
+                bad.append(entry["part"])
+        if bad:
+            click.echo(f"verify: {len(bad)} part-files missing or changed: {', '.join(bad)}")
+            raise SystemExit(1)
+        click.echo(f"verify: all {len(manifest['blocks'])} part-files match the manifest")
+
+
+@cli.command()
+@click.option("--size", type=SIZE, default="256MiB", show_default=True,
+              help="Size of the sample access log.")
+@click.option("-o", "--output", default=None,
+              help="Result directory (default: under the cache directory).")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="processes",
+              show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None)
+@click.option("--block-size", type=SIZE, default="32MiB", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def demo(size: int, output: str | None, executor: str, workers: int | None, block_size: int,
+         quiet: bool) -> None:
+    """Make a sample web access log (cached) and extract its server errors in parallel."""
+    from blockproc import _demo
+
+    source = _demo.demo_input(size)
+    click.echo(f"input:  {source} ({format_size(source.stat().st_size)}, generated once, "
+               f"cached)")
+    click.echo("job:    map_lines(parse_access_line) -> 'ip,status,bytes' of every 5xx line")
+    result = _demo.run_demo(size, output=output, executor=executor, workers=workers,
+                            progress=None if not quiet else False, block_size=block_size)
+    click.echo(_summary(result))
+    click.echo(f"next:   head {result.parts[0] if result.parts else result.output}; "
+               f"blockproc status {result.output}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="blockproc",
+                 standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    except BlockprocError as exc:
+        click.echo(f"error: {exc}", err=True)
+        for note in getattr(exc, "__notes__", []):
+            click.echo(note, err=True)
+        return exc.exit_code
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
