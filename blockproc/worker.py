@@ -294,56 +294,56 @@ def _write_block_result(result: Any, writer: PartWriter) -> None:
 
 def _run_command(command: str, chunks: _Counted, writer: PartWriter, task: BlockTask) -> int:
     """Pipe the block's bytes through ``sh -c command``; its stdout is the part-file."""
-    proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
-    delimiter = task.format.delimiter
-    records = [0]
-    stderr_tail = [b""]
-    feed_error: list[BaseException] = []
+    with subprocess.Popen(command, shell=True, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
+        delimiter = task.format.delimiter
+        records = [0]
+        stderr_tail = [b""]
+        feed_error: list[BaseException] = []
 
-    def feed() -> None:
-        last = b""
-        try:
-            for chunk in chunks:
-                records[0] += chunk.count(delimiter)
-                last = chunk
-                stdin.write(chunk)
-            if last and not last.endswith(delimiter):
-                records[0] += 1
-        except BrokenPipeError:
-            pass  # the command stopped reading (like `head`); its exit code decides
-        except BaseException as exc:  # stop the command, report from the main thread
-            feed_error.append(exc)
-            proc.kill()
-        finally:
+        def feed() -> None:
+            last = b""
             try:
-                stdin.close()
+                for chunk in chunks:
+                    records[0] += chunk.count(delimiter)
+                    last = chunk
+                    stdin.write(chunk)
+                if last and not last.endswith(delimiter):
+                    records[0] += 1
             except BrokenPipeError:
-                pass
+                pass  # the command stopped reading (like `head`); its exit code decides
+            except BaseException as exc:  # stop the command, report from the main thread
+                feed_error.append(exc)
+                proc.kill()
+            finally:
+                try:
+                    stdin.close()
+                except BrokenPipeError:
+                    pass
 
-    def drain_stderr() -> None:
-        tail = b""
-        while piece := stderr.read(65536):
-            tail = (tail + piece)[-4096:]
-        stderr_tail[0] = tail
+        def drain_stderr() -> None:
+            tail = b""
+            while piece := stderr.read(65536):
+                tail = (tail + piece)[-4096:]
+            stderr_tail[0] = tail
 
-    threads = [threading.Thread(target=feed, daemon=True),
-               threading.Thread(target=drain_stderr, daemon=True)]
-    for t in threads:
-        t.start()
-    while piece := stdout.read(CHUNK_SIZE):
-        writer.write(piece, piece.count(b"\n"))
-    code = proc.wait()
-    for t in threads:
-        t.join()
+        threads = [threading.Thread(target=feed, daemon=True),
+                   threading.Thread(target=drain_stderr, daemon=True)]
+        for t in threads:
+            t.start()
+        while piece := stdout.read(CHUNK_SIZE):
+            writer.write(piece, piece.count(b"\n"))
+        code = proc.wait()
+        for t in threads:
+            t.join()
     if feed_error:
         raise feed_error[0]
     if code != 0:
         tail = stderr_tail[0].decode(errors="replace").strip()
-        raise CommandError(f"command {command!r} exited with code {code} on "
-                           f"{task.describe()}; its stderr ends with:\n{tail or '(nothing)'}")
+        raise CommandError(f"command {command!r} exited with code {code}; its stderr ends "
+                           f"with:\n{tail or '(nothing)'}")
     return records[0]
 
 
