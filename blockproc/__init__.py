@@ -11,6 +11,8 @@ function or a command over them in parallel, with exactly-once part-files.
 
 from __future__ import annotations
 
+import contextlib
+
 from blockproc import formats, testing
 from blockproc.api import DEFAULT_BLOCK_SIZE, map_blocks, map_command, map_lines, plan, submit
 from blockproc.errors import (
@@ -59,8 +61,6 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if isinstance(_obj, type) or callable(_obj):
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             _obj.__module__ = "blockproc"
-        except (AttributeError, TypeError):
-            pass
-del _name, _obj
+del _name, _obj, contextlib

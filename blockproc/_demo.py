@@ -11,7 +11,7 @@ from blockproc.model import JobResult
 
 
 def cache_dir() -> Path:
-    """Return blockproc's cache directory (``$XDG_CACHE_HOME/blockproc`` or ``~/.cache/blockproc``)."""
+    """Return the cache directory: ``$XDG_CACHE_HOME/blockproc`` or ``~/.cache/blockproc``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "blockproc"
 

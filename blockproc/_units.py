@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from blockproc.errors import ConfigError
 
@@ -40,7 +41,7 @@ def parse_size(value: int | str, *, name: str = "size") -> int:
             f"{name} {value!r} is not a size; write an int of bytes or a number with a unit "
             f"like '64MiB' (2**20), '64MB' (10**6), '512KiB' or '1GiB'"
         )
-    return int(float(match.group(1)) * _UNITS[unit])
+    return int(Decimal(match.group(1)) * _UNITS[unit])
 
 
 def format_size(num_bytes: float) -> str:
@@ -58,6 +59,6 @@ def format_size(num_bytes: float) -> str:
     value = float(num_bytes)
     for unit in ("KiB", "MiB", "GiB", "TiB"):
         value /= 1024
-        if abs(value) < 1024 or unit == "TiB":
+        if abs(round(value, 1)) < 1024 or unit == "TiB":
             break
     return f"{value:.1f} {unit}"

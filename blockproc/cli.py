@@ -21,7 +21,7 @@ import click
 
 from blockproc import api
 from blockproc._units import format_size, parse_size
-from blockproc.commit import SUCCESS, STATE_DIR, read_manifest
+from blockproc.commit import STATE_DIR, SUCCESS, read_manifest
 from blockproc.errors import BlockFailedError, BlockprocError, ConfigError, JobError
 from blockproc.executors import EXECUTORS
 from blockproc.formats import Delimited, Lines, Raw, RecordFormat, available_formats
@@ -29,7 +29,7 @@ from blockproc.model import JobResult
 from blockproc.storage import read_json, resolve
 
 
-class SizeParam(click.ParamType):
+class SizeParam(click.ParamType):  # type: ignore[type-arg]
     """A byte size such as ``64MiB``, checked with :func:`parse_size`."""
 
     name = "size"
@@ -106,7 +106,8 @@ def _import_function(spec: str, option: str) -> Callable[..., Any]:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ConfigError(f"{option} {spec!r}: module {module_name!r} has no {attr!r}") from None
+            raise ConfigError(
+                f"{option} {spec!r}: module {module_name!r} has no {attr!r}") from None
     if not callable(obj):
         raise ConfigError(f"{option} {spec!r} is not callable")
     return obj  # type: ignore[no-any-return]

@@ -14,6 +14,7 @@ block is committed exactly once and nothing half-written ever has a final name.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import time
 from collections.abc import Mapping, Sequence
@@ -62,7 +63,9 @@ class OutputDir:
         """Where attempt ``attempt`` of ``block_id`` writes its part-file."""
         return self._join(TEMPORARY, self.job_id, f"attempt-{block_id:05d}-{attempt}", part)
 
-    def prepare(self, plan: Plan, if_exists: IfExists, inputs: Sequence[str]) -> dict[int, BlockResult]:
+    def prepare(
+        self, plan: Plan, if_exists: IfExists, inputs: Sequence[str]
+    ) -> dict[int, BlockResult]:
         """Make the directory ready for ``plan`` and return the blocks already committed.
 
         ``if_exists``: ``"error"`` refuses a non-empty directory, ``"overwrite"`` empties
@@ -154,20 +157,16 @@ class OutputDir:
 
     def discard(self, staging_dir: str) -> None:
         """Remove an attempt's staging directory (a losing or failed attempt)."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm(staging_dir, recursive=True)
-        except FileNotFoundError:
-            pass
 
     def cleanup(self) -> None:
         """Remove this job's staging directory (whatever the job's outcome)."""
         self.discard(self._join(TEMPORARY, self.job_id))
         temporary = self._join(TEMPORARY)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             if self.fs.exists(temporary) and not self.fs.ls(temporary, detail=False):
                 self.fs.rm(temporary, recursive=True)
-        except FileNotFoundError:
-            pass
 
     def finish(self, plan: Plan, results: Sequence[BlockResult], job: Mapping[str, Any]) -> None:
         """Write the ``_SUCCESS`` manifest, after removing ``_temporary/``."""

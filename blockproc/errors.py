@@ -34,7 +34,7 @@ class ConfigError(BlockprocError, ValueError):
     >>> raise ConfigError("block_size must be >= 1 byte, got 0")
     Traceback (most recent call last):
     ...
-    blockproc.errors.ConfigError: block_size must be >= 1 byte, got 0
+    blockproc.ConfigError: block_size must be >= 1 byte, got 0
     """
 
     exit_code = 2

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 else:
     AbstractFileSystem = Any
 
+__all__ = [
+    "AbstractFileSystem", "RangeSource", "check_readable", "compression_of", "filesystem",
+    "list_inputs", "open_decompressed", "open_output", "protocol_of", "read_json", "resolve",
+    "to_url", "write_bytes_atomic", "write_json_atomic",
+]
+
 _COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".lzma": "lzma",
                  ".zst": "zstd", ".zstd": "zstd"}
 _COMPRESSION_PACKAGES = {"zstd": "zstandard"}
@@ -62,8 +68,11 @@ def protocol_of(fs: AbstractFileSystem) -> str:
 
 def to_url(fs: AbstractFileSystem, path: str) -> str:
     """Return the URL a user would type for ``path``: a plain path for local files."""
-    if protocol_of(fs) in ("file", "local"):
+    protocol = protocol_of(fs)
+    if protocol in ("file", "local"):
         return path
+    if protocol == "memory":
+        return f"memory://{path.lstrip('/')}"
     return str(fs.unstrip_protocol(path))
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -270,8 +271,10 @@ def count_records(data: bytes, delimiter: bytes) -> int:
 
     Examples
     --------
-    >>> count_records(b"a\\nb\\n", b"\\n"), count_records(b"a\\nb", b"\\n"), count_records(b"", b"\\n")
-    (2, 2, 0)
+    >>> count_records(b"a\\nb\\n", b"\\n"), count_records(b"a\\nb", b"\\n")
+    (2, 2)
+    >>> count_records(b"", b"\\n")
+    0
     """
     return data.count(delimiter) + (1 if data and not data.endswith(delimiter) else 0)
 
@@ -318,10 +321,8 @@ def _run_command(command: str, chunks: _Counted, writer: PartWriter, task: Block
                 feed_error.append(exc)
                 proc.kill()
             finally:
-                try:
+                with contextlib.suppress(BrokenPipeError):
                     stdin.close()
-                except BrokenPipeError:
-                    pass
 
         def drain_stderr() -> None:
             tail = b""

@@ -163,6 +163,21 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+class _Reporter:
+    """Send an attempt's progress to the master, at most every ``REPORT_INTERVAL`` seconds."""
+
+    def __init__(self, conn: Connection, key: AttemptKey) -> None:
+        self._conn = conn
+        self._key = key
+        self._last = 0.0
+
+    def __call__(self, bytes_done: int, records_done: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= REPORT_INTERVAL:
+            self._last = now
+            self._conn.send(("progress", self._key, bytes_done, records_done))
+
+
 def _worker_main(conn: Connection, payload: bytes) -> None:
     """Body of a worker process: load the mapper once, then run attempts until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides what Ctrl-C means
@@ -175,20 +190,10 @@ def _worker_main(conn: Connection, payload: bytes) -> None:
     conn.send(("ready",))
     name = worker_name()
     while (task := conn.recv()) is not None:
-        key = task.key
-        last = 0.0
-
-        def report(bytes_done: int, records_done: int) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if now - last >= REPORT_INTERVAL:
-                last = now
-                conn.send(("progress", key, bytes_done, records_done))
-
         try:
-            result = run_block(task, mapper, report)
+            result = run_block(task, mapper, _Reporter(conn, task.key))
         except Exception as exc:
-            failed = failure_from(key, exc, name)
+            failed = failure_from(task.key, exc, name)
             conn.send(("failed", failed.error, failed.traceback, failed.worker))
         else:
             conn.send(("done", result))

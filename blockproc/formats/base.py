@@ -70,7 +70,7 @@ def find_boundary(
     >>> data = b"ab\\ncd\\nef"
     >>> read = lambda s, e: data[s:e]
     >>> [find_boundary(read, p, len(data), b"\\n").offset for p in range(len(data) + 1)]
-    [0, 3, 3, 3, 6, 6, 6, 9, 9, 9]
+    [0, 3, 3, 6, 6, 6, 8, 8, 8]
     """
     if pos <= 0:
         return Boundary(0, b"", 0)
@@ -126,7 +126,10 @@ def _fresh_point(read: ReadFn, pos: int, size: int, delimiter: bytes) -> int:
 class RecordFormat(Protocol):
     """How bytes become records. Formats are frozen, picklable and JSON-describable."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The name ``format=`` accepts, such as ``"lines"``."""
+        ...
 
     @property
     def delimiter(self) -> bytes:

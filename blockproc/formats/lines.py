@@ -121,7 +121,7 @@ class Delimited:
     def __post_init__(self) -> None:
         object.__setattr__(self, "delimiter", _bytes_delimiter(self.delimiter))
         if self.encoding is not None:
-            codecs.lookup(self.encoding)
+            _check_encoding(self.encoding, self.errors)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe description."""

@@ -44,7 +44,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def blockproc(*args: str, cwd: Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("blockproc")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "blockproc"]
-    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([*command, *args], check=False, cwd=cwd, capture_output=True, text=True,
                           timeout=120, **kwargs)  # type: ignore[call-overload]
 
 

@@ -7,6 +7,7 @@ version of the same invariant is tests/property/test_partition.py.
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 from typing import Any
 
@@ -299,7 +300,7 @@ def test_bom_split_across_chunks_is_stripped_once(cut: int) -> None:
     data = BOM + b"ab\ncd\n"
     assert decode_all(Lines(), [data[:cut], data[cut:]]) == ["ab", "cd"]
     points = sorted({0, 1, 2, cut, len(data)})
-    chunks = [data[a:b] for a, b in zip(points, points[1:], strict=False)]
+    chunks = [data[a:b] for a, b in itertools.pairwise(points)]
     assert b"".join(chunks) == data
     assert decode_all(Lines(), chunks) == ["ab", "cd"]
 
@@ -356,7 +357,7 @@ def test_aligned_ranges_tile_the_file(delimiter: bytes) -> None:
         ranges = aligned_ranges(data, delimiter, block_size)
         assert ranges[0][1] == 0
         assert ranges[-1][2] == len(data)
-        for (_, _, end), (_, start, _) in zip(ranges, ranges[1:], strict=False):
+        for (_, _, end), (_, start, _) in itertools.pairwise(ranges):
             assert start == end
 
 

@@ -79,7 +79,7 @@ def test_parse_size_rejects_bad_strings_with_config_error_naming_the_value(text:
 
 
 def test_parse_size_error_names_the_option() -> None:
-    with pytest.raises(ConfigError, match="^block_size 'lots' is not a size"):
+    with pytest.raises(ConfigError, match=r"^block_size 'lots' is not a size"):
         parse_size("lots", name="block_size")
 
 
@@ -96,7 +96,7 @@ def test_parse_size_rejects_non_int_non_str_with_type_error(value: object) -> No
 
 
 def test_parse_size_type_error_names_the_option() -> None:
-    with pytest.raises(TypeError, match="^block_size must be"):
+    with pytest.raises(TypeError, match=r"^block_size must be"):
         parse_size(None, name="block_size")  # type: ignore[arg-type]
 
 
