@@ -220,6 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.add_argument("-o", "--output", required=True, help="file to write")
     log.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     written = access_log(args.output, args.size, seed=args.seed)
     print(f"wrote {written} bytes to {args.output}")
     return 0

@@ -247,10 +247,9 @@ class Job:
                 progress.update(committed_bytes + running, self._committed, sched.num_running,
                                 self._failed_attempts)
         finally:
+            executor.close()  # stops busy workers and waits, so nothing writes while we clean up
             for key in list(tasks):
-                executor.cancel(key)
                 end_attempt(key, "", "discarded", "job stopped")
-            executor.close()
             progress.close()
             out.cleanup()
         ordered = tuple(results[b.id] for b in plan.blocks)

@@ -220,7 +220,6 @@ class JobResult:
     blocks: tuple[BlockResult, ...]
     seconds: float
     attempts: tuple[AttemptRecord, ...] = ()
-    num_skipped: int = 0
 
     @property
     def parts(self) -> tuple[str, ...]:

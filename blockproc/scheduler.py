@@ -55,7 +55,7 @@ class Scheduler:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        self.committed = set(self.done)
+        self.committed = {b for b in self.done if 0 <= b < self.num_blocks}
         self.pending = deque(b for b in range(self.num_blocks) if b not in self.committed)
 
     @property

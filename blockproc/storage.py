@@ -139,8 +139,10 @@ def list_inputs(
 def _expand(fs: AbstractFileSystem, url: str, path: str) -> dict[str, Mapping[str, Any]]:
     if any(c in path for c in _GLOB_CHARS):
         matches = fs.glob(path, detail=True)
+        first_glob = min(path.index(c) for c in _GLOB_CHARS if c in path)
+        root = posixpath.dirname(path[:first_glob])
         files = {n: i for n, i in matches.items() if i.get("type") == "file"
-                 and not _is_hidden(posixpath.basename(n))}
+                 and not _is_hidden(n[len(root):])}
         if not files:
             raise NoInputFilesError(
                 f"the glob {url!r} matched no files; check the pattern and the directory"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from blockproc.formats import RecordFormat, find_boundary
-from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, Boundary
+from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, Boundary, has_border
 from blockproc.model import Block, BlockResult, InputFile
 from blockproc.storage import RangeSource, open_decompressed, open_output
 
@@ -117,6 +117,18 @@ class PartWriter:
             self._crc = zlib.crc32(data, self._crc)
         self.records += records
 
+    def write_results(self, results: list[Any]) -> None:
+        """Write what a per-record function returned for a batch: str or bytes (a line
+        each), None (nothing) or iterables of them."""
+        try:
+            text = "\n".join(results)  # the common case: every result is a str
+        except TypeError:
+            self.write_lines([line for result in results if result is not None
+                              for line in _lines_of(result)])
+        else:
+            if results:
+                self.write((text + "\n").encode(), len(results))
+
     def write_lines(self, lines: list[Any]) -> None:
         """Write each str or bytes in ``lines`` followed by a newline."""
         if not lines:
@@ -131,6 +143,10 @@ class PartWriter:
     def checksum(self) -> str:
         """``crc32:`` and eight hex digits."""
         return f"crc32:{self._crc:08x}"
+
+
+def _lines_of(result: Any) -> Iterable[Any]:
+    return (result,) if isinstance(result, (str, bytes)) else result
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -245,22 +261,17 @@ def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: Par
         return count_records(data, task.format.delimiter)
     records_in = 0
     for records in task.format.iter_batches(chunks, at_file_start=at_file_start):
-        out: list[Any] = []
-        append = out.append
-        for number, record in enumerate(records):
-            try:
-                result = fn(record)
-            except Exception as exc:
-                exc.add_note(f"in {task.describe()}, record {records_in + number} of the "
-                             f"block: {record!r:.200}")
-                raise
-            if result is None:
-                continue
-            if isinstance(result, (str, bytes)):
-                append(result)
-            else:
-                out.extend(result)
-        writer.write_lines(out)
+        results: list[Any] = []
+        append = results.append
+        try:
+            for record in records:
+                append(fn(record))
+        except Exception as exc:
+            number = len(results)
+            exc.add_note(f"in {task.describe()}, record {records_in + number} of the block: "
+                         f"{records[number]!r:.200}")
+            raise
+        writer.write_results(results)
         records_in += len(records)
         chunks.records_done = records_in
     return records_in
@@ -276,7 +287,11 @@ def count_records(data: bytes, delimiter: bytes) -> int:
     >>> count_records(b"", b"\\n")
     0
     """
-    return data.count(delimiter) + (1 if data and not data.endswith(delimiter) else 0)
+    if not data:
+        return 0
+    if has_border(delimiter):  # b"aaa" ends with b"aa" yet holds b"" and a final b"a"
+        return len(data.split(delimiter)) - (0 if data.split(delimiter)[-1] else 1)
+    return data.count(delimiter) + (0 if data.endswith(delimiter) else 1)
 
 
 def _write_block_result(result: Any, writer: PartWriter) -> None:
@@ -296,7 +311,12 @@ def _write_block_result(result: Any, writer: PartWriter) -> None:
 
 
 def _run_command(command: str, chunks: _Counted, writer: PartWriter, task: BlockTask) -> int:
-    """Pipe the block's bytes through ``sh -c command``; its stdout is the part-file."""
+    """Pipe the block's bytes through ``sh -c command``; its stdout is the part-file.
+
+    Exit status 0 succeeds, and so does 1 with nothing on stderr: that is how ``grep``
+    says "no line matched", which is a normal outcome for one block of a big file. Any
+    other status, or 1 with an error message, fails the attempt.
+    """
     with subprocess.Popen(command, shell=True, stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -341,7 +361,7 @@ def _run_command(command: str, chunks: _Counted, writer: PartWriter, task: Block
             t.join()
     if feed_error:
         raise feed_error[0]
-    if code != 0:
+    if code != 0 and not (code == 1 and not stderr_tail[0]):
         tail = stderr_tail[0].decode(errors="replace").strip()
         raise CommandError(f"command {command!r} exited with code {code}; its stderr ends "
                            f"with:\n{tail or '(nothing)'}")

@@ -8,11 +8,15 @@ lost, so the master runs the block again, and a fresh worker takes its place.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -62,7 +66,8 @@ class ProcessExecutor:
         parent, child = _CONTEXT.Pipe()
         process = _CONTEXT.Process(target=_worker_main, args=(child, self._payload),
                                    name="blockproc-worker", daemon=True)
-        process.start()
+        with _main_module_hidden():
+            process.start()
         child.close()
         return _Worker(process, parent)
 
@@ -126,11 +131,14 @@ class ProcessExecutor:
         self._workers[self._workers.index(worker)] = self._spawn()
 
     def cancel(self, key: AttemptKey) -> None:
-        """Kill the worker running ``key``; a fresh worker replaces it."""
-        for worker in self._workers:
+        """Kill the worker running ``key`` and wait until it is gone (so it writes nothing
+        more); a fresh worker replaces it."""
+        for index, worker in enumerate(self._workers):
             if worker.key == key:
-                worker.key = None
                 worker.process.kill()
+                worker.process.join(timeout=5)
+                worker.conn.close()
+                self._workers[index] = self._spawn()
 
     def close(self) -> None:
         """Ask idle workers to exit, kill busy ones, and wait for all."""
@@ -150,6 +158,30 @@ class ProcessExecutor:
                 worker.process.join(timeout=1)
             worker.conn.close()
         self._workers.clear()
+
+
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start a spawned process without making it re-run the user's script.
+
+    ``spawn`` children normally import the parent's ``__main__`` (so a script without an
+    ``if __name__ == "__main__":`` guard would start its job again in every worker).
+    Workers do not need it: cloudpickle ships functions defined in ``__main__`` by value.
+    """
+    main = sys.modules["__main__"]
+    with _MAIN_LOCK:
+        saved = {name: main.__dict__[name] for name in ("__spec__", "__file__")
+                 if name in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
 
 
 def _describe_exit(code: int | None) -> str:

@@ -113,13 +113,19 @@ def _fresh_point(read: ReadFn, pos: int, size: int, delimiter: bytes) -> int:
     """
     width = len(delimiter)
     q = pos
+    step = FIRST_WINDOW_SIZE
     while q > 0:
-        lo = max(0, q - width + 1)
+        lo = max(0, q - max(step, width))
         seg = read(lo, min(size, q + width - 1))
-        found = seg.find(delimiter)
-        if found < 0 or lo + found >= q:
-            return q
-        q = lo + found
+        step = min(step * 2, WINDOW_SIZE)
+        while q > 0:
+            # an occurrence that starts in (q - width, q) straddles q: move q back to it
+            found = seg.find(delimiter, max(0, q - width + 1 - lo), q + width - 1 - lo)
+            if found < 0 or lo + found >= q:
+                return q
+            q = lo + found
+            if lo > 0 and q - width + 1 < lo:
+                break  # look further back
     return 0
 
 

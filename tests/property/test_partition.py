@@ -18,7 +18,7 @@ from typing import Any
 
 import fsspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import blockproc
@@ -27,14 +27,13 @@ from blockproc.formats.base import WINDOW_SIZE
 from blockproc.planning import nominal_ranges
 from blockproc.storage import RangeSource
 from blockproc.testing import write_files
-from blockproc.worker import BlockTask, aligned_chunks
+from blockproc.worker import BlockTask, aligned_chunks, count_records
 
 BOM = codecs.BOM_UTF8
 ALPHABET = b"a\n\r|+x"
 FIXED_DELIMITERS = [b"\n", b"\r\n", b"|+|", b"\n\n", b"aa", b"aba", b"aaa"]
 
 # -- strategies ------------------------------------------------------------------------
-
 
 
 def _sized_bytes(alphabet: bytes, max_size: int = 300) -> st.SearchStrategy[bytes]:
@@ -175,7 +174,7 @@ def check_partition(data: bytes, fmt: Any) -> None:
 # -- properties on the pure functions --------------------------------------------------
 
 
-@settings(max_examples=150)
+@settings(max_examples=300)
 @given(data=rich_bytes, delimiter=any_delimiter)
 def test_delimited_blocks_give_the_sequential_parse_for_every_block_size(
     data: bytes, delimiter: bytes
@@ -183,7 +182,7 @@ def test_delimited_blocks_give_the_sequential_parse_for_every_block_size(
     check_partition(data, Delimited(delimiter))
 
 
-@settings(max_examples=60)
+@settings(max_examples=150)
 @given(data=rich_bytes, delimiter=st.sampled_from([b"\n\n", b"aa", b"aba", b"aaa", b"|+|"]))
 def test_self_overlapping_delimiters_give_the_sequential_parse_for_every_block_size(
     data: bytes, delimiter: bytes
@@ -191,13 +190,13 @@ def test_self_overlapping_delimiters_give_the_sequential_parse_for_every_block_s
     check_partition(data, Delimited(delimiter))
 
 
-@settings(max_examples=100)
+@settings(max_examples=200)
 @given(data=utf8_text)
 def test_lines_blocks_give_the_sequential_parse_for_every_block_size(data: bytes) -> None:
     check_partition(data, Lines())
 
 
-@settings(max_examples=60)
+@settings(max_examples=100)
 @given(data=rich_bytes, delimiter=any_delimiter)
 def test_raw_blocks_concatenate_to_the_file_for_every_block_size(
     data: bytes, delimiter: bytes
@@ -205,12 +204,26 @@ def test_raw_blocks_concatenate_to_the_file_for_every_block_size(
     check_partition(data, Raw(delimiter))
 
 
+@settings(max_examples=200)
+@given(data=rich_bytes, delimiter=any_delimiter)
+@example(data=b"aaa", delimiter=b"aa")
+@example(data=b"x|+|+|", delimiter=b"|+|")
+def test_count_records_matches_the_records_of_each_block(data: bytes, delimiter: bytes) -> None:
+    # count_records gives records_in when a per-block function never decodes its batch
+    fmt = Delimited(delimiter)
+    for block_size in range(1, len(data) + 2):
+        for _, first, last in aligned_ranges(data, delimiter, block_size):
+            aligned = data[first:last]
+            records = decode(fmt, [aligned], at_file_start=first == 0)
+            assert count_records(aligned, delimiter) == len(records), (aligned, records)
+
+
 def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     points = [0, *sorted(min(c, len(data)) for c in cuts), len(data)]
     return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
-@settings(max_examples=150)
+@settings(max_examples=250)
 @given(
     data=st.one_of(utf8_text, rich_bytes),
     delimiter=any_delimiter,
@@ -248,7 +261,7 @@ def test_iter_batches_gives_the_same_records_for_any_chunking(
         assert got == sequential(data, fmt)
 
 
-@settings(max_examples=100)
+@settings(max_examples=150)
 @given(data=utf8_text, draw=st.data())
 def test_lines_bom_is_stripped_only_in_block_0(data: bytes, draw: st.DataObject) -> None:
     data = BOM + data
@@ -269,11 +282,12 @@ def test_lines_bom_is_stripped_only_in_block_0(data: bytes, draw: st.DataObject)
 
 def _read_blocks(url: str, fmt: Any, block_size: int) -> tuple[list[Any], int, int]:
     """Plan ``url`` and read every block as a worker does; return records, bytes read,
-    number of blocks."""
+    number of blocks. Checks on the way that the blocks' bytes tile the file."""
     plan = blockproc.plan(url, block_size=block_size, format=fmt)
     fs = fsspec.filesystem(plan.protocol)
     records: list[Any] = []
     bytes_read = 0
+    pieces: list[bytes] = []
     for block in plan.blocks:
         task = BlockTask(
             block=block, attempt=1, num_blocks=len(plan.blocks), file=plan.file(block.path),
@@ -284,6 +298,9 @@ def _read_blocks(url: str, fmt: Any, block_size: int) -> tuple[list[Any], int, i
             chunks = list(aligned_chunks(task, source))
             records.extend(decode(task.format, chunks, at_file_start=block.start == 0))
             bytes_read += source.bytes_read
+        pieces.extend(chunks)
+    if plan.blocks:
+        assert b"".join(pieces) == fs.cat_file(plan.blocks[0].path)
     return records, bytes_read, len(plan.blocks)
 
 
@@ -291,7 +308,7 @@ def _longest_record(data: bytes, delimiter: bytes) -> int:
     return max((len(p) + len(delimiter) for p in data.split(delimiter)), default=0)
 
 
-@settings(max_examples=40)
+@settings(max_examples=80)
 @given(
     data=st.one_of(utf8_text, rich_bytes),
     delimiter=any_delimiter,
@@ -336,7 +353,7 @@ def _fresh_memory_file(data: bytes) -> tuple[str, Callable[[], None]]:
     return url, cleanup
 
 
-@pytest.mark.parametrize("block_size", [4096, 50_000, 100_000, 300_000])
+@pytest.mark.parametrize("block_size", [4096, 50_000, 100_000, 300_000, 10**7])
 def test_worker_reads_its_slice_plus_one_record_on_larger_files(block_size: int) -> None:
     # large enough that the 64 KiB window does not hide the overhang: all blocks
     # together read the file once plus, per block, at most one window and one record

@@ -550,3 +550,45 @@ def test_formats_are_frozen() -> None:
     fmt = Lines()
     with pytest.raises(AttributeError):
         fmt.encoding = "latin-1"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("data", "pos", "delimiter"),
+    [
+        (b"a" * 200_000, 100_000, b"aa"),
+        (b"x" + b"\n" * 200_000, 100_001, b"\n\n"),
+    ],
+    ids=["aa", "double-newline"],
+)
+def test_find_boundary_looks_back_over_a_long_delimiter_run_in_windows_not_byte_by_byte(
+    data: bytes, pos: int, delimiter: bytes
+) -> None:
+    # the parse inside a run of a self-overlapping delimiter depends on where the run
+    # starts, so looking back is needed; but each read() is a storage request (an HTTP
+    # range GET on S3), so it must fetch windows, not one or two bytes per call
+    calls: list[tuple[int, int]] = []
+
+    def read(start: int, end: int) -> bytes:
+        calls.append((start, end))
+        return data[start:end]
+
+    found = find_boundary(read, pos, len(data), delimiter)
+    assert found.offset == pos + 2  # the run starts at an even offset of the parse
+    assert len(calls) <= 16, f"{len(calls)} reads, first ones {calls[:4]}"
+
+
+def test_find_boundary_handles_a_self_overlapping_delimiter_longer_than_the_lookback_step(
+) -> None:
+    # a 5000-byte delimiter whose last two bytes are also its first two: the occurrence
+    # at 0 straddles any pos in (0, 5000) and hides the overlapping one at 4998
+    delimiter = b"ab" + b"x" * 4996 + b"ab"
+    data = delimiter + delimiter[2:] + b"tail"
+    assert split_sequential(data, delimiter) == [b"", delimiter[2:] + b"tail"]
+    ends = [len(delimiter)]
+    for pos in [*range(1, len(data) + 1, 250), 4097, 4500, 4900, 4998]:
+        expected = min((e for e in ends if e - len(delimiter) >= pos), default=len(data))
+        found = find_boundary(lambda s, e: data[s:e], pos, len(data), delimiter)
+        assert found.offset == expected, pos
+    for block_size in (3000, 4500, 4999):
+        assert all_records(data, Delimited(delimiter), block_size) == split_sequential(
+            data, delimiter)
