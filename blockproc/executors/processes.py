@@ -173,7 +173,7 @@ def _main_module_hidden() -> Iterator[None]:
     """
     main = sys.modules["__main__"]
     with _MAIN_LOCK:
-        saved = {name: main.__dict__[name] for name in ("__spec__", "__file__")
+        saved: dict[str, Any] = {name: main.__dict__[name] for name in ("__spec__", "__file__")
                  if name in main.__dict__}
         main.__dict__.pop("__file__", None)
         main.__dict__["__spec__"] = None
