@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from blockproc.formats import RecordFormat, find_boundary
+from blockproc.formats import RecordFormat
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, Boundary, has_border
 from blockproc.model import Block, BlockResult, InputFile
 from blockproc.storage import RangeSource, open_decompressed, open_output
@@ -166,14 +166,12 @@ def aligned_chunks(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
     Reads only the slice plus the overhang that finishes its last record; the bytes read
     to find either boundary are reused, not fetched again.
     """
-    block, size, delimiter = task.block, task.file.size, task.format.delimiter
-    first = find_boundary(source.read, block.start, size, delimiter,
-                          max_record_size=task.max_record_size)
+    block, size, fmt = task.block, task.file.size, task.format
+    first = fmt.boundary(source.read, block.start, size, max_record_size=task.max_record_size)
     if block.end >= size:
         last = Boundary(size, b"", size)
     else:
-        last = find_boundary(source.read, block.end, size, delimiter,
-                             max_record_size=task.max_record_size)
+        last = fmt.boundary(source.read, block.end, size, max_record_size=task.max_record_size)
     known = [(first.data_start, first.data), (last.data_start, last.data)]
     pos, end = first.offset, last.offset
     while pos < end:

@@ -72,6 +72,11 @@ def from_dict(spec: Mapping[str, Any]) -> RecordFormat:
     """Rebuild a format from its ``to_dict()`` description (as stored in a plan)."""
     options = dict(spec)
     name = options.pop("name")
+    if name not in _FORMATS:
+        raise ConfigError(
+            f"unknown format {name!r} in a stored plan; this blockproc knows "
+            f"{', '.join(available_formats())}"
+        )
     for key in ("delimiter",):
         if key in options:
             options[key] = bytes.fromhex(options[key])

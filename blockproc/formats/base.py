@@ -146,9 +146,29 @@ class RecordFormat(Protocol):
         """Return a JSON-safe description, accepted by ``formats.from_dict``."""
         ...
 
+    def boundary(self, read: ReadFn, pos: int, size: int, *, max_record_size: int) -> Boundary:
+        """Return the first record start at or after ``pos`` (the one ownership rule of
+        this format; both ends of every block are computed with it)."""
+        ...
+
     def iter_batches(self, chunks: Iterable[bytes], *, at_file_start: bool) -> Iterator[list[Any]]:
         """Yield the records of an aligned range, a batch per chunk, in order."""
         ...
+
+
+class DelimitedBoundary:
+    """Mixin for delimiter-terminated formats: :meth:`boundary` is :func:`find_boundary`."""
+
+    __slots__ = ()
+
+    @property
+    def delimiter(self) -> bytes:
+        """The byte string records end with."""
+        raise NotImplementedError
+
+    def boundary(self, read: ReadFn, pos: int, size: int, *, max_record_size: int) -> Boundary:
+        """Return the offset right after the first delimiter at or after ``pos``."""
+        return find_boundary(read, pos, size, self.delimiter, max_record_size=max_record_size)
 
 
 def split_chunks(chunks: Iterable[bytes], delimiter: bytes) -> Iterator[list[bytes]]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blockproc.errors import ConfigError
-from blockproc.formats.base import split_chunks
+from blockproc.formats.base import DelimitedBoundary, split_chunks
 
 _BOM = codecs.BOM_UTF8
 
@@ -41,7 +41,7 @@ def _bytes_delimiter(delimiter: bytes | str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class Lines:
+class Lines(DelimitedBoundary):
     """Newline-terminated text: LF or CRLF, decoded with ``encoding`` (UTF-8 by default).
 
     Records are ``str`` without their line ending; a UTF-8 BOM at the start of a file is
@@ -102,7 +102,7 @@ def _split_text(text: str) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class Delimited:
+class Delimited(DelimitedBoundary):
     """Records ended by any byte string (``b"\\0"``, ``b"|+|"``, ``b"\\n\\n"``...).
 
     Records are ``bytes``, or ``str`` when ``encoding`` is given.
@@ -138,7 +138,7 @@ class Delimited:
 
 
 @dataclass(frozen=True, slots=True)
-class Raw:
+class Raw(DelimitedBoundary):
     """A block's aligned bytes as one record, cut on ``delimiter`` (newline by default).
 
     Examples
