@@ -15,7 +15,8 @@ from blockproc._units import parse_size
 from blockproc.errors import ConfigError
 from blockproc.executors import EXECUTORS, make_executor
 from blockproc.formats import RecordFormat, get_format
-from blockproc.job import Job
+from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE
+from blockproc.job import Job, JobOptions
 from blockproc.model import JobResult, Plan
 from blockproc.planning import make_plan
 from blockproc.storage import protocol_of, resolve
@@ -38,12 +39,11 @@ def _ensure_urls(urlpath: InputsLike) -> list[str]:
     raise TypeError(f"inputs must be a path, a URL or a list of them, got {urlpath!r}")
 
 
-def _ensure_block_size(block_size: SizeLike) -> int:
-    size = parse_size(block_size, name="block_size")
+def _ensure_positive_size(value: SizeLike, name: str) -> int:
+    size = parse_size(value, name=name)
     if size < 1:
         raise ConfigError(
-            f"block_size must be >= 1 byte, got {block_size!r}; pass an int or a string "
-            f"like '64MiB'"
+            f"{name} must be >= 1 byte, got {value!r}; pass an int or a string like '64MiB'"
         )
     return size
 
@@ -84,7 +84,7 @@ def plan(
     (6, Block(id=3, path='/doc/p/b.log', start=0, end=8))
     """
     urls = _ensure_urls(urlpath)
-    size = _ensure_block_size(block_size)
+    size = _ensure_positive_size(block_size, "block_size")
     fmt = get_format(format)
     return make_plan(urls, block_size=size, format=fmt, storage_options=storage_options)
 
@@ -99,6 +99,9 @@ def submit(
     workers: int | None = None,
     if_exists: IfExists = "error",
     max_attempts: int = 4,
+    speculation: bool | None = None,
+    max_bad_records: int | None = None,
+    max_record_size: SizeLike = DEFAULT_MAX_RECORD_SIZE,
     progress: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Job:
@@ -123,6 +126,15 @@ def submit(
         What to do when ``output`` is not empty.
     max_attempts : int, default 4
         Attempts per block before the job fails.
+    speculation : bool, optional
+        Start a second attempt of a straggling block once nothing else is pending (the
+        first to finish is committed). Default: on for ``processes``, off otherwise.
+    max_bad_records : int, optional
+        Skip up to this many records (over the job) whose function call raises, logging
+        each to ``_errors/`` in the output; default None fails on the first.
+    max_record_size : int or str, default "256MiB"
+        A record longer than this fails the job (RecordTooLargeError) instead of
+        exhausting memory.
     progress : bool, optional
         Show a progress bar; default only when stderr is a terminal.
     storage_options : mapping, optional
@@ -139,8 +151,9 @@ def submit(
     2
     """
     return _make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
-                     if_exists=if_exists, max_attempts=max_attempts, progress=progress,
-                     storage_options=storage_options).start()
+                     if_exists=if_exists, max_attempts=max_attempts, speculation=speculation,
+                     max_bad_records=max_bad_records, max_record_size=max_record_size,
+                     progress=progress, storage_options=storage_options).start()
 
 
 def _make_job(
@@ -153,6 +166,9 @@ def _make_job(
     workers: int | None,
     if_exists: IfExists,
     max_attempts: int,
+    speculation: bool | None,
+    max_bad_records: int | None,
+    max_record_size: SizeLike,
     progress: bool | None,
     storage_options: Mapping[str, Any] | None,
 ) -> Job:
@@ -183,9 +199,19 @@ def _make_job(
                     f"use executor='threads' or 'inline' with memory://, or a shared path"
                 )
         _check_picklable(mapper)
+    if max_bad_records is not None and (isinstance(max_bad_records, bool)
+                                        or not isinstance(max_bad_records, int)
+                                        or max_bad_records < 0):
+        raise ConfigError(f"max_bad_records must be None or an int >= 0, got {max_bad_records!r}")
+    options = JobOptions(
+        max_attempts=max_attempts,
+        speculation=executor == "processes" if speculation is None else bool(speculation),
+        max_bad_records=max_bad_records,
+        max_record_size=_ensure_positive_size(max_record_size, "max_record_size"),
+    )
     return Job(plan, mapper, output_fs=out_fs, output_path=out_path,
                executor=make_executor(executor, workers), if_exists=if_exists,
-               max_attempts=max_attempts, progress=progress)
+               options=options, progress=progress)
 
 
 def _check_picklable(mapper: Mapper) -> None:
@@ -221,6 +247,9 @@ def map_lines(
     workers: int | None = None,
     if_exists: IfExists = "error",
     max_attempts: int = 4,
+    speculation: bool | None = None,
+    max_bad_records: int | None = None,
+    max_record_size: SizeLike = DEFAULT_MAX_RECORD_SIZE,
     progress: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> JobResult:
@@ -242,7 +271,9 @@ def map_lines(
     """
     return _run(urlpath, fn, "record", output=output, block_size=block_size, format=format,
                 storage_options=storage_options, executor=executor, workers=workers,
-                if_exists=if_exists, max_attempts=max_attempts, progress=progress)
+                if_exists=if_exists, max_attempts=max_attempts, speculation=speculation,
+                max_bad_records=max_bad_records, max_record_size=max_record_size,
+                progress=progress)
 
 
 def map_blocks(
@@ -256,6 +287,9 @@ def map_blocks(
     workers: int | None = None,
     if_exists: IfExists = "error",
     max_attempts: int = 4,
+    speculation: bool | None = None,
+    max_bad_records: int | None = None,
+    max_record_size: SizeLike = DEFAULT_MAX_RECORD_SIZE,
     progress: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> JobResult:
@@ -278,7 +312,9 @@ def map_blocks(
     """
     return _run(urlpath, fn, "block", output=output, block_size=block_size, format=format,
                 storage_options=storage_options, executor=executor, workers=workers,
-                if_exists=if_exists, max_attempts=max_attempts, progress=progress)
+                if_exists=if_exists, max_attempts=max_attempts, speculation=speculation,
+                max_bad_records=max_bad_records, max_record_size=max_record_size,
+                progress=progress)
 
 
 def map_command(
@@ -292,6 +328,9 @@ def map_command(
     workers: int | None = None,
     if_exists: IfExists = "error",
     max_attempts: int = 4,
+    speculation: bool | None = None,
+    max_bad_records: int | None = None,
+    max_record_size: SizeLike = DEFAULT_MAX_RECORD_SIZE,
     progress: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> JobResult:
@@ -314,4 +353,5 @@ def map_command(
     return _run(urlpath, command, "record", output=output, block_size=block_size,
                 format=format, storage_options=storage_options, executor=executor,
                 workers=workers, if_exists=if_exists, max_attempts=max_attempts,
-                progress=progress)
+                speculation=speculation, max_bad_records=max_bad_records,
+                max_record_size=max_record_size, progress=progress)

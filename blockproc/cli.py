@@ -13,7 +13,6 @@ import os
 import posixpath
 import shlex
 import sys
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -169,6 +168,13 @@ def cli() -> None:
               help="Same as --if-exists resume: run only the blocks not yet committed.")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=4, show_default=True,
               help="Attempts per block before the job fails.")
+@click.option("--speculation/--no-speculation", default=None,
+              help="Run a second attempt of straggling blocks (default: on with processes).")
+@click.option("--max-bad-records", type=click.IntRange(min=0), default=None,
+              help="Skip up to N records whose function call raises (logged to _errors/); "
+                   "default: the first such record fails the block.")
+@click.option("--max-record-size", type=SIZE, default="256MiB", show_default=True,
+              help="Fail instead of reading a record longer than this.")
 @click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
               help="fsspec storage option for inputs and output (repeatable).")
 @click.option("--progress/--no-progress", default=None,
@@ -178,6 +184,7 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
         map_blocks_spec: str | None, command: str | None, format_name: str,
         delimiter: str | None, encoding: str | None, decode_errors: str, block_size: int,
         executor: str, workers: int | None, if_exists: str, resume: bool, max_attempts: int,
+        speculation: bool | None, max_bad_records: int | None, max_record_size: int,
         storage_option: tuple[str, ...], progress: bool | None, quiet: bool) -> None:
     """Map a function or a command over every block of INPUTS into OUTPUT.
 
@@ -201,7 +208,9 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
     plan = api.plan(list(inputs), block_size=block_size, format=fmt, storage_options=options)
     job = api._make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
                         if_exists="resume" if resume else if_exists,  # type: ignore[arg-type]
-                        max_attempts=max_attempts, progress=False if quiet else progress,
+                        max_attempts=max_attempts, speculation=speculation,
+                        max_bad_records=max_bad_records, max_record_size=max_record_size,
+                        progress=False if quiet else progress,
                         storage_options=options)
     try:
         job.run()
@@ -296,13 +305,7 @@ def status(output: str, as_json: bool, verify: bool) -> None:
                    f"{totals['records_out']:,} out; {format_size(totals['bytes_read'])} read, "
                    f"{format_size(totals['bytes_written'])} written")
     if verify:
-        bad = []
-        for entry in manifest["blocks"]:
-            part = posixpath.join(path, entry["part"])
-            data = fs.cat_file(part) if fs.exists(part) else None
-            if data is None or len(data) != entry["bytes_written"] or \
-                    f"crc32:{zlib.crc32(data):08x}" != entry["checksum"]:
-                bad.append(entry["part"])
+        bad = verify_output(fs, path, manifest)
         if bad:
             click.echo(f"verify: {len(bad)} part-files missing or changed: {', '.join(bad)}")
             raise SystemExit(1)

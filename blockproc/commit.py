@@ -15,8 +15,12 @@ block is committed exactly once and nothing half-written ever has a final name.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import posixpath
+import socket
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +38,10 @@ MANIFEST_VERSION = 1
 SUCCESS = "_SUCCESS"
 STATE_DIR = "_blockproc"
 TEMPORARY = "_temporary"
+ERRORS_DIR = "_errors"
+LOCK = "lock.json"
+LOCK_LEASE = 30.0
+"""Seconds without a heartbeat after which another job may take over an output's lock."""
 
 
 def part_name(block_id: int, extension: str = ".txt") -> str:
@@ -66,38 +74,104 @@ class OutputDir:
     def prepare(
         self, plan: Plan, if_exists: IfExists, inputs: Sequence[str]
     ) -> dict[int, BlockResult]:
-        """Make the directory ready for ``plan`` and return the blocks already committed.
+        """Make the directory ready for ``plan``, take its lock, and return the blocks
+        already committed.
 
         ``if_exists``: ``"error"`` refuses a non-empty directory, ``"overwrite"`` empties
-        it, ``"resume"`` keeps the blocks committed by a run with the same plan.
+        it, ``"resume"`` keeps the blocks committed by a run with the same plan. A
+        directory that a live job is writing is always refused.
         """
+        if if_exists not in ("error", "overwrite", "resume"):
+            raise ConfigError(
+                f"if_exists must be 'error', 'overwrite' or 'resume', got {if_exists!r}")
         self._check_not_input(inputs)
-        committed: dict[int, BlockResult] = {}
+        entries: list[str] = []
         if self.fs.exists(self.path):
             if not self.fs.isdir(self.path):
                 raise OutputExistsError(
                     f"output {self.url!r} is a file, not a directory; choose another output path"
                 )
             entries = self.fs.ls(self.path, detail=False)
-            if entries:
-                if if_exists == "error":
-                    raise OutputExistsError(
-                        f"output {self.url!r} already exists and {self._describe(entries)}; "
-                        f"pass if_exists='overwrite' (CLI: --if-exists overwrite) to replace "
-                        f"it, or if_exists='resume' (CLI: --resume) to finish an unfinished job"
-                    )
-                if if_exists == "overwrite":
-                    self.fs.rm(self.path, recursive=True)
-                elif if_exists == "resume":
-                    committed = self._load_committed(plan)
-                else:
-                    raise ConfigError(
-                        f"if_exists must be 'error', 'overwrite' or 'resume', got {if_exists!r}"
-                    )
+        self._check_lock()  # a live job's output is refused whatever if_exists says
+        if entries and if_exists == "error":
+            raise OutputExistsError(
+                f"output {self.url!r} already exists and {self._describe(entries)}; "
+                f"pass if_exists='overwrite' (CLI: --if-exists overwrite) to replace "
+                f"it, or if_exists='resume' (CLI: --resume) to finish an unfinished job"
+            )
         self.fs.makedirs(self._join(STATE_DIR, "committed"), exist_ok=True)
+        self._take_lock()  # from here on no other job writes this output
+        committed: dict[int, BlockResult] = {}
+        if entries and if_exists == "overwrite":
+            self._empty_but_lock()
+        elif entries and if_exists == "resume":
+            committed = self._load_committed(plan)
         write_json_atomic(self.fs, self._join(STATE_DIR, "plan.json"),
                           {"job_id": self.job_id, "plan": plan.to_dict()})
         return committed
+
+    # -- one job per output ----------------------------------------------------------------
+
+    def _lock_path(self) -> str:
+        return self._join(STATE_DIR, LOCK)
+
+    def _read_lock(self) -> dict[str, Any] | None:
+        try:
+            return dict(read_json(self.fs, self._lock_path()))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _check_lock(self) -> None:
+        lock = self._read_lock()
+        if lock is None or lock.get("job_id") == self.job_id or _lock_is_stale(lock):
+            return
+        age = time.time() - float(lock.get("heartbeat", 0))
+        raise OutputExistsError(
+            f"output {self.url!r} is being written by job {lock.get('job_id')} (pid "
+            f"{lock.get('pid')} on {lock.get('host')}, last heartbeat {age:.0f}s ago); wait "
+            f"for it to finish or stop it, or choose another output. A lock with no "
+            f"heartbeat for {LOCK_LEASE:g}s is taken over automatically"
+        )
+
+    def _take_lock(self) -> None:
+        """Create the lock exclusively; replace it only if it is stale."""
+        for _ in range(2):
+            try:
+                with self.fs.open(self._lock_path(), "xb") as f:
+                    f.write(json.dumps(self._lock_doc()).encode())
+                return
+            except FileExistsError:
+                self._check_lock()  # raises if a live job holds it
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(self._lock_path())  # stale: take it over
+        self._check_lock()
+        raise OutputExistsError(f"output {self.url!r}: another job took the lock at the same "
+                                f"time; try again")
+
+    def _lock_doc(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "host": socket.gethostname(), "pid": os.getpid(),
+                "heartbeat": time.time()}
+
+    def heartbeat(self) -> None:
+        """Renew this job's lock on the output (the master calls it every few seconds)."""
+        write_json_atomic(self.fs, self._lock_path(), self._lock_doc())
+
+    def release(self) -> None:
+        """Drop the lock if this job still holds it."""
+        lock = self._read_lock()
+        if lock is not None and lock.get("job_id") == self.job_id:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(self._lock_path())
+
+    def _empty_but_lock(self) -> None:
+        state = self._join(STATE_DIR)
+        for entry in self.fs.ls(self.path, detail=False):
+            if entry.rstrip("/") != state:
+                self.fs.rm(entry, recursive=True)
+        for entry in self.fs.ls(state, detail=False):
+            if entry.rstrip("/") != self._lock_path():
+                self.fs.rm(entry, recursive=True)
+        self.fs.makedirs(self._join(STATE_DIR, "committed"), exist_ok=True)
 
     def _check_not_input(self, inputs: Sequence[str]) -> None:
         root = self.path.rstrip("/") + "/"
@@ -151,6 +225,11 @@ class OutputDir:
     def commit(self, result: BlockResult, staging_path: str) -> None:
         """Publish an attempt's part-file under its final name and record it in the ledger."""
         self.fs.mv(staging_path, self._join(result.part))
+        if result.bad_records:
+            errors = posixpath.join(posixpath.dirname(staging_path), "errors.jsonl")
+            stem = posixpath.splitext(result.part)[0]
+            self.fs.makedirs(self._join(ERRORS_DIR), exist_ok=True)
+            self.fs.mv(errors, self._join(ERRORS_DIR, f"{stem}.jsonl"))
         write_json_atomic(self.fs, self._join(STATE_DIR, "committed", result.part + ".json"),
                           result.to_dict())
         self.discard(posixpath.dirname(staging_path))
@@ -186,6 +265,33 @@ class OutputDir:
             "blocks": [r.to_dict() for r in results],
         }
         write_json_atomic(self.fs, self._join(SUCCESS), manifest)
+
+
+def _lock_is_stale(lock: Mapping[str, Any]) -> bool:
+    """A lock is stale when its heartbeat is older than the lease, or when its job ran on
+    this host in a process that no longer exists (so a crashed job resumes at once)."""
+    if time.time() - float(lock.get("heartbeat", 0)) > LOCK_LEASE:
+        return True
+    if lock.get("host") == socket.gethostname():
+        try:
+            os.kill(int(lock.get("pid", 0)), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            return False
+    return False
+
+
+def verify_output(fs: AbstractFileSystem, path: str, manifest: Mapping[str, Any]) -> list[str]:
+    """Return the part-files that are missing or differ from the manifest (size, CRC-32)."""
+    bad = []
+    for entry in manifest["blocks"]:
+        part = posixpath.join(path, entry["part"])
+        data = fs.cat_file(part) if fs.exists(part) else None
+        if data is None or len(data) != entry["bytes_written"] or \
+                f"crc32:{zlib.crc32(data):08x}" != entry["checksum"]:
+            bad.append(entry["part"])
+    return bad
 
 
 def read_manifest(fs: AbstractFileSystem, path: str) -> dict[str, Any]:

@@ -53,6 +53,8 @@ class NoInputFilesError(InputError, FileNotFoundError):
 class RecordTooLargeError(InputError):
     """No record boundary was found within ``max_record_size`` bytes."""
 
+    retryable = False
+
 
 class OutputExistsError(BlockprocError, FileExistsError):
     """The output directory exists and ``if_exists="error"``."""

@@ -12,12 +12,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from blockproc._types import IfExists
 from blockproc.commit import OutputDir, part_name
-from blockproc.errors import BlockFailedError, JobCancelledError
+from blockproc.errors import BlockFailedError, JobCancelledError, JobError
 from blockproc.executors import Executor, Failed, Finished, Progress
+from blockproc.formats import DEFAULT_MAX_RECORD_SIZE
 from blockproc.formats import from_dict as format_from_dict
 from blockproc.model import AttemptRecord, BlockResult, JobResult, Plan
 from blockproc.progress import make_progress
@@ -26,6 +28,24 @@ from blockproc.storage import AbstractFileSystem, filesystem
 from blockproc.worker import BlockTask, Mapper
 
 POLL_INTERVAL = 0.1
+HEARTBEAT_INTERVAL = 5.0
+"""Seconds between renewals of the output lock while a job runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """How a job runs; every field has the default users get from the API.
+
+    ``speculation`` starts a second attempt of a straggling block once nothing else is
+    pending; ``max_bad_records`` (per job) skips records whose function call raises and
+    logs them to ``_errors/``, failing the job past that many (None: any error fails).
+    """
+
+    max_attempts: int = 4
+    lease_timeout: float = 600.0
+    speculation: bool = True
+    max_bad_records: int | None = None
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE
 
 
 class RemoteTraceback(Exception):
@@ -60,20 +80,20 @@ class Job:
         output_path: str,
         executor: Executor,
         if_exists: IfExists = "error",
-        max_attempts: int = 4,
-        lease_timeout: float = 600.0,
+        options: JobOptions | None = None,
         progress: bool | None = None,
+        faults: Any = None,
     ) -> None:
         self.plan = plan
         self.job_id = new_job_id()
+        self.options = options or JobOptions()
         self._input_fs = filesystem(plan.protocol, plan.storage_options)
         self._mapper = mapper
         self._output = OutputDir(output_fs, output_path, self.job_id)
         self._executor = executor
         self._if_exists = if_exists
-        self._max_attempts = max_attempts
-        self._lease_timeout = lease_timeout
         self._progress = progress
+        self._faults = faults
         self._done = threading.Event()
         self._cancel = threading.Event()
         self._lock = threading.Lock()
@@ -175,43 +195,71 @@ class Job:
 
     def _master(self) -> JobResult:
         started = time.perf_counter()
-        plan, out = self.plan, self._output
+        plan, out, options = self.plan, self._output, self.options
         inputs = [f.path for f in plan.files] if out.fs is self._input_fs else []
         results: dict[int, BlockResult] = out.prepare(plan, self._if_exists, inputs)
-        sched = Scheduler(len(plan.blocks), self._max_attempts, self._lease_timeout,
-                          done=results.keys())
+        try:
+            attempts = self._schedule(results)
+        finally:
+            out.release()
+        ordered = tuple(results[b.id] for b in plan.blocks)
+        seconds = time.perf_counter() - started
+        out.finish(plan, ordered, {
+            "seconds": round(seconds, 6),
+            "mapper": self._mapper.kind,
+            "executor": self._executor.name,
+            "workers": self._executor.num_slots,
+            "max_attempts": options.max_attempts,
+            "speculation": options.speculation,
+            "max_bad_records": options.max_bad_records,
+            "attempts": [a.to_dict() for a in attempts],
+        })
+        return JobResult(output=out.url, job_id=self.job_id, blocks=ordered, seconds=seconds,
+                         attempts=tuple(attempts))
+
+    def _schedule(self, results: dict[int, BlockResult]) -> list[AttemptRecord]:
+        """Run every block not in ``results`` until each is committed; return the attempts."""
+        plan, out, options, executor = self.plan, self._output, self.options, self._executor
+        sched = Scheduler(len(plan.blocks), options.max_attempts, options.lease_timeout,
+                          done=results.keys(), block_sizes=[b.end - b.start for b in plan.blocks])
         self._committed = len(results)
         tasks: dict[AttemptKey, BlockTask] = {}
         begun: dict[AttemptKey, float] = {}
+        speculative: set[AttemptKey] = set()
         attempts: list[AttemptRecord] = []
         failures: dict[int, Failed] = {}
         committed_bytes = sum(r.block.end - r.block.start for r in results.values())
+        bad_records = sum(r.bad_records for r in results.values())
         progress = make_progress(self._progress, plan.num_bytes, len(plan.blocks),
                                  len(results))
-        executor = self._executor
-        executor.start(self._mapper)
+        last_heartbeat = time.monotonic()
+
+        def start(key: AttemptKey) -> None:
+            tasks[key] = self._task(key)
+            begun[key] = time.time()
+            executor.run(tasks[key])
 
         def end_attempt(key: AttemptKey, worker: str, status: str, error: str = "") -> None:
             task = tasks.pop(key)
             attempts.append(AttemptRecord(key[0], key[1], worker, begun.pop(key), time.time(),
-                                          status, error))
+                                          status, error, key in speculative))
             if status != "committed":
                 out.discard(posixpath.dirname(task.staging_path))
 
+        executor.start(self._mapper)
         try:
             while not sched.is_finished:
                 if self._cancel.is_set():
                     raise JobCancelledError(
-                        f"job {self.job_id} was cancelled with {len(results)} of "
+                        f"job {self.job_id} was cancelled with {self._committed} of "
                         f"{len(plan.blocks)} blocks committed; resume it with "
                         f"if_exists='resume'")
-                while sched.num_running < executor.num_slots:
-                    key = sched.assign()
-                    if key is None:
-                        break
-                    tasks[key] = self._task(key)
-                    begun[key] = time.time()
-                    executor.run(tasks[key])
+                while sched.num_running < executor.num_slots and (key := sched.assign()):
+                    start(key)
+                while (options.speculation and sched.num_running < executor.num_slots
+                       and (key := sched.speculate())):
+                    speculative.add(key)
+                    start(key)
                 for event in executor.events(POLL_INTERVAL):
                     key = event.key
                     if key not in tasks:
@@ -220,18 +268,25 @@ class Job:
                         sched.heartbeat(key, event.bytes_done, event.records_done)
                     elif isinstance(event, Finished):
                         commit, losers = sched.complete(key)
+                        for loser in losers:
+                            executor.cancel(loser)
+                            end_attempt(loser, "", "discarded", "another attempt finished first")
                         if commit:
                             out.commit(event.result, tasks[key].staging_path)
                             results[key[0]] = event.result
                             committed_bytes += event.result.block.end - event.result.block.start
+                            bad_records += event.result.bad_records
                             self._committed += 1
                         end_attempt(key, event.result.worker,
                                     "committed" if commit else "discarded")
-                        for loser in losers:
-                            executor.cancel(loser)
-                            end_attempt(loser, "", "discarded")
+                        if options.max_bad_records is not None and \
+                                bad_records > options.max_bad_records:
+                            raise JobError(
+                                f"{bad_records} records raised in the function, more than "
+                                f"max_bad_records={options.max_bad_records}; they are listed "
+                                f"in {out.url}/_errors/")
                     elif isinstance(event, Failed):
-                        sched.fail(key, event.error)
+                        sched.fail(key, event.error, retryable=event.retryable)
                         failures[key[0]] = event
                         self._failed_attempts += 1
                         end_attempt(key, event.worker, "lost" if event.lost else "failed",
@@ -242,6 +297,9 @@ class Job:
                     end_attempt(key, "", "lost", "lease expired")
                 if sched.failed_block is not None:
                     raise self._block_failed(sched.failed_block, sched, failures)
+                if time.monotonic() - last_heartbeat > HEARTBEAT_INTERVAL:
+                    out.heartbeat()
+                    last_heartbeat = time.monotonic()
                 running = sum(min(lease.bytes_done, _nominal(plan, k[0]))
                               for k, lease in sched.running.items())
                 progress.update(committed_bytes + running, self._committed, sched.num_running,
@@ -252,18 +310,7 @@ class Job:
                 end_attempt(key, "", "discarded", "job stopped")
             progress.close()
             out.cleanup()
-        ordered = tuple(results[b.id] for b in plan.blocks)
-        seconds = time.perf_counter() - started
-        out.finish(plan, ordered, {
-            "seconds": round(seconds, 6),
-            "mapper": self._mapper.kind,
-            "executor": executor.name,
-            "workers": executor.num_slots,
-            "max_attempts": self._max_attempts,
-            "attempts": [a.to_dict() for a in attempts],
-        })
-        return JobResult(output=out.url, job_id=self.job_id, blocks=ordered, seconds=seconds,
-                         attempts=tuple(attempts))
+        return attempts
 
     def _task(self, key: AttemptKey) -> BlockTask:
         block = self.plan.blocks[key[0]]
@@ -273,16 +320,22 @@ class Job:
             file=self.plan.file(block.path), format=format_from_dict(self.plan.format),
             input_fs=self._input_fs, output_fs=self._output.fs, part=part,
             staging_path=self._output.staging_path(block.id, key[1], part),
+            max_record_size=self.options.max_record_size,
+            max_bad_records=self.options.max_bad_records, faults=self._faults,
         )
 
     def _block_failed(self, block_id: int, sched: Scheduler,
                       failures: dict[int, Failed]) -> BlockFailedError:
         failure = failures.get(block_id)
         block = self.plan.blocks[block_id]
-        attempts = sched.attempts_made.get(block_id, 0)
+        attempts = sched.failures.get(block_id, 0)
+        if failure is not None and not failure.retryable:
+            retried = "and was not retried (the same error would happen again)"
+        else:
+            retried = f"on all {attempts} attempts"
         error = BlockFailedError(
             f"block {block_id} of {len(self.plan.blocks)} ({block.path} [{block.start}, "
-            f"{block.end})) failed on all {attempts} attempts; last error: "
+            f"{block.end})) failed {retried}; last error: "
             f"{sched.errors.get(block_id, 'unknown')}",
             block_id=block_id, attempt=attempts,
             remote_traceback=failure.traceback if failure else "",

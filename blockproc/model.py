@@ -166,6 +166,7 @@ class BlockResult:
     checksum: str
     started: float
     seconds: float
+    bad_records: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the manifest entry for this block."""
@@ -175,7 +176,7 @@ class BlockResult:
             records_in=self.records_in, records_out=self.records_out,
             bytes_read=self.bytes_read, bytes_written=self.bytes_written,
             checksum=self.checksum, started=round(self.started, 6),
-            seconds=round(self.seconds, 6),
+            seconds=round(self.seconds, 6), bad_records=self.bad_records,
         )
         return entry
 
@@ -188,6 +189,7 @@ class BlockResult:
             records_out=int(data["records_out"]), bytes_read=int(data["bytes_read"]),
             bytes_written=int(data["bytes_written"]), checksum=str(data["checksum"]),
             started=float(data.get("started", 0.0)), seconds=float(data["seconds"]),
+            bad_records=int(data.get("bad_records", 0)),
         )
 
 
@@ -202,6 +204,7 @@ class AttemptRecord:
     finished: float
     status: str  # "committed" | "failed" | "lost" | "discarded"
     error: str = ""
+    speculative: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""
@@ -268,4 +271,5 @@ def blocks_summary(blocks: Sequence[BlockResult]) -> dict[str, int]:
         "records_out": sum(b.records_out for b in blocks),
         "bytes_read": sum(b.bytes_read for b in blocks),
         "bytes_written": sum(b.bytes_written for b in blocks),
+        "bad_records": sum(b.bad_records for b in blocks),
     }

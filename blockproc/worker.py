@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import posixpath
 import socket
 import subprocess
 import threading
@@ -14,6 +16,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Literal
 
 from blockproc.formats import RecordFormat
@@ -50,6 +53,13 @@ class BlockTask:
     part: str
     staging_path: str
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE
+    max_bad_records: int | None = None
+    faults: Any = None
+
+    @property
+    def errors_path(self) -> str:
+        """Where the attempt logs the records it skipped (``max_bad_records``)."""
+        return posixpath.join(posixpath.dirname(self.staging_path), "errors.jsonl")
 
     @property
     def key(self) -> tuple[int, int]:
@@ -208,16 +218,21 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     started = time.time()
     clock = time.perf_counter()
     compressed = task.file.compression is not None
+    faults = task.faults
+    if faults is not None:
+        faults.fire("start", task)
     source = None if compressed else RangeSource(task.input_fs, task.file.path)
+    bad = BadRecords(task)
     try:
         chunks = _decompressed_chunks(task) if source is None else aligned_chunks(task, source)
         counted = _Counted(chunks, report)
         with open_output(task.output_fs, task.staging_path) as out:
-            writer = PartWriter(out)
+            writer = PartWriter(out if faults is None else _FaultyFile(out, task))
             if mapper.kind == "command":
                 records_in = _run_command(mapper.fn, counted, writer, task)
             else:
-                records_in = _run_function(mapper, task, counted, writer, report)
+                records_in = _run_function(mapper, task, counted, writer, bad)
+        bad.save()
     finally:
         if source is not None:
             source.close()
@@ -226,8 +241,101 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
         block=task.block, part=task.part, attempt=task.attempt, worker=worker_name(),
         records_in=records_in, records_out=writer.records, bytes_read=bytes_read,
         bytes_written=writer.bytes_written, checksum=writer.checksum, started=started,
-        seconds=time.perf_counter() - clock,
+        seconds=time.perf_counter() - clock, bad_records=len(bad.entries),
     )
+
+
+class _FaultyFile:
+    """Wrap a part-file so a test's fault plan can strike after the first write."""
+
+    def __init__(self, file: Any, task: BlockTask) -> None:
+        self._file = file
+        self._task = task
+        self._fired = False
+
+    def write(self, data: bytes) -> int:
+        written: int = self._file.write(data)
+        if not self._fired:
+            self._fired = True
+            self._task.faults.fire("during_write", self._task)
+        return written
+
+
+class TooManyBadRecordsError(RuntimeError):
+    """An attempt met more bad records than ``max_bad_records``; retrying cannot help."""
+
+    retryable = False
+
+
+class BadRecords:
+    """The records an attempt skipped because the user function raised on them
+    (Hadoop's skip mode, enabled by ``max_bad_records``)."""
+
+    def __init__(self, task: BlockTask) -> None:
+        self.task = task
+        self.entries: list[dict[str, Any]] = []
+
+    @property
+    def enabled(self) -> bool:
+        """True when records that raise are skipped rather than failing the attempt."""
+        return self.task.max_bad_records is not None
+
+    def add(self, number: int, record: Any, exc: BaseException) -> None:
+        """Log record ``number`` of the block as skipped, or raise if there are too many."""
+        limit = self.task.max_bad_records
+        assert limit is not None
+        self.entries.append({
+            "block": self.task.block.id, "record": number, "offset": None,
+            "preview": f"{record!r:.200}", "error": f"{type(exc).__name__}: {exc}",
+        })
+        if len(self.entries) > limit:
+            raise TooManyBadRecordsError(
+                f"{len(self.entries)} records of {self.task.describe()} raised, more than "
+                f"max_bad_records={limit}; the last: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def save(self) -> None:
+        """Write the log next to the staged part-file, with each record's byte offset."""
+        if not self.entries:
+            return
+        offsets = record_offsets(self.task, [e["record"] for e in self.entries])
+        for entry in self.entries:
+            entry["offset"] = offsets.get(entry["record"])
+        text = "".join(json.dumps(e) + "\n" for e in self.entries)
+        with open_output(self.task.output_fs, self.task.errors_path) as f:
+            f.write(text.encode())
+
+
+def record_offsets(task: BlockTask, numbers: list[int]) -> dict[int, int]:
+    """Return the file byte offset of the given record numbers of a block (0 = its first).
+
+    Reads the block again (only on the error path) and follows the sequential parse of
+    the format's delimiter; empty for formats without one or compressed inputs.
+    """
+    delimiter = getattr(task.format, "delimiter", None)
+    if not numbers or not isinstance(delimiter, bytes) or task.file.compression:
+        return {}
+    wanted = set(numbers)
+    offsets: dict[int, int] = {}
+    with RangeSource(task.input_fs, task.file.path) as source:
+        first = task.format.boundary(source.read, task.block.start, task.file.size,
+                                     max_record_size=task.max_record_size).offset
+        record, base, carry = 0, first, b""
+        if 0 in wanted:
+            offsets[0] = first
+        for chunk in aligned_chunks(task, source):
+            data = carry + chunk
+            pos = 0
+            while (found := data.find(delimiter, pos)) >= 0:
+                pos = found + len(delimiter)
+                record += 1
+                if record in wanted:
+                    offsets[record] = base + pos
+            base += pos
+            carry = data[pos:]
+            if len(offsets) == len(wanted):
+                break
+    return offsets
 
 
 class _Counted:
@@ -247,7 +355,7 @@ class _Counted:
 
 
 def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: PartWriter,
-                  report: ReportFn) -> int:
+                  bad: BadRecords) -> int:
     fn = mapper.fn
     at_file_start = task.block.start == 0
     if mapper.kind == "block":
@@ -261,14 +369,23 @@ def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: Par
     for records in task.format.iter_batches(chunks, at_file_start=at_file_start):
         results: list[Any] = []
         append = results.append
-        try:
-            for record in records:
-                append(fn(record))
-        except Exception as exc:
-            number = len(results)
-            exc.add_note(f"in {task.describe()}, record {records_in + number} of the block: "
-                         f"{records[number]!r:.200}")
-            raise
+        resume_at = 0
+        while True:
+            try:
+                for record in islice(records, resume_at, None):
+                    append(fn(record))
+                break
+            except Exception as exc:
+                number = len(results)
+                if not bad.enabled:
+                    offset = record_offsets(task, [records_in + number]).get(records_in + number)
+                    at = "" if offset is None else f" at byte offset {offset}"
+                    exc.add_note(f"in {task.describe()}, record {records_in + number} of the "
+                                 f"block{at}: {records[number]!r:.200}")
+                    raise
+                bad.add(records_in + number, records[number], exc)
+                append(None)
+                resume_at = number + 1
         writer.write_results(results)
         records_in += len(records)
         chunks.records_done = records_in

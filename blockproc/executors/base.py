@@ -42,6 +42,7 @@ class Failed:
     traceback: str = ""
     worker: str = ""
     lost: bool = False
+    retryable: bool = True
 
 
 Event = Progress | Finished | Failed
@@ -51,7 +52,18 @@ def failure_from(key: AttemptKey, exc: BaseException, worker: str) -> Failed:
     """Describe an exception raised by an attempt, traceback text included."""
     text = "".join(traceback.format_exception(exc))
     summary = "".join(traceback.format_exception_only(exc)).strip()
-    return Failed(key, summary, text, worker)
+    return Failed(key, summary, text, worker, retryable=is_retryable(exc))
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Return False for errors that would fail the same way on every attempt.
+
+    An exception class says so with ``retryable = False`` (record too large, too many bad
+    records, input changed); a permission error is not retried either.
+    """
+    if isinstance(exc, PermissionError):
+        return False
+    return bool(getattr(exc, "retryable", True))
 
 
 class Executor(Protocol):

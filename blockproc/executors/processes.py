@@ -195,15 +195,26 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+def _receive(conn: Connection) -> Any:
+    """Return the next task, or None when the master says stop or has gone away."""
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        return None
+
+
 class _Reporter:
     """Send an attempt's progress to the master, at most every ``REPORT_INTERVAL`` seconds."""
 
-    def __init__(self, conn: Connection, key: AttemptKey) -> None:
+    def __init__(self, conn: Connection, key: AttemptKey, parent: int) -> None:
         self._conn = conn
         self._key = key
+        self._parent = parent
         self._last = 0.0
 
     def __call__(self, bytes_done: int, records_done: int) -> None:
+        if os.getppid() != self._parent:
+            os._exit(1)  # the master died: stop, its successor will run this block again
         now = time.monotonic()
         if now - self._last >= REPORT_INTERVAL:
             self._last = now
@@ -221,11 +232,19 @@ def _worker_main(conn: Connection, payload: bytes) -> None:
         os._exit(1)
     conn.send(("ready",))
     name = worker_name()
-    while (task := conn.recv()) is not None:
+    parent = os.getppid()
+    while (task := _receive(conn)) is not None:
         try:
-            result = run_block(task, mapper, _Reporter(conn, task.key))
+            result = run_block(task, mapper, _Reporter(conn, task.key, parent))
         except Exception as exc:
             failed = failure_from(task.key, exc, name)
-            conn.send(("failed", failed.error, failed.traceback, failed.worker))
+            message: tuple[Any, ...] = ("failed", failed.error, failed.traceback,
+                                        failed.worker, False, failed.retryable)
         else:
-            conn.send(("done", result))
+            if task.faults is not None:
+                task.faults.fire("after_write", task)
+            message = ("done", result)
+        try:
+            conn.send(message)
+        except OSError:
+            return  # the master has gone away
