@@ -20,7 +20,7 @@ import click
 
 from blockproc import api
 from blockproc._units import format_size, parse_size
-from blockproc.commit import STATE_DIR, SUCCESS, read_manifest
+from blockproc.commit import STATE_DIR, SUCCESS, read_manifest, verify_output
 from blockproc.errors import BlockFailedError, BlockprocError, ConfigError, JobError
 from blockproc.executors import EXECUTORS
 from blockproc.formats import Delimited, Lines, Raw, RecordFormat, available_formats
