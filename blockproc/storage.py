@@ -1,17 +1,29 @@
 """The one module that talks to fsspec: resolve URLs, list inputs, ranged reads, part-file
-writes and the small files of the commit protocol."""
+writes and the small files of the commit protocol.
+
+Object stores (S3, GCS, Azure) have no rename and no directories: publishing a file is
+a server-side copy of one object (:func:`publish`), and a single PUT is already atomic
+(:func:`write_bytes_atomic`). Transient storage errors (throttling, 5xx, connection
+resets) are retried with exponential backoff (:func:`retry_call`); an input that changed
+since it was planned raises :class:`InputChangedError`, which is never retried.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import io
 import json
+import os
 import posixpath
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import fsspec
-from fsspec.core import url_to_fs
+from fsspec.core import split_protocol, url_to_fs
 
 from blockproc.errors import ConfigError, InputError, NoInputFilesError
 from blockproc.model import InputFile
@@ -22,20 +34,39 @@ else:
     AbstractFileSystem = Any
 
 __all__ = [
-    "AbstractFileSystem", "RangeSource", "check_readable", "compression_of", "filesystem",
-    "list_inputs", "open_decompressed", "open_output", "protocol_of", "read_json", "resolve",
-    "to_url", "write_bytes_atomic", "write_json_atomic",
+    "AbstractFileSystem", "InputChangedError", "RangeSource", "RetryPolicy",
+    "check_readable", "compression_of", "filesystem", "is_retryable", "list_inputs",
+    "open_decompressed", "open_output", "protocol_of", "publish", "read_json",
+    "remove_tree", "resolve", "retry_call", "to_url", "verify_unchanged",
+    "write_bytes_atomic", "write_json_atomic",
 ]
+
+T = TypeVar("T")
 
 _COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".lzma": "lzma",
                  ".zst": "zstd", ".zstd": "zstd"}
 _COMPRESSION_PACKAGES = {"zstd": "zstandard"}
 _GLOB_CHARS = "*?["
 
+#: The package each protocol needs, for the error that tells users what to install.
+PROTOCOL_PACKAGES = {
+    "s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs",
+    "abfs": "adlfs", "abfss": "adlfs", "adl": "adlfs", "hdfs": "pyarrow",
+    "http": "aiohttp", "https": "aiohttp", "sftp": "paramiko", "ssh": "paramiko",
+    "oci": "ocifs", "oss": "ossfs", "webhdfs": "requests", "smb": "smbprotocol",
+}
+
+#: Object stores whose single PUT is atomic (readers see all of an object or nothing)
+#: and which have no rename: a "move" there is a server-side copy plus a delete.
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oci", "oss"})
+
 
 def resolve(url: str, storage_options: Mapping[str, Any] | None = None
             ) -> tuple[AbstractFileSystem, str]:
     """Return ``(filesystem, path)`` for a URL or local path.
+
+    Raises ConfigError naming the package to install when the protocol's fsspec
+    implementation is missing (``pip install gcsfs`` for ``gs://``...).
 
     Examples
     --------
@@ -46,12 +77,27 @@ def resolve(url: str, storage_options: Mapping[str, Any] | None = None
     try:
         return url_to_fs(str(url), **dict(storage_options or {}))  # type: ignore[no-any-return]
     except ImportError as exc:
-        raise ConfigError(
-            f"cannot open {url!r}: {exc}. Install the package for this protocol "
-            f"(for example `pip install s3fs` for s3://, `pip install gcsfs` for gs://)"
-        ) from None
+        raise ConfigError(_missing_package_message(str(url), exc)) from None
     except ValueError as exc:
         raise ConfigError(f"cannot open {url!r}: {exc}") from None
+    except OSError as exc:  # e.g. pyarrow's HDFS client without a JVM or libhdfs
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        hint = ""
+        if split_protocol(str(url))[0] in ("hdfs", "arrow_hdfs"):
+            hint = ("; hdfs:// needs pyarrow, a Java runtime and Hadoop's libhdfs: set "
+                    "JAVA_HOME, HADOOP_HOME and CLASSPATH=$(hadoop classpath --glob) "
+                    "(see README, 'Storage')")
+        raise ConfigError(f"cannot open {url!r}: {first_line}{hint}") from None
+
+
+def _missing_package_message(url: str, exc: ImportError) -> str:
+    protocol = split_protocol(url)[0] or "file"
+    package = PROTOCOL_PACKAGES.get(protocol)
+    if package is None:
+        return (f"cannot open {url!r}: {exc}. Install the fsspec implementation of "
+                f"{protocol}:// (see https://filesystem-spec.readthedocs.io)")
+    return (f"cannot open {url!r}: the {protocol}:// protocol needs the {package} package, "
+            f"which is not installed; run `pip install {package}` ({exc})")
 
 
 def filesystem(protocol: str, storage_options: Mapping[str, Any] | None = None

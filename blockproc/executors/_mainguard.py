@@ -1,0 +1,34 @@
+"""Start ``spawn`` children without making them re-run the parent's ``__main__``.
+
+A ``spawn`` child normally imports the parent's main module again (as ``__mp_main__``).
+For ``python -m blockproc worker ...`` that module is ``blockproc/__main__.py``, which
+would start the command again in every child; a user's script without an
+``if __name__ == "__main__":`` guard would do the same. Workers do not need the main
+module: cloudpickle ships functions defined there by value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def main_module_hidden() -> Iterator[None]:
+    """Hide ``__main__``'s file and spec from ``multiprocessing`` while the block runs."""
+    main = sys.modules["__main__"]
+    with _LOCK:
+        saved: dict[str, Any] = {name: main.__dict__[name] for name in ("__spec__", "__file__")
+                                 if name in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
