@@ -21,7 +21,13 @@ import click
 from blockproc import api
 from blockproc._units import format_size, parse_size
 from blockproc.commit import STATE_DIR, SUCCESS, read_manifest, verify_output
-from blockproc.errors import BlockFailedError, BlockprocError, ConfigError, JobError
+from blockproc.errors import (
+    BlockFailedError,
+    BlockprocError,
+    ConfigError,
+    JobError,
+    OutputExistsError,
+)
 from blockproc.executors import EXECUTORS
 from blockproc.formats import Delimited, Lines, Raw, RecordFormat, available_formats
 from blockproc.model import JobResult
@@ -224,7 +230,11 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
         if isinstance(exc, BlockFailedError) and exc.remote_traceback:
             click.echo(f"worker traceback:\n{exc.remote_traceback.rstrip()}", err=True)
         exc.add_note(f"committed blocks are kept; after fixing the cause, resume with:\n  "
-                         f"{_resume_command()}")
+                     f"{_resume_command()}")
+        raise
+    except OutputExistsError as exc:
+        if "unfinished blockproc job" in str(exc):  # left by a crash or a Ctrl-C
+            exc.add_note(f"to finish it, run:\n  {_resume_command()}")
         raise
     if not quiet:
         click.echo(_summary(result))

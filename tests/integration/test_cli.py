@@ -97,7 +97,8 @@ def test_status_and_verify(workdir: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_status_of_unfinished_job_says_how_to_resume(
-        workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        workdir: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     (workdir / "bad.py").write_text("def f(line):\n    raise ValueError('nope')\n")
     code = main(["run", "data/access.log", "-o", "out", "--map", "bad:f", "--executor",
                  "inline", "--max-attempts", "1"])
@@ -106,6 +107,11 @@ def test_status_of_unfinished_job_says_how_to_resume(
     assert "ValueError: nope" in err and "--resume" in err
     assert main(["status", "out"]) == 1
     assert "unfinished" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["blockproc", "run", "data/access.log", "-o", "out",
+                                      "--map", "mymod:parse"])
+    assert main(sys.argv[1:]) == 2
+    assert "blockproc run data/access.log -o out --map mymod:parse --resume" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
