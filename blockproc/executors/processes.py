@@ -8,15 +8,11 @@ lost, so the master runs the block again, and a fresh worker takes its place.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import signal
-import sys
-import threading
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -24,6 +20,7 @@ from typing import Any
 import cloudpickle
 
 from blockproc.errors import JobError
+from blockproc.executors._mainguard import main_module_hidden
 from blockproc.executors.base import (
     AttemptKey,
     Event,
@@ -66,7 +63,7 @@ class ProcessExecutor:
         parent, child = _CONTEXT.Pipe()
         process = _CONTEXT.Process(target=_worker_main, args=(child, self._payload),
                                    name="blockproc-worker", daemon=True)
-        with _main_module_hidden():
+        with main_module_hidden():
             process.start()
         child.close()
         return _Worker(process, parent)
@@ -158,30 +155,6 @@ class ProcessExecutor:
                 worker.process.join(timeout=1)
             worker.conn.close()
         self._workers.clear()
-
-
-_MAIN_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _main_module_hidden() -> Iterator[None]:
-    """Start a spawned process without making it re-run the user's script.
-
-    ``spawn`` children normally import the parent's ``__main__`` (so a script without an
-    ``if __name__ == "__main__":`` guard would start its job again in every worker).
-    Workers do not need it: cloudpickle ships functions defined in ``__main__`` by value.
-    """
-    main = sys.modules["__main__"]
-    with _MAIN_LOCK:
-        saved: dict[str, Any] = {name: main.__dict__[name] for name in ("__spec__", "__file__")
-                 if name in main.__dict__}
-        main.__dict__.pop("__file__", None)
-        main.__dict__["__spec__"] = None
-        try:
-            yield
-        finally:
-            main.__dict__.pop("__spec__", None)
-            main.__dict__.update(saved)
 
 
 def _describe_exit(code: int | None) -> str:
