@@ -188,14 +188,15 @@ def test_job_result_sums_its_blocks() -> None:
     assert result.num_bytes_written == 60
     assert result.num_retries == 1
     assert blocks_summary(blocks) == {"num_blocks": 2, "records_in": 15, "records_out": 14,
-                                      "bytes_read": 41, "bytes_written": 60}
+                                      "bytes_read": 41, "bytes_written": 60,
+                                      "bad_records": 0}
 
 
 def test_attempt_record_to_dict_is_json_safe() -> None:
     record = AttemptRecord(1, 2, "host:1", 0.5, 1.5, "lost", "no heartbeat")
     assert json_round_trip(record.to_dict()) == {
         "block_id": 1, "attempt": 2, "worker": "host:1", "started": 0.5, "finished": 1.5,
-        "status": "lost", "error": "no heartbeat",
+        "status": "lost", "error": "no heartbeat", "speculative": False,
     }
 
 
