@@ -225,6 +225,7 @@ class Job:
         self._committed = len(results)
         tasks: dict[AttemptKey, BlockTask] = {}
         begun: dict[AttemptKey, float] = {}
+        runs_on: dict[AttemptKey, str] = {}  # the worker of each attempt, once it is known
         speculative: set[AttemptKey] = set()
         attempts: list[AttemptRecord] = []
         failures: dict[int, Failed] = {}
@@ -241,6 +242,8 @@ class Job:
 
         def end_attempt(key: AttemptKey, worker: str, status: str, error: str = "") -> None:
             task = tasks.pop(key)
+            worker = worker or runs_on.pop(key, "")
+            runs_on.pop(key, None)
             attempts.append(AttemptRecord(key[0], key[1], worker, begun.pop(key), time.time(),
                                           status, error, key in speculative))
             if status != "committed":
@@ -266,6 +269,8 @@ class Job:
                         continue  # an attempt already cancelled or expired
                     if isinstance(event, Progress):
                         sched.heartbeat(key, event.bytes_done, event.records_done)
+                        if event.worker:
+                            runs_on[key] = event.worker
                     elif isinstance(event, Finished):
                         commit, losers = sched.complete(key)
                         for loser in losers:
@@ -314,7 +319,7 @@ class Job:
 
     def _task(self, key: AttemptKey) -> BlockTask:
         block = self.plan.blocks[key[0]]
-        part = part_name(block.id)
+        part = part_name(block.id, self._mapper.output.extension)  # part-00042.csv
         return BlockTask(
             block=block, attempt=key[1], num_blocks=len(self.plan.blocks),
             file=self.plan.file(block.path), format=format_from_dict(self.plan.format),

@@ -18,11 +18,12 @@ AttemptKey = tuple[int, int]
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A running attempt's heartbeat: bytes and records done so far."""
+    """A running attempt's heartbeat: bytes and records done so far, and who runs it."""
 
     key: AttemptKey
     bytes_done: int
     records_done: int
+    worker: str = ""
 
 
 @dataclass(frozen=True, slots=True)

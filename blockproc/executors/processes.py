@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -95,7 +96,8 @@ class ProcessExecutor:
                 kind = message[0]
                 if kind == "progress":
                     if message[1] == worker.key:
-                        events.append(Progress(message[1], message[2], message[3]))
+                        events.append(Progress(message[1], message[2], message[3],
+                                               _name_of(worker)))
                 elif kind == "done":
                     if worker.key is not None:
                         events.append(Finished(worker.key, message[1]))
@@ -118,7 +120,7 @@ class ProcessExecutor:
         if worker.key is not None:
             events.append(Failed(
                 worker.key, f"worker process {worker.process.pid} died ({_describe_exit(code)})",
-                worker=f"pid {worker.process.pid}", lost=True))
+                worker=_name_of(worker), lost=True))
         elif not worker.ready:
             raise JobError(
                 f"a worker process exited ({_describe_exit(code)}) before it was ready; "
@@ -155,6 +157,11 @@ class ProcessExecutor:
                 worker.process.join(timeout=1)
             worker.conn.close()
         self._workers.clear()
+
+
+def _name_of(worker: _Worker) -> str:
+    """The name :func:`blockproc.worker.worker_name` gives inside that process."""
+    return f"{socket.gethostname()}:{worker.process.pid}"
 
 
 def _describe_exit(code: int | None) -> str:

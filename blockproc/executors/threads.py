@@ -53,7 +53,7 @@ class ThreadExecutor:
                 now = time.monotonic()
                 if now - last[0] >= REPORT_INTERVAL:
                     last[0] = now
-                    self._events.put(Progress(key, bytes_done, records_done))
+                    self._events.put(Progress(key, bytes_done, records_done, worker_name()))
 
             try:
                 result = run_block(task, self._mapper, report)

@@ -67,13 +67,13 @@ def test_speculation_finishes_a_straggler_in_about_the_time_of_the_others(
     slow_block = 2
     middle = (plan.blocks[slow_block].start + plan.blocks[slow_block].end) // 2
     trigger = DATA[DATA.rindex(b"\n", 0, middle) + 1:DATA.index(b"\n", middle)].decode()
-    slow = 30 * 0.2  # 30 times a normal block, with a margin for start-up
+    slow = 30 * 0.35  # 30 times a normal block (~0.1 s), with a margin for a busy machine
     started = time.monotonic()
     res = bp.map_lines(slow_first_attempt(str(tmp_path / "m"), trigger, slow),
                        src, output=out, block_size=block_size, workers=2)
     wall = time.monotonic() - started
     assert read_parts(out) == DATA
-    assert wall < slow * 2 / 3, f"took {wall:.1f}s: speculation did not help"
+    assert wall < slow / 2, f"took {wall:.1f}s: speculation did not help"
     entry = manifest(out)["blocks"][slow_block]
     assert entry["attempt"] == 2
     tries = [a for a in res.attempts if a.block_id == slow_block]
