@@ -21,12 +21,15 @@ from __future__ import annotations
 import argparse
 import cProfile
 import hashlib
+import importlib
+import importlib.util
 import io
 import json
 import os
 import platform
 import pstats
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,7 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Workers are spawned and import the workload functions by reference (cloudpickle), so
 # benchmarks/ must be on sys.path *before* `import workloads`; spawned children get the
@@ -46,8 +49,12 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import blockproc as bp  # noqa: E402
-import workloads as wl  # noqa: E402
+import workloads as wl  # noqa: E402  (benchmarks/workloads.py, found through sys.path)
+
+if TYPE_CHECKING:
+    import blockproc as bp
+else:
+    bp = None  # imported by load_blockproc(), after --snapshot may have frozen a copy
 
 SEQ_CHUNK = 1 << 20  # the sequential baseline reads ~1 MiB of lines at a time
 WORKLOAD_NAMES = {"W1": "W1 grep-upper", "W2": "W2 counts", "W3": "W3 parse"}
@@ -81,8 +88,6 @@ def ensure_input(data_dir: Path, size: int, seed: int) -> Path:
     access_log stops at the first line end at or after ``size``, so a correct file is
     ``size`` bytes plus less than one line, and ends with a newline.
     """
-    from blockproc.datasets import access_log
-
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / f"access-{size}-seed{seed}.log"
     if path.exists():
@@ -96,10 +101,15 @@ def ensure_input(data_dir: Path, size: int, seed: int) -> Path:
             print(f"input: reusing {path} ({actual} bytes)", flush=True)
             return path
         print(f"input: {path} has the wrong size ({actual} bytes); regenerating", flush=True)
+    # In a child process: the generator imports numpy, whose BLAS threads would otherwise
+    # live (and briefly spin) in the process that does the timing.
     t = time.perf_counter()
-    written = access_log(path, size, seed=seed)
-    print(f"input: generated {path} ({written} bytes) in {time.perf_counter() - t:.1f} s",
-          flush=True)
+    subprocess.run([sys.executable, "-c",
+                    "import sys; from blockproc.datasets import access_log; "
+                    "access_log(sys.argv[1], int(sys.argv[2]), seed=int(sys.argv[3]))",
+                    str(path), str(size), str(seed)], check=True)
+    print(f"input: generated {path} ({path.stat().st_size} bytes) with "
+          f"blockproc.datasets.access_log in {time.perf_counter() - t:.1f} s", flush=True)
     return path
 
 
@@ -180,18 +190,21 @@ class Case:
     run: Callable[[Path], Any]   # run(out_dir) -> JobResult | lines in | None
     output: Callable[[Path], bytes]  # read what run() wrote
     times: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)   # user+sys of this process + children
+    load: list[float] = field(default_factory=list)  # 1-min load average before the run
 
 
 def make_cases(path: Path, args: argparse.Namespace) -> list[Case]:
-    common = dict(block_size=args.block_size, workers=args.workers, executor="processes",
-                  if_exists="overwrite", progress=False)
+    common: dict[str, Any] = {"block_size": args.block_size, "workers": args.workers,
+                              "executor": "processes", "if_exists": "overwrite",
+                              "progress": False}
     src = str(path)
 
     def seq_out(d: Path) -> bytes:
         return (d / "out.txt").read_bytes()
 
     def bp_out(d: Path) -> bytes:
-        return bp.testing.read_parts(str(d))
+        return bytes(bp.testing.read_parts(str(d)))
 
     def shell_w1(d: Path) -> None:
         d.mkdir(parents=True, exist_ok=True)
@@ -306,6 +319,78 @@ def make_reference(case: Case, out_dir: Path, lines_in: int, ref_dir: Path) -> R
 # --- running -------------------------------------------------------------------------------
 
 
+def cpu_seconds() -> float:
+    """User+system CPU of this process and its waited-for children (blockproc's worker
+    processes are joined when a job ends, grep/tr by subprocess), so a run's delta is the
+    CPU it cost, whatever else the machine was doing."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def load_blockproc(snapshot_dir: Path | None) -> None:
+    """Import blockproc, from a frozen copy of its source in ``snapshot_dir`` if given.
+
+    Other engineers edit blockproc/ while benchmarks run; a snapshot keeps every row on one
+    version (and a half-saved file from breaking a run). The copy is put first on sys.path,
+    which spawned workers inherit, so they import the same copy.
+    """
+    global bp  # noqa: PLW0603  (one module-wide handle, set once before any use)
+    if snapshot_dir is not None:
+        spec = importlib.util.find_spec("blockproc")
+        if spec is None or spec.origin is None:
+            raise SystemExit("cannot find the blockproc package to snapshot")
+        shutil.copytree(Path(spec.origin).parent, snapshot_dir / "blockproc",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        sys.path.insert(0, str(snapshot_dir))
+    bp = importlib.import_module("blockproc")
+    if snapshot_dir is not None and not Path(str(bp.__file__)).is_relative_to(snapshot_dir):
+        raise SystemExit(f"blockproc was imported from {bp.__file__}, not the snapshot")
+
+
+_SPIN = ("import sys, time\n"
+         "sys.stdin.readline()\n"
+         "t = time.perf_counter()\n"
+         "x = 0\n"
+         "for i in range({n}):\n"
+         "    x += i\n"
+         "print(time.perf_counter() - t)\n")
+
+
+def cpu_scaling(procs: int, iterations: int = 10_000_000, repeats: int = 5) -> dict[str, Any]:
+    """Measure how much faster ``procs`` CPU-bound Python processes get through work than
+    one: the ceiling for any ``--workers procs`` speedup on this machine right now
+    (``procs`` on an idle machine with ``procs`` real cores; less on shared/SMT vCPUs)."""
+    code = _SPIN.format(n=iterations)
+
+    def together(k: int) -> list[float]:
+        ps = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True) for _ in range(k)]
+        time.sleep(0.3)  # past interpreter start-up, so the loops overlap
+        for proc in ps:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        return [float(proc.communicate()[0]) for proc in ps]
+
+    alones, ceilings = [], []
+    for _ in range(repeats):  # pairs, so a slow spell hits both sides of one ratio
+        alones.append(together(1)[0])
+        ceilings.append(procs * alones[-1] / max(together(procs)))
+    return {"procs": procs, "one_proc_s": round(statistics.median(alones), 4),
+            "ceilings": [round(c, 3) for c in ceilings],
+            "ceiling": round(statistics.median(ceilings), 3)}
+
+
+def source_fingerprint() -> str:
+    """sha256 of the installed blockproc package's *.py files (others edit it meanwhile)."""
+    root = Path(bp.__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def run_all(cases: list[Case], path: Path, args: argparse.Namespace, tmp: Path) -> dict[str, str]:
     refs: dict[str, Reference] = {}
     checks: dict[str, str] = {}
@@ -313,9 +398,12 @@ def run_all(cases: list[Case], path: Path, args: argparse.Namespace, tmp: Path) 
         for case in cases:
             out_dir = tmp / case.key
             shutil.rmtree(out_dir, ignore_errors=True)
+            load = os.getloadavg()[0]
+            c = cpu_seconds()
             t = time.perf_counter()
             result = case.run(out_dir)
             elapsed = time.perf_counter() - t
+            cpu = cpu_seconds() - c
             if case.kind == "seq" and case.workload not in refs:
                 refs[case.workload] = make_reference(case, out_dir, result, tmp)
             ref = refs.get(case.workload)
@@ -323,8 +411,11 @@ def run_all(cases: list[Case], path: Path, args: argparse.Namespace, tmp: Path) 
                 raise SystemExit(f"no sequential baseline ran before {case.key}")
             checks[case.key] = verify(case, out_dir, result, ref, Path(args.data_dir))
             case.times.append(elapsed)
+            case.cpu.append(cpu)
+            case.load.append(load)
             print(f"  run {r + 1}/{args.runs}  {WORKLOAD_NAMES[case.workload]:<14} "
-                  f"{case.engine:<32} {elapsed:8.2f} s   ok ({checks[case.key]})", flush=True)
+                  f"{case.engine:<32} {elapsed:6.2f} s  cpu {cpu:6.2f} s  load {load:4.2f}  "
+                  f"ok ({checks[case.key]})", flush=True)
             shutil.rmtree(out_dir, ignore_errors=True)
             os.sync()  # nothing left to write back while the next case runs
     return checks
@@ -339,6 +430,9 @@ def summarize(cases: list[Case], input_bytes: int) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "workload": WORKLOAD_NAMES[c.workload], "engine": c.engine, "kind": c.kind,
             "times_s": [round(t, 4) for t in c.times], "median_s": round(med, 4),
+            "cpu_s": [round(t, 4) for t in c.cpu],
+            "median_cpu_s": round(statistics.median(c.cpu), 4),
+            "loadavg_1min_before": [round(x, 2) for x in c.load],
             "min_s": round(min(c.times), 4), "max_s": round(max(c.times), 4),
             "input_mb_per_s": round(input_bytes / 1e6 / med, 2),
             "ratio_vs_seq_python": round(med / seq_median[c.workload], 3),
@@ -351,16 +445,19 @@ def summarize(cases: list[Case], input_bytes: int) -> list[dict[str, Any]]:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = (f"{'workload':<14} {'engine':<32} {'median s':>9} {'min s':>8} {'max s':>8} "
-            f"{'MB/s':>8} {'bp/seq':>7} {'speedup':>8}")
+            f"{'MB/s':>8} {'bp/seq':>7} {'speedup':>8} {'cpu s':>7}")
     print(head)
     print("-" * len(head))
     for r in rows:
         ratio = r["ratio_vs_seq_python"]
         print(f"{r['workload']:<14} {r['engine']:<32} {r['median_s']:>9.2f} {r['min_s']:>8.2f} "
-              f"{r['max_s']:>8.2f} {r['input_mb_per_s']:>8.1f} {ratio:>7.3f} {1 / ratio:>7.2f}x")
+              f"{r['max_s']:>8.2f} {r['input_mb_per_s']:>8.1f} {ratio:>7.3f} {1 / ratio:>7.2f}x "
+              f"{r['median_cpu_s']:>7.2f}")
     print("-" * len(head))
     print("bp/seq = median / median of seq-python for the same workload, this invocation "
-          "(<1 is faster);\nspeedup = its inverse. MB/s = input bytes / 1e6 / median.")
+          "(<1 is faster);\nspeedup = its inverse. MB/s = input bytes / 1e6 / median. cpu s = "
+          "median user+sys CPU seconds of the\nbenchmark process and its children (workers, "
+          "grep, tr) per run: the work done, whatever else runs.")
     for r in rows:
         if "ratio_vs_seq_shell" in r:
             print(f"map_command grep|tr vs seq-shell grep|tr (same command, 1 process, whole "
@@ -377,8 +474,9 @@ def profile(workload: str, path: Path, args: argparse.Namespace, tmp: Path, top:
     fn = {"W1": wl.grep_5xx_upper, "W3": wl.parse_project}.get(workload)
 
     def run_bp() -> None:
-        kw = dict(output=str(out), block_size=args.block_size, executor="inline",
-                  if_exists="overwrite", progress=False)
+        kw: dict[str, Any] = {"output": str(out), "block_size": args.block_size,
+                              "executor": "inline", "if_exists": "overwrite",
+                              "progress": False}
         if fn is None:
             bp.map_blocks(wl.count_block, str(path), **kw)
         else:
@@ -394,16 +492,17 @@ def profile(workload: str, path: Path, args: argparse.Namespace, tmp: Path, top:
     for label, target in ((f"blockproc inline ({workload})", run_bp),
                           (f"seq-python ({workload})", run_seq)):
         shutil.rmtree(out, ignore_errors=True)
-        prof = cProfile.Profile()
-        t = time.perf_counter()
+        # CPU-time clock: other processes on the machine don't inflate the numbers
+        prof = cProfile.Profile(time.process_time)
+        t = time.process_time()
         prof.runcall(target)
-        elapsed = time.perf_counter() - t
+        elapsed = time.process_time() - t
         for sort in ("tottime", "cumulative"):
             buf = io.StringIO()
             pstats.Stats(prof, stream=buf).strip_dirs().sort_stats(sort).print_stats(top)
             text = buf.getvalue()
             text = text[text.find("   ncalls"):] if "   ncalls" in text else text
-            print(f"\n=== profile: {label}, {elapsed:.2f} s under cProfile, top {top} by "
+            print(f"\n=== profile: {label}, {elapsed:.2f} CPU s under cProfile, top {top} by "
                   f"{sort} ===\n{text.rstrip()}")
     shutil.rmtree(out, ignore_errors=True)
 
@@ -429,6 +528,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead of benchmarking, cProfile bp.map_*(executor='inline') and "
                         "the sequential baseline for this workload")
     p.add_argument("--profile-top", type=int, default=25)
+    p.add_argument("--snapshot", action="store_true",
+                   help="benchmark a frozen copy of the blockproc source taken at start "
+                        "(others may edit blockproc/ during the run)")
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="skip measuring the machine's parallel CPU ceiling")
     args = p.parse_args(argv)
     if args.runs < 1 or args.workers < 1:
         p.error("--runs and --workers must be >= 1")
@@ -437,21 +541,34 @@ def main(argv: list[str] | None = None) -> int:
     args.data_dir = str(data_dir)
     path = ensure_input(data_dir, args.size, args.seed)
     input_bytes = path.stat().st_size
-    warm = warm_cache(path)
-    print(f"page cache warmed: read {human(input_bytes)} in {warm:.2f} s", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-core-", dir=data_dir))
     try:
+        load_blockproc(tmp / "snapshot" if args.snapshot else None)
+        print(f"blockproc {bp.__version__} from {Path(bp.__file__).parent}"
+              f"{' (snapshot)' if args.snapshot else ''}, source {source_fingerprint()}",
+              flush=True)
+        warm = warm_cache(path)
+        print(f"page cache warmed: read {human(input_bytes)} in {warm:.2f} s", flush=True)
         if args.profile:
             profile(args.profile, path, args, tmp, args.profile_top)
             return 0
         cases = make_cases(path, args)
+        scaling: list[dict[str, Any]] = []
+        if args.calibrate:
+            scaling.append(cpu_scaling(args.workers))
+            print(f"CPU scaling ceiling for {args.workers} processes: "
+                  f"{scaling[0]['ceiling']:.2f}x ({scaling[0]['ceilings']})", flush=True)
         load_before = os.getloadavg()
         print(f"running {len(cases)} cases x {args.runs} runs (interleaved), "
               f"workers={args.workers}, block_size={args.block_size}; "
               f"load avg {load_before[0]:.2f}", flush=True)
         started = time.time()
+        fingerprint = source_fingerprint()
         checks = run_all(cases, path, args, tmp)
         load_after = os.getloadavg()
+        fingerprint_after = source_fingerprint()
+        if args.calibrate:
+            scaling.append(cpu_scaling(args.workers))
         rows = summarize(cases, input_bytes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -464,6 +581,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"all outputs verified equal to the sequential baseline "
           f"(W1/W3 byte-identical, W2 summed counts) | load avg 1-min "
           f"{load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    print(f"blockproc source {fingerprint}" + (" (snapshot)" if args.snapshot else "") + (
+        "" if fingerprint == fingerprint_after else
+        f" -> {fingerprint_after}: WARNING, blockproc/ was edited during the run, so the "
+        f"rows may mix versions"))
+    if scaling:
+        print(f"CPU scaling ceiling for {args.workers} CPU-bound processes vs 1 (pure-Python "
+              f"loop, measured now): {scaling[0]['ceiling']:.2f}x before, "
+              f"{scaling[-1]['ceiling']:.2f}x after the runs")
     print()
     print_table(rows)
     if args.json:
@@ -473,11 +598,14 @@ def main(argv: list[str] | None = None) -> int:
             "config": {"size": args.size, "runs": args.runs, "workers": args.workers,
                        "block_size": args.block_size, "seed": args.seed,
                        "executor": "processes", "seq_chunk_bytes": SEQ_CHUNK,
+                       "snapshot": args.snapshot,
                        "command": wl.GREP_5XX_UPPER_CMD},
             "input": {"path": str(path), "bytes": input_bytes},
             "env": {"python": platform.python_version(), "blockproc": bp.__version__,
+                    "blockproc_source_sha256": [fingerprint, fingerprint_after],
                     "cpus": cpus, "platform": platform.platform(),
-                    "loadavg_before": load_before, "loadavg_after": load_after},
+                    "loadavg_before": load_before, "loadavg_after": load_after,
+                    "cpu_scaling_before_after": scaling},
             "verification": checks,
             "results": rows,
         }

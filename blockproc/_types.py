@@ -18,7 +18,7 @@ SizeLike = int | str
 IfExists = Literal["error", "overwrite", "resume"]
 """What to do when the output directory already holds something."""
 
-ExecutorName = Literal["inline", "threads", "processes"]
+ExecutorName = Literal["inline", "threads", "processes", "cluster", "dask"]
 """Where workers run."""
 
 RecordFn = Callable[[Any], Any]

@@ -21,6 +21,7 @@ from blockproc.model import JobResult, Plan
 from blockproc.planning import make_plan
 from blockproc.storage import protocol_of, resolve
 from blockproc.worker import Batch, Mapper
+from blockproc.writers import OutputFormat, get_output_format
 
 DEFAULT_BLOCK_SIZE = 64 * 2**20
 """64 MiB: large enough to amortise start-up, small enough to balance load."""
@@ -94,9 +95,11 @@ def submit(
     fn: Callable[[Any], Any] | str,
     *,
     output: URLLike,
+    output_format: str | OutputFormat = "text",
     per: Literal["record", "block"] = "record",
     executor: str = "processes",
     workers: int | None = None,
+    executor_options: Mapping[str, Any] | None = None,
     if_exists: IfExists = "error",
     max_attempts: int = 4,
     speculation: bool | None = None,
@@ -116,12 +119,25 @@ def submit(
         command string that reads a block on stdin and writes the part-file on stdout.
     output : str or PathLike
         The result directory: ``part-NNNNN.txt`` files and ``_SUCCESS`` when done.
+    output_format : str or output spec, default "text"
+        The part-files' format: ``"text"`` (``.txt``), ``"csv"``, ``"jsonl"``,
+        ``"parquet"`` or ``"npy"``, or a spec from :mod:`blockproc.writers` such as
+        ``CSVOutput(header=False)`` (see there for what ``fn`` may return).
     per : {"record", "block"}, default "record"
         Call ``fn`` once per record or once per block.
-    executor : {"processes", "threads", "inline"}, default "processes"
+    executor : {"processes", "threads", "inline", "cluster", "dask"}, default "processes"
         Where workers run.
     workers : int, optional
-        Parallel workers; default one per CPU.
+        Parallel workers; default one per CPU. For ``"cluster"``: worker processes to
+        start on this machine (default none: workers join with ``blockproc worker``).
+        For ``"dask"``: the LocalCluster's workers, or at most this many attempts at
+        once on a given cluster.
+    executor_options : mapping, optional
+        Settings of the ``cluster`` executor: ``listen`` (``"HOST:PORT"``, default
+        ``"127.0.0.1:0"``), ``authkey`` or ``authkey_file`` (default
+        ``$BLOCKPROC_AUTHKEY``, else a random key that is printed); of the ``dask``
+        executor: ``client`` (a ``distributed.Client``) or ``address``
+        (``"tcp://host:8786"``); neither starts a LocalCluster for the job.
     if_exists : {"error", "overwrite", "resume"}, default "error"
         What to do when ``output`` is not empty.
     max_attempts : int, default 4
@@ -151,7 +167,9 @@ def submit(
     2
     """
     return _make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
-                     if_exists=if_exists, max_attempts=max_attempts, speculation=speculation,
+                     output_format=output_format,
+                     executor_options=executor_options, if_exists=if_exists,
+                     max_attempts=max_attempts, speculation=speculation,
                      max_bad_records=max_bad_records, max_record_size=max_record_size,
                      progress=progress, storage_options=storage_options).start()
 
@@ -171,6 +189,8 @@ def _make_job(
     max_record_size: SizeLike,
     progress: bool | None,
     storage_options: Mapping[str, Any] | None,
+    executor_options: Mapping[str, Any] | None = None,
+    output_format: str | OutputFormat = "text",
 ) -> Job:
     if not isinstance(plan, Plan):
         raise TypeError(f"submit() takes a Plan from bp.plan(...), got {plan!r}")
@@ -182,16 +202,22 @@ def _make_job(
         raise ConfigError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    writer = get_output_format(output_format)
     if isinstance(fn, str):
         if not fn.strip():
             raise ConfigError("the command is empty; pass a shell command such as 'grep ERROR'")
-        mapper = Mapper("command", fn)
+        if not writer.is_streaming_text:
+            raise ConfigError(
+                f"a command writes its stdout as the part-file, so output_format must be "
+                f"text, csv or jsonl, not {writer.name!r}; write {writer.name} files from a "
+                f"Python function with map_blocks instead")
+        mapper = Mapper("command", fn, writer)
     elif callable(fn):
-        mapper = Mapper(per, fn)
+        mapper = Mapper(per, fn, writer)
     else:
         raise TypeError(f"fn must be a callable or a command string, got {fn!r}")
     out_fs, out_path = resolve(os.fspath(output), storage_options)
-    if executor == "processes":
+    if executor in ("processes", "cluster", "dask"):
         for name in ((plan.protocol, "input"), (protocol_of(out_fs), "output")):
             if name[0] == "memory":
                 raise ConfigError(
@@ -210,7 +236,8 @@ def _make_job(
         max_record_size=_ensure_positive_size(max_record_size, "max_record_size"),
     )
     return Job(plan, mapper, output_fs=out_fs, output_path=out_path,
-               executor=make_executor(executor, workers), if_exists=if_exists,
+               executor=make_executor(executor, workers, executor_options),
+               if_exists=if_exists,
                options=options, progress=progress)
 
 
@@ -241,10 +268,12 @@ def map_lines(
     urlpath: InputsLike,
     *,
     output: URLLike,
+    output_format: str | OutputFormat = "text",
     block_size: SizeLike = DEFAULT_BLOCK_SIZE,
     format: str | RecordFormat = "lines",
     executor: str = "processes",
     workers: int | None = None,
+    executor_options: Mapping[str, Any] | None = None,
     if_exists: IfExists = "error",
     max_attempts: int = 4,
     speculation: bool | None = None,
@@ -256,7 +285,10 @@ def map_lines(
     """Call ``fn`` on every record of the inputs and write what it returns, one line each.
 
     ``fn(record)`` returns a str or bytes (one output line), None (drop the record) or
-    an iterable of them. Lambdas and notebook functions work (cloudpickle).
+    an iterable of them; with ``output_format="csv"``, ``"jsonl"`` or ``"parquet"`` it
+    returns dicts (see :mod:`blockproc.writers`). A record is a ``str`` for ``lines``, a
+    ``dict`` for ``csv``, ``jsonl`` and ``parquet`` rows, a numpy scalar for ``Fixed``.
+    Lambdas and notebook functions work (cloudpickle).
     Equivalent to ``submit(plan(urlpath, ...), fn, output=output, ...).result()``.
 
     Examples
@@ -271,7 +303,9 @@ def map_lines(
     """
     return _run(urlpath, fn, "record", output=output, block_size=block_size, format=format,
                 storage_options=storage_options, executor=executor, workers=workers,
-                if_exists=if_exists, max_attempts=max_attempts, speculation=speculation,
+                output_format=output_format,
+                executor_options=executor_options, if_exists=if_exists,
+                max_attempts=max_attempts, speculation=speculation,
                 max_bad_records=max_bad_records, max_record_size=max_record_size,
                 progress=progress)
 
@@ -281,10 +315,12 @@ def map_blocks(
     urlpath: InputsLike,
     *,
     output: URLLike,
+    output_format: str | OutputFormat = "text",
     block_size: SizeLike = DEFAULT_BLOCK_SIZE,
     format: str | RecordFormat = "lines",
     executor: str = "processes",
     workers: int | None = None,
+    executor_options: Mapping[str, Any] | None = None,
     if_exists: IfExists = "error",
     max_attempts: int = 4,
     speculation: bool | None = None,
@@ -293,11 +329,15 @@ def map_blocks(
     progress: bool | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> JobResult:
-    """Call ``fn`` once per block with a :class:`Batch` of its records.
+    """Call ``fn`` once per block with all of its records.
 
-    ``batch.records`` is the list of records, ``batch.data`` the block's record-aligned
-    bytes, ``batch.block`` the :class:`Block`. ``fn`` returns an iterable of lines
-    (str or bytes), a single str or bytes written as is, or None.
+    For text formats ``fn`` gets a :class:`Batch`: ``batch.records`` is the list of
+    records, ``batch.data`` the block's record-aligned bytes, ``batch.block`` the
+    :class:`Block`. For ``csv``, ``jsonl`` and ``parquet`` it gets a ``pyarrow.Table``,
+    for ``Fixed`` a read-only numpy array over the block's bytes (no copy). ``fn``
+    returns an iterable of lines (str or bytes), a single str or bytes written as is, or
+    None; or, with ``output_format``, a Table, dicts or an array (see
+    :mod:`blockproc.writers`).
     Equivalent to ``submit(plan(urlpath, ...), fn, per="block", ...).result()``.
 
     Examples
@@ -312,7 +352,9 @@ def map_blocks(
     """
     return _run(urlpath, fn, "block", output=output, block_size=block_size, format=format,
                 storage_options=storage_options, executor=executor, workers=workers,
-                if_exists=if_exists, max_attempts=max_attempts, speculation=speculation,
+                output_format=output_format,
+                executor_options=executor_options, if_exists=if_exists,
+                max_attempts=max_attempts, speculation=speculation,
                 max_bad_records=max_bad_records, max_record_size=max_record_size,
                 progress=progress)
 
@@ -322,10 +364,12 @@ def map_command(
     urlpath: InputsLike,
     *,
     output: URLLike,
+    output_format: str | OutputFormat = "text",
     block_size: SizeLike = DEFAULT_BLOCK_SIZE,
     format: str | RecordFormat = "lines",
     executor: str = "processes",
     workers: int | None = None,
+    executor_options: Mapping[str, Any] | None = None,
     if_exists: IfExists = "error",
     max_attempts: int = 4,
     speculation: bool | None = None,
@@ -352,6 +396,8 @@ def map_command(
     """
     return _run(urlpath, command, "record", output=output, block_size=block_size,
                 format=format, storage_options=storage_options, executor=executor,
-                workers=workers, if_exists=if_exists, max_attempts=max_attempts,
+                output_format=output_format,
+                workers=workers, executor_options=executor_options, if_exists=if_exists,
+                max_attempts=max_attempts,
                 speculation=speculation, max_bad_records=max_bad_records,
                 max_record_size=max_record_size, progress=progress)

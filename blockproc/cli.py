@@ -7,6 +7,7 @@ result and returns an exit code (``ConfigError`` 2, job failures 1, Ctrl-C 130).
 from __future__ import annotations
 
 import codecs
+import functools
 import importlib
 import json
 import os
@@ -18,7 +19,7 @@ from typing import Any
 
 import click
 
-from blockproc import api
+from blockproc import api, formats, writers
 from blockproc._units import format_size, parse_size
 from blockproc.commit import STATE_DIR, SUCCESS, read_manifest, verify_output
 from blockproc.errors import (
@@ -69,6 +70,10 @@ def _format_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "surrogateescape."),
         click.option("--block-size", type=SIZE, default="64MiB", show_default=True,
                      help="Nominal bytes per block: 64MiB = 64*2**20, 64MB = 64*10**6."),
+        click.option("--format-option", "format_option", multiple=True, metavar="KEY=VALUE",
+                     help="An option of csv, jsonl, parquet or fixed (repeatable; JSON "
+                          "values): sep=';', header=false, column_types='{\"n\": "
+                          "\"int64\"}', columns=a,b, dtype='<f8', record_size=16."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -76,7 +81,24 @@ def _format_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _make_format(format_name: str, delimiter: str | None, encoding: str | None,
-                 decode_errors: str) -> RecordFormat:
+                 decode_errors: str, format_option: Sequence[str] = ()) -> RecordFormat:
+    extra = _parse_key_values(format_option, "--format-option")
+    if format_name in ("csv", "jsonl", "parquet", "fixed"):
+        if delimiter is not None:
+            raise ConfigError("--delimiter is for --format delimited/raw; the csv field "
+                              "separator is --format-option sep=';'")
+        if encoding is not None:
+            extra.setdefault("encoding", encoding)
+        for key in ("columns", "column_names"):
+            if isinstance(extra.get(key), str):
+                extra[key] = extra[key].split(",")
+        try:
+            return formats.from_dict({"name": format_name, **extra})
+        except TypeError as exc:
+            raise ConfigError(f"--format-option for --format {format_name}: {exc}") from None
+    if extra:
+        raise ConfigError(f"--format-option is for csv, jsonl, parquet and fixed, not "
+                          f"--format {format_name}")
     delim = b"\n" if delimiter is None else _unescape(delimiter)
     if format_name == "lines":
         if delimiter is not None:
@@ -116,6 +138,30 @@ def _import_function(spec: str, option: str) -> Callable[..., Any]:
     if not callable(obj):
         raise ConfigError(f"{option} {spec!r} is not callable")
     return obj  # type: ignore[no-any-return]
+
+
+def _parse_key_values(values: Sequence[str], option: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{option} {item!r} must look like key=value")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def _make_output(output_format: str, output_option: Sequence[str]) -> writers.OutputFormat:
+    spec = writers.get_output_format(output_format)
+    extra = _parse_key_values(output_option, "--output-option")
+    if not extra:
+        return spec
+    try:
+        return type(spec)(**extra)
+    except TypeError as exc:
+        raise ConfigError(f"--output-option for --output-format {output_format}: {exc}") from None
 
 
 def _parse_storage_options(values: Sequence[str]) -> dict[str, Any]:
@@ -164,10 +210,26 @@ def cli() -> None:
 @click.option("--cmd", "command", metavar="COMMAND",
               help="Pipe each block through a shell command; its stdout is the part-file.")
 @_format_options
+@click.option("--output-format", type=click.Choice(writers.OUTPUT_FORMATS), default="text",
+              show_default=True,
+              help="Part-file format: text (.txt), csv, jsonl, parquet or npy.")
+@click.option("--output-option", "output_option", multiple=True, metavar="KEY=VALUE",
+              help="An option of the output format (repeatable; JSON values): "
+                   "header=false, sep=';', columns='[\"a\"]', compression=zstd, dtype='<f8'.")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="processes",
               show_default=True, envvar="BLOCKPROC_EXECUTOR", help="Where workers run.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Parallel workers (default: one per CPU).")
+              help="Parallel workers (default: one per CPU). With --executor cluster: "
+                   "worker processes to start on this machine (default: none).")
+@click.option("--listen", metavar="HOST:PORT", default=None,
+              help="--executor cluster: where the master listens for workers (default "
+                   "127.0.0.1:0, a free port; 0.0.0.0:7077 accepts other machines).")
+@click.option("--authkey-file", type=click.Path(dir_okay=False), default=None,
+              help="--executor cluster: file holding the workers' shared key (default: "
+                   "$BLOCKPROC_AUTHKEY, else a new random key, printed).")
+@click.option("--scheduler", metavar="ADDRESS", default=None,
+              help="--executor dask: the dask scheduler, e.g. tcp://host:8786 (default: a "
+                   "LocalCluster started for the job).")
 @click.option("--if-exists", type=click.Choice(["error", "overwrite", "resume"]),
               default="error", show_default=True, help="What to do when the output is not empty.")
 @click.option("--resume", is_flag=True,
@@ -189,7 +251,9 @@ def cli() -> None:
 def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
         map_blocks_spec: str | None, command: str | None, format_name: str,
         delimiter: str | None, encoding: str | None, decode_errors: str, block_size: int,
-        executor: str, workers: int | None, if_exists: str, resume: bool, max_attempts: int,
+        format_option: tuple[str, ...], output_format: str, output_option: tuple[str, ...],
+        executor: str, workers: int | None, listen: str | None, authkey_file: str | None,
+        scheduler: str | None, if_exists: str, resume: bool, max_attempts: int,
         speculation: bool | None, max_bad_records: int | None, max_record_size: int,
         storage_option: tuple[str, ...], progress: bool | None, quiet: bool) -> None:
     """Map a function or a command over every block of INPUTS into OUTPUT.
@@ -201,7 +265,8 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
     if len(chosen) != 1:
         raise ConfigError("give exactly one of --map MODULE:FUNC, --map-blocks MODULE:FUNC "
                           "or --cmd COMMAND")
-    fmt = _make_format(format_name, delimiter, encoding, decode_errors)
+    fmt = _make_format(format_name, delimiter, encoding, decode_errors, format_option)
+    output_spec = _make_output(output_format, output_option)
     options = _parse_storage_options(storage_option)
     fn: Any
     per: Any = "record"
@@ -211,8 +276,10 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
         fn, per = _import_function(map_blocks_spec, "--map-blocks"), "block"
     else:
         fn = command
+    executor_options = _executor_options(executor, listen, authkey_file, scheduler)
     plan = api.plan(list(inputs), block_size=block_size, format=fmt, storage_options=options)
     job = api._make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
+                        executor_options=executor_options, output_format=output_spec,
                         if_exists="resume" if resume else if_exists,  # type: ignore[arg-type]
                         max_attempts=max_attempts, speculation=speculation,
                         max_bad_records=max_bad_records, max_record_size=max_record_size,
@@ -240,6 +307,67 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
         click.echo(_summary(result))
 
 
+def _executor_options(executor: str, listen: str | None, authkey_file: str | None,
+                      scheduler: str | None) -> dict[str, Any]:
+    cluster = {key: value for key, value in (("listen", listen), ("authkey_file", authkey_file))
+               if value is not None}
+    if cluster and executor != "cluster":
+        raise ConfigError(f"--listen and --authkey-file need --executor cluster, not "
+                          f"{executor!r}")
+    if scheduler is not None and executor != "dask":
+        raise ConfigError(f"--scheduler needs --executor dask, not {executor!r}")
+    if executor == "dask" and scheduler is not None:
+        return {"address": scheduler}
+    return cluster
+
+
+assert run.callback is not None
+master = click.Command(
+    "master", callback=functools.partial(run.callback, executor="cluster"),
+    params=[p for p in run.params if p.name != "executor"],
+    help="Run a job as the master of workers that join over TCP: the same as `blockproc "
+         "run --executor cluster`, with the same options.\n\nIt prints how a worker joins "
+         "(blockproc worker --connect HOST:PORT) and hands blocks to workers as they come.",
+    short_help="Run a job for workers that join over TCP (run --executor cluster).",
+)
+cli.add_command(master)
+
+
+@cli.command()
+@click.option("--connect", "address", required=True, metavar="HOST:PORT",
+              help="The master's address, as the master printed it.")
+@click.option("--slots", type=click.IntRange(min=1), default=None,
+              help="Attempts to run at once, each in its own process (default: one per CPU).")
+@click.option("--authkey-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the master's key (default: $BLOCKPROC_AUTHKEY).")
+@click.option("--once", is_flag=True,
+              help="Exit after the first job instead of waiting for the next master.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@click.option("--exit-with", type=int, default=None, hidden=True,
+              help="Stop waiting for the master once this process is gone (local workers).")
+def worker(address: str, slots: int | None, authkey_file: str | None, once: bool,
+           quiet: bool, exit_with: int | None) -> None:
+    """Join the master at HOST:PORT and run blocks for it, until Ctrl-C.
+
+    The worker reads its blocks and writes its part-files itself, so it must see the same
+    storage as the master (a shared disk at the same path, or URLs such as s3://). The
+    connection is authenticated with the shared key but not encrypted.
+    """
+    from blockproc.executors import default_workers
+    from blockproc.executors.cluster import load_authkey, run_worker
+
+    key = load_authkey(authkey_file)
+    if os.getcwd() not in sys.path:  # import the job's modules from here, as `run` does
+        sys.path.insert(0, os.getcwd())
+
+    def log(line: str) -> None:
+        if not quiet or line.startswith("error"):
+            click.echo(f"blockproc worker: {line}", err=True)
+
+    raise SystemExit(run_worker(address, authkey=key, slots=slots or default_workers(),
+                                once=once, log=log, exit_with=exit_with))
+
+
 def _resume_command() -> str:
     args = [a for a in sys.argv[1:] if a != "--resume"]
     cleaned: list[str] = []
@@ -265,9 +393,10 @@ def _resume_command() -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan(inputs: tuple[str, ...], format_name: str, delimiter: str | None,
          encoding: str | None, decode_errors: str, block_size: int,
-         storage_option: tuple[str, ...], as_json: bool) -> None:
+         format_option: tuple[str, ...], storage_option: tuple[str, ...],
+         as_json: bool) -> None:
     """Print the block table of INPUTS without running anything."""
-    fmt = _make_format(format_name, delimiter, encoding, decode_errors)
+    fmt = _make_format(format_name, delimiter, encoding, decode_errors, format_option)
     p = api.plan(list(inputs), block_size=block_size, format=fmt,
                  storage_options=_parse_storage_options(storage_option))
     if as_json:
@@ -286,8 +415,13 @@ def plan(inputs: tuple[str, ...], format_name: str, delimiter: str | None,
 @click.argument("output")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.option("--verify", is_flag=True, help="Check every part-file's size and CRC-32.")
-def status(output: str, as_json: bool, verify: bool) -> None:
+@click.option("--timeline", "timeline", metavar="PATH", default=None,
+              help="Draw every attempt per worker over time into the local file PATH (a PNG "
+                   "chart; needs matplotlib: pip install \"blockproc[plot]\").")
+def status(output: str, as_json: bool, verify: bool, timeline: str | None) -> None:
     """Show what the manifest of OUTPUT says (exit 1 if the job is unfinished)."""
+    from blockproc import report
+
     fs, path = resolve(output)
     if not fs.exists(posixpath.join(path, SUCCESS)):
         state = posixpath.join(path, STATE_DIR, "plan.json")
@@ -314,6 +448,26 @@ def status(output: str, as_json: bool, verify: bool) -> None:
         click.echo(f"blocks: {totals['num_blocks']}; records {totals['records_in']:,} in, "
                    f"{totals['records_out']:,} out; {format_size(totals['bytes_read'])} read, "
                    f"{format_size(totals['bytes_written'])} written")
+    attempts = report.attempts_from_manifest(manifest)
+    if attempts and not as_json:
+        counts = ", ".join(f"{n} {s}" for s in report.STATUSES
+                           if (n := sum(a.status == s for a in attempts)))
+        click.echo(f"attempts: {len(attempts)} ({counts}); "
+                   f"{sum(map(report.is_speculative, attempts))} speculative")
+    if timeline is not None:
+        if not attempts:
+            raise click.ClickException(
+                f"the manifest of {output!r} records no attempts (an older blockproc wrote "
+                f"it); rerun the job to draw its timeline")
+        try:
+            report.draw_timeline(attempts, timeline, title=f"blockproc job "
+                                 f"{manifest['job_id']}: {len(attempts)} attempts, "
+                                 f"{manifest['seconds']:.2f}s")
+        except (ImportError, OSError) as exc:
+            raise click.ClickException(f"cannot draw the timeline: {exc}") from None
+        if not as_json:
+            click.echo(f"timeline: {len(attempts)} attempts on "
+                       f"{len({a.worker for a in attempts})} workers, drawn to {timeline}")
     if verify:
         bad = verify_output(fs, path, manifest)
         if bad:

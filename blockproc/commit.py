@@ -29,7 +29,9 @@ from blockproc.errors import ConfigError, OutputExistsError
 from blockproc.model import BlockResult, JobResult, Plan, blocks_summary
 from blockproc.storage import (
     AbstractFileSystem,
+    publish,
     read_json,
+    remove_tree,
     to_url,
     write_json_atomic,
 )
@@ -223,13 +225,18 @@ class OutputDir:
         return committed
 
     def commit(self, result: BlockResult, staging_path: str) -> None:
-        """Publish an attempt's part-file under its final name and record it in the ledger."""
-        self.fs.mv(staging_path, self._join(result.part))
+        """Publish an attempt's part-file under its final name and record it in the ledger.
+
+        On an object store the publish is a server-side copy of the one object (no rename,
+        no listing); readers see no part-file before it is complete. The ledger entry,
+        written after it, is what resume trusts.
+        """
+        publish(self.fs, staging_path, self._join(result.part))
         if result.bad_records:
             errors = posixpath.join(posixpath.dirname(staging_path), "errors.jsonl")
             stem = posixpath.splitext(result.part)[0]
             self.fs.makedirs(self._join(ERRORS_DIR), exist_ok=True)
-            self.fs.mv(errors, self._join(ERRORS_DIR, f"{stem}.jsonl"))
+            publish(self.fs, errors, self._join(ERRORS_DIR, f"{stem}.jsonl"))
         write_json_atomic(self.fs, self._join(STATE_DIR, "committed", result.part + ".json"),
                           result.to_dict())
         self.discard(posixpath.dirname(staging_path))
@@ -248,10 +255,13 @@ class OutputDir:
                 self.fs.rm(temporary, recursive=True)
 
     def finish(self, plan: Plan, results: Sequence[BlockResult], job: Mapping[str, Any]) -> None:
-        """Write the ``_SUCCESS`` manifest, after removing ``_temporary/``."""
-        temporary = self._join(TEMPORARY)
-        if self.fs.exists(temporary):
-            self.fs.rm(temporary, recursive=True)
+        """Write the ``_SUCCESS`` manifest, after removing ``_temporary/``.
+
+        The manifest lists ``results``, the committed blocks, never what a listing shows;
+        removing ``_temporary/`` is garbage collection (on an object store it lists, and
+        a stale listing may leave objects there, which readers ignore).
+        """
+        remove_tree(self.fs, self._join(TEMPORARY))
         manifest = {
             "version": MANIFEST_VERSION,
             "job_id": self.job_id,

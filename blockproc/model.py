@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from blockproc._units import format_size
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,25 +24,45 @@ class Block:
     """A half-open byte range ``[start, end)`` of one file; the format decides which
     records it owns (see DESIGN.md, "Blocks and record ownership").
 
+    A *combined* block packs several small files whole (Hadoop's CombineFileInputFormat):
+    ``files`` lists them in order, ``path`` is the first, and ``[start, end)`` is
+    ``[0, total size)`` of their concatenation. Single-file blocks have ``files == ()``.
+
     Examples
     --------
     >>> Block(id=0, path="data/a.log", start=0, end=100)
     Block(id=0, path='data/a.log', start=0, end=100)
+    >>> from blockproc.model import InputFile
+    >>> Block(1, "s/a", 0, 7, files=(InputFile("s/a", 3), InputFile("s/b", 4)))
+    Block(id=1, path='s/a', start=0, end=7, files=<2 files: 's/a' ... 's/b'>)
     """
 
     id: int
     path: str
     start: int
     end: int
+    files: tuple[InputFile, ...] = ()
+
+    def __repr__(self) -> str:
+        base = f"Block(id={self.id!r}, path={self.path!r}, start={self.start!r}, end={self.end!r}"
+        if not self.files:
+            return base + ")"
+        return (f"{base}, files=<{len(self.files)} files: {self.files[0].path!r} ... "
+                f"{self.files[-1].path!r}>)")
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-safe dict."""
-        return asdict(self)
+        """Return a JSON-safe dict (``files`` only for a combined block)."""
+        data: dict[str, Any] = {"id": self.id, "path": self.path, "start": self.start,
+                                "end": self.end}
+        if self.files:
+            data["files"] = [f.to_dict() for f in self.files]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Block:
         """Build a Block from :meth:`to_dict` output."""
-        return cls(int(data["id"]), str(data["path"]), int(data["start"]), int(data["end"]))
+        return cls(int(data["id"]), str(data["path"]), int(data["start"]), int(data["end"]),
+                   tuple(InputFile.from_dict(f) for f in data.get("files", ())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +129,8 @@ class Plan:
             "block_size": self.block_size,
             "format": dict(self.format),
         }
+        if any(b.files for b in self.blocks):  # small files packed: another cut of blocks
+            payload["packed"] = True
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -261,6 +287,43 @@ class JobResult:
             f"{self.num_records_out} out, {format_size(self.num_bytes_written)} written, "
             f"{self.seconds:.2f}s, output={self.output!r}>"
         )
+
+    def _repr_html_(self) -> str:
+        """Return the HTML summary Jupyter shows: inputs, blocks, records, bytes, wall
+        time, throughput, retries, speculative attempts and the slowest blocks."""
+        from blockproc.report import html_summary  # L1 too; imported late: it imports us
+
+        return html_summary(self)
+
+    def timeline(self, path: str | os.PathLike[str] | None = None) -> Figure:
+        """Draw every attempt per worker over time (a Gantt chart); return the Figure.
+
+        Bars are coloured by how the attempt ended (committed, failed, lost, discarded);
+        speculative attempts are hatched. Needs matplotlib: ``pip install
+        "blockproc[plot]"``. ``blockproc status OUT --timeline chart.png`` draws the same.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, optional
+            Also save the chart there as a PNG (or the format its suffix names).
+
+        Examples
+        --------
+        >>> import pathlib, tempfile
+        >>> import blockproc as bp
+        >>> bp.testing.write_files("memory://doc/timeline", {"a.log": b"x\\n" * 100})
+        ['memory://doc/timeline/a.log']
+        >>> result = bp.map_lines(str.upper, "memory://doc/timeline", block_size=50,
+        ...                       output="memory://doc/timeline-out", executor="inline")
+        >>> chart = pathlib.Path(tempfile.mkdtemp()) / "timeline.png"
+        >>> fig = result.timeline(chart)
+        >>> chart.read_bytes()[:4], len(fig.axes[0].patches)
+        (b'\\x89PNG', 4)
+        """
+        from blockproc.report import draw_timeline
+
+        return draw_timeline(self.attempts, path, title=f"blockproc job {self.job_id}: "
+                             f"{len(self.attempts)} attempts, {self.seconds:.2f}s")
 
 
 def blocks_summary(blocks: Sequence[BlockResult]) -> dict[str, int]:

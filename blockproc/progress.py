@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any, Protocol
 
 
@@ -30,7 +31,13 @@ class TqdmProgress:
     """A tqdm bar: bytes done of the total, throughput and ETA; blocks, busy and retries."""
 
     def __init__(self, total_bytes: int, total_blocks: int, done_blocks: int = 0) -> None:
-        from tqdm.auto import tqdm
+        with warnings.catch_warnings():
+            # In Jupyter without ipywidgets, tqdm.auto warns once and falls back to the
+            # text bar, which works there too; a job is no place for that warning.
+            from tqdm import TqdmWarning
+
+            warnings.simplefilter("ignore", TqdmWarning)
+            from tqdm.auto import tqdm
 
         self._total_blocks = total_blocks
         self._bar: Any = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024,
@@ -59,11 +66,19 @@ class TqdmProgress:
         self._bar.close()
 
 
+def in_jupyter() -> bool:
+    """Return True in a Jupyter kernel (where stderr is no terminal but a bar shows)."""
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def make_progress(enabled: bool | None, total_bytes: int, total_blocks: int,
                   done_blocks: int = 0) -> Progress:
-    """Return a bar if ``enabled`` (None: only when stderr is a terminal)."""
+    """Return a bar if ``enabled`` (None: when stderr is a terminal or in Jupyter)."""
     if enabled is None:
-        enabled = sys.stderr.isatty()
+        enabled = sys.stderr.isatty() or in_jupyter()
     if not enabled:
         return NullProgress()
     return TqdmProgress(total_bytes, total_blocks, done_blocks)

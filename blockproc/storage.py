@@ -10,15 +10,20 @@ since it was planned raises :class:`InputChangedError`, which is never retried.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
+import functools
 import io
+import itertools
 import json
 import os
 import posixpath
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,9 +40,10 @@ else:
 
 __all__ = [
     "AbstractFileSystem", "InputChangedError", "RangeSource", "RetryPolicy",
-    "check_readable", "compression_of", "filesystem", "is_retryable", "list_inputs",
-    "open_decompressed", "open_output", "protocol_of", "publish", "read_json",
-    "remove_tree", "resolve", "retry_call", "to_url", "verify_unchanged",
+    "check_readable", "compression_of", "filesystem", "is_retryable", "iter_whole_files",
+    "list_inputs", "open_decompressed", "open_output", "protocol_of", "publish",
+    "read_json", "read_whole", "remove_tree", "resolve", "retry_call", "to_url",
+    "verify_unchanged",
     "write_bytes_atomic", "write_json_atomic",
 ]
 
@@ -59,6 +65,13 @@ PROTOCOL_PACKAGES = {
 #: Object stores whose single PUT is atomic (readers see all of an object or nothing)
 #: and which have no rename: a "move" there is a server-side copy plus a delete.
 OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oci", "oss"})
+
+_LOCAL_PROTOCOLS = frozenset({"file", "local", "memory"})
+
+REMOTE_READ_SIZE = 8 * 2**20
+"""Bytes per request when a worker reads its block from a remote filesystem: large
+enough that per-request latency and overhead do not dominate (8 MiB ranged GETs run
+about 2-3x faster than 1 MiB ones against a loopback S3), small enough to stay in memory."""
 
 
 def resolve(url: str, storage_options: Mapping[str, Any] | None = None
@@ -103,7 +116,10 @@ def _missing_package_message(url: str, exc: ImportError) -> str:
 def filesystem(protocol: str, storage_options: Mapping[str, Any] | None = None
                ) -> AbstractFileSystem:
     """Return the (cached) filesystem instance for a protocol and its options."""
-    return fsspec.filesystem(protocol, **dict(storage_options or {}))
+    try:
+        return fsspec.filesystem(protocol, **dict(storage_options or {}))
+    except ImportError as exc:
+        raise ConfigError(_missing_package_message(f"{protocol}://", exc)) from None
 
 
 def protocol_of(fs: AbstractFileSystem) -> str:
@@ -133,6 +149,133 @@ def compression_of(path: str) -> str | None:
     return _COMPRESSIONS.get(posixpath.splitext(path)[1].lower())
 
 
+# -- transient errors ----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a storage call is retried on a transient error.
+
+    ``tries`` counts the first call; the wait before try ``n + 1`` is a random value in
+    ``[delay / 2, delay]`` with ``delay = min(max_delay, base_delay * 2 ** (n - 1))``
+    ("equal jitter", so workers that failed together do not retry together).
+
+    Examples
+    --------
+    >>> policy = RetryPolicy(tries=4, base_delay=0.1, max_delay=0.3)
+    >>> [policy.delay(n, jitter=1.0) for n in (1, 2, 3)]
+    [0.1, 0.2, 0.3]
+    """
+
+    tries: int = 4
+    base_delay: float = 0.1
+    max_delay: float = 5.0
+
+    def delay(self, failed_tries: int, jitter: float | None = None) -> float:
+        """Seconds to wait after ``failed_tries`` failures (``jitter`` in [0.5, 1])."""
+        full = min(self.max_delay, self.base_delay * 2 ** (failed_tries - 1))
+        return float(full * (random.uniform(0.5, 1.0) if jitter is None else jitter))
+
+
+def default_retry() -> RetryPolicy:
+    """Return the retry policy of this process: 4 tries from 0.1 s, unless the
+    ``BLOCKPROC_IO_TRIES`` / ``BLOCKPROC_IO_BACKOFF`` environment variables (tuning
+    only: they change how long a transient error is waited out, never a result) say
+    otherwise. Worker processes inherit them."""
+    try:
+        tries = int(os.environ.get("BLOCKPROC_IO_TRIES", "4"))
+        base = float(os.environ.get("BLOCKPROC_IO_BACKOFF", "0.1"))
+    except ValueError as exc:
+        raise ConfigError(f"BLOCKPROC_IO_TRIES / BLOCKPROC_IO_BACKOFF: {exc}") from None
+    return RetryPolicy(tries=max(1, tries), base_delay=max(0.0, base))
+
+
+#: OSError numbers that mean the request itself is wrong or refused: retrying cannot help.
+_PERMANENT_ERRNOS = frozenset({
+    errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST, errno.EISDIR, errno.ENOTDIR,
+    errno.EINVAL, errno.ENAMETOOLONG, errno.ENOSPC, errno.EROFS, errno.ENOTEMPTY,
+    errno.EFBIG, errno.ENOSYS, errno.EMSGSIZE, errno.EREMCHG,
+})
+
+#: Transient client errors of the HTTP stacks under fsspec (botocore, aiohttp, urllib3,
+#: requests) that do not derive from OSError; matched by class name so that this module
+#: imports none of them.
+_TRANSIENT_NAMES = frozenset({
+    "HTTPClientError", "ConnectionClosedError", "EndpointConnectionError",
+    "ReadTimeoutError", "ConnectTimeoutError", "IncompleteRead", "IncompleteReadError",
+    "ClientPayloadError", "ServerDisconnectedError", "ClientConnectionError",
+    "ClientOSError", "ResponseParserError", "ProtocolError", "ChunkedEncodingError",
+    "FSTimeoutError",
+})
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Return True for storage errors worth another try: throttling (503 SlowDown), server
+    errors (5xx), timeouts, connection resets, and any other OSError except the permanent
+    ones (not found, permission, is-a-directory, bad request...).
+
+    Examples
+    --------
+    >>> is_retryable(ConnectionResetError()), is_retryable(OSError(16, "SlowDown"))
+    (True, True)
+    >>> is_retryable(FileNotFoundError("x")), is_retryable(OSError(22, "bad request"))
+    (False, False)
+    """
+    if getattr(exc, "retryable", True) is False or isinstance(exc, InputError):
+        return False
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "FileExpired" in names:  # s3fs: the object changed under an open file
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError,
+                        NotADirectoryError, FileExistsError)):
+        return False
+    if isinstance(exc, OSError):
+        return exc.errno not in _PERMANENT_ERRNOS
+    return bool(names & _TRANSIENT_NAMES)
+
+
+def retry_call(fn: Callable[[], T], what: str, policy: RetryPolicy | None = None) -> T:
+    """Call ``fn()``; on a retryable error wait and call it again, up to ``policy.tries``.
+
+    The error of the last try is raised with a note saying how often ``what`` was tried.
+
+    Examples
+    --------
+    >>> calls = []
+    >>> def flaky():
+    ...     calls.append(1)
+    ...     if len(calls) < 3:
+    ...         raise ConnectionResetError("reset by peer")
+    ...     return "ok"
+    >>> retry_call(flaky, "a read", RetryPolicy(tries=4, base_delay=0)), len(calls)
+    ('ok', 3)
+    """
+    policy = policy or default_retry()
+    failed = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            failed += 1
+            if not is_retryable(exc):
+                raise
+            if failed >= policy.tries:
+                exc.add_note(f"blockproc tried {what} {failed} times; the storage kept "
+                             f"failing with transient errors")
+                raise
+            time.sleep(policy.delay(failed))
+
+
+# -- inputs ------------------------------------------------------------------------------
+
+class InputChangedError(InputError):
+    """An input file is not what the plan saw (size or ETag/mtime differ): reading it
+    would mix old and new data. Retrying cannot help, so ``retryable`` is False."""
+
+    retryable = False
+
+
 def _token(info: Mapping[str, Any]) -> str:
     for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "created"):
         value = info.get(key)
@@ -142,6 +285,42 @@ def _token(info: Mapping[str, Any]) -> str:
             value = value.timestamp()
         return f"{key}={value}"
     return ""
+
+
+def verify_unchanged(fs: AbstractFileSystem, expected: InputFile,
+                     info: Mapping[str, Any] | None = None) -> None:
+    """Raise InputChangedError if ``expected.path`` no longer has the planned size and
+    change token (ETag, else mtime). ``info`` is fresh file info if the caller has it
+    (an open file's); otherwise this asks the filesystem once, bypassing its listing
+    cache.
+    """
+    if info is None:
+        info = _fresh_info(fs, expected.path)
+    changes = []
+    size = info.get("size")
+    if size is not None and int(size) != expected.size:
+        changes.append(f"size {expected.size} -> {int(size)} bytes")
+    token = _token(info)
+    planned_key, now_key = expected.token.partition("=")[0], token.partition("=")[0]
+    if expected.token and token and planned_key == now_key and token != expected.token:
+        changes.append(f"{planned_key} {expected.token.partition('=')[2]} -> "
+                       f"{token.partition('=')[2]}")
+    if changes:
+        raise InputChangedError(_changed_message(expected.path, ", ".join(changes)))
+
+
+def _changed_message(path: str, what: str) -> str:
+    return (f"input {path!r} changed after the job was planned ({what}); blockproc reads "
+            f"every input as it was when planned, so it stops instead of mixing old and new "
+            f"data. Rerun the job on the new data (if_exists='overwrite')")
+
+
+def _fresh_info(fs: AbstractFileSystem, path: str) -> Mapping[str, Any]:
+    fs.invalidate_cache(path)  # a listing cache (s3fs, gcsfs) may hold the planned info
+    try:
+        return retry_call(lambda: fs.info(path), f"to stat {path!r}")
+    except FileNotFoundError:
+        raise InputChangedError(_changed_message(path, "it was deleted")) from None
 
 
 def _is_hidden(relative: str) -> bool:
@@ -154,7 +333,8 @@ def list_inputs(
     """Expand paths, globs and directories (recursively) into sorted input files.
 
     Names starting with ``_`` or ``.`` below a directory or glob are skipped, so one
-    job's output can be the next job's input. Listing is one bulk call per argument.
+    job's output can be the next job's input. Listing is one bulk call per argument
+    (``glob``/``find`` with details, paged by the store), never one call per file.
     """
     if not urlpaths:
         raise NoInputFilesError("no input given; pass at least one path, glob or directory")
@@ -169,7 +349,9 @@ def list_inputs(
                 f"all inputs must be on one filesystem; {url!r} is on "
                 f"{protocol_of(this_fs)!r}, the first input on {protocol_of(fs)!r}"
             )
-        for name, info in _expand(this_fs, url, path).items():
+        expanded = retry_call(functools.partial(_expand, this_fs, url, path),
+                              f"to list {url!r}")
+        for name, info in expanded.items():
             found[name] = InputFile(name, int(info["size"]), _token(info), compression_of(name))
     assert fs is not None
     for item in found.values():
@@ -220,18 +402,87 @@ class RangeSource:
     """Ranged reads from one file that count the bytes they fetch.
 
     ``read(start, end)`` returns exactly ``end - start`` bytes, fewer only at end of file:
-    short reads from the storage layer are retried until the range is complete.
+    short reads from the storage layer are retried until the range is complete. The file
+    is opened without read-ahead (``block_size=0``, ``cache_type="none"``), so on an
+    object store every ``read`` is one ranged GET of exactly that range.
+
+    ``limit`` allows fewer, larger requests without fetching more bytes: a read that
+    ends at or before ``limit`` may fetch up to ``read_size`` bytes (default 8 MiB on
+    remote filesystems, none on local ones), never past ``limit``, and later reads are
+    served from them. A worker passes its block's nominal end, which it reads anyway.
+
+    With ``expected`` (the :class:`~blockproc.model.InputFile` the plan saw), opening
+    checks once that the file still has the planned size and ETag/mtime, and raises
+    :class:`InputChangedError` if not. Transient errors are retried (``retry``).
     """
 
-    def __init__(self, fs: AbstractFileSystem, path: str) -> None:
+    def __init__(self, fs: AbstractFileSystem, path: str, *,
+                 expected: InputFile | None = None, retry: RetryPolicy | None = None,
+                 limit: int | None = None, read_size: int | None = None) -> None:
         self.path = path
         self.bytes_read = 0
-        self._file = fs.open(path, "rb", block_size=0, cache_type="none")
+        self.num_requests = 0
+        self._fs = fs
+        self._retry = retry or default_retry()
+        self._limit = limit
+        if read_size is None:
+            read_size = 0 if protocol_of(fs) in _LOCAL_PROTOCOLS else REMOTE_READ_SIZE
+        self._read_size = read_size
+        self._buffer = b""
+        self._buffer_start = 0
+        if expected is not None:
+            fs.invalidate_cache(path)  # the open must see the object as it is now
+        try:
+            self._file = retry_call(
+                lambda: fs.open(path, "rb", block_size=0, cache_type="none"),
+                f"to open {path!r}", self._retry)
+        except FileNotFoundError:
+            if expected is None:
+                raise
+            raise InputChangedError(_changed_message(path, "it was deleted")) from None
+        if expected is not None:
+            details = getattr(self._file, "details", None)  # s3fs, gcsfs: the open's HEAD
+            fresh = details if isinstance(details, Mapping) and "size" in details else None
+            try:
+                verify_unchanged(fs, expected, fresh)
+            except BaseException:
+                self._file.close()
+                raise
 
     def read(self, start: int, end: int) -> bytes:
         """Return the bytes ``[start, end)``."""
         if end <= start:
             return b""
+        buffer_end = self._buffer_start + len(self._buffer)
+        if self._buffer and self._buffer_start <= start < buffer_end:
+            head = self._buffer[start - self._buffer_start:end - self._buffer_start]
+            if end <= buffer_end:
+                return head
+            return head + self.read(buffer_end, end)
+        fetch_end = end
+        if self._limit is not None and end <= self._limit and end - start < self._read_size:
+            fetch_end = min(self._limit, start + self._read_size)
+        data = self._fetch(start, fetch_end)
+        if fetch_end > end:
+            self._buffer, self._buffer_start = data, start
+            return data[:end - start]
+        return data
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        self.num_requests += 1
+        try:
+            data = retry_call(lambda: self._read(start, end),
+                              f"to read {self.path!r} [{start}, {end})", self._retry)
+        except OSError as exc:
+            if "FileExpired" in {cls.__name__ for cls in type(exc).__mro__}:
+                raise InputChangedError(_changed_message(
+                    self.path, "its ETag no longer matches the one it was opened with"
+                )) from exc
+            raise
+        self.bytes_read += len(data)
+        return data
+
+    def _read(self, start: int, end: int) -> bytes:
         self._file.seek(start)
         data = self._file.read(end - start)
         if len(data) < end - start and data:
@@ -244,7 +495,6 @@ class RangeSource:
                 pieces.append(more)
                 got += len(more)
             data = b"".join(pieces)
-        self.bytes_read += len(data)
         return bytes(data)
 
     def close(self) -> None:
@@ -260,23 +510,136 @@ class RangeSource:
 
 def open_decompressed(fs: AbstractFileSystem, path: str, compression: str) -> io.RawIOBase:
     """Open a compressed file for sequential reading of its decompressed bytes."""
-    return fs.open(path, "rb", compression=compression)  # type: ignore[no-any-return]
+    return retry_call(  # type: ignore[no-any-return]
+        lambda: fs.open(path, "rb", compression=compression), f"to open {path!r}")
 
+
+def read_whole(fs: AbstractFileSystem, file: InputFile) -> bytes:
+    """Return all of ``file`` (decompressed if it is compressed), after checking that it
+    is still the file the plan saw; one ranged read for an uncompressed file."""
+    if file.compression:
+        verify_unchanged(fs, file)
+        with open_decompressed(fs, file.path, file.compression) as f:
+            return f.read()
+    with RangeSource(fs, file.path, expected=file) as source:
+        data = source.read(0, file.size)
+    if len(data) != file.size:
+        raise InputChangedError(_changed_message(
+            file.path, f"{len(data)} bytes were read, not the planned {file.size}"))
+    return data
+
+
+def iter_whole_files(fs: AbstractFileSystem, files: Sequence[InputFile], *,
+                     concurrency: int = 8) -> Generator[tuple[InputFile, bytes]]:
+    """Yield ``(file, read_whole(fs, file))`` for each of ``files``, in order.
+
+    Up to ``concurrency`` files are fetched at once, so many small objects cost about
+    one round trip per ``concurrency`` files instead of one each; at most that many
+    files are held ahead of the consumer.
+    """
+    if concurrency <= 1 or len(files) <= 1:
+        for file in files:
+            yield file, read_whole(fs, file)
+        return
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(files)),
+                              thread_name_prefix="blockproc-read")
+    pending: deque[tuple[InputFile, Future[bytes]]] = deque()
+    upcoming = iter(files)
+    try:
+        for file in itertools.islice(upcoming, concurrency):
+            pending.append((file, pool.submit(read_whole, fs, file)))
+        while pending:
+            file, future = pending.popleft()
+            data = future.result()
+            for more in itertools.islice(upcoming, 1):
+                pending.append((more, pool.submit(read_whole, fs, more)))
+            yield file, data
+    finally:
+        for _, future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
+        for _, future in pending:  # consume what already ran (errors included)
+            if not future.cancelled():
+                future.exception()
+
+
+# -- outputs -----------------------------------------------------------------------------
 
 def open_output(fs: AbstractFileSystem, path: str) -> Any:
-    """Open ``path`` for writing, creating its directory."""
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    return fs.open(path, "wb")
+    """Open ``path`` for writing, creating its directory.
+
+    The open is retried on transient errors; the writes stream to the store (s3fs
+    uploads parts with its own retries), and a failed write fails the attempt, which
+    the master runs again.
+    """
+    def do_open() -> Any:
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        return fs.open(path, "wb")
+
+    return retry_call(do_open, f"to open {path!r} for writing")
+
+
+def _is_object_store(fs: AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return any(p in OBJECT_STORES for p in protocols)
+
+
+def publish(fs: AbstractFileSystem, source: str, destination: str) -> None:
+    """Give the complete file ``source`` the name ``destination``, atomically for readers.
+
+    On a filesystem this is a rename. On an object store, which has no rename, it is a
+    server-side copy of one object (readers see the old object or the whole new one,
+    never a part) followed by deleting ``source``; nothing is listed, and no directory
+    is copied. Retried on transient errors: copying again is harmless.
+    """
+    if not _is_object_store(fs):
+        retry_call(lambda: fs.mv(source, destination), f"to rename {source!r}")
+        return
+    retry_call(lambda: fs.cp_file(source, destination), f"to copy {source!r}")
+
+    def remove() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(source)
+
+    retry_call(remove, f"to delete {source!r}")
+
+
+def remove_tree(fs: AbstractFileSystem, path: str) -> bool:
+    """Remove ``path`` and everything under it; return False if that failed.
+
+    For garbage (``_temporary/``) only: on an object store this lists the prefix, so a
+    stale listing may leave objects behind, and no result may depend on it.
+    """
+    def remove() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(path, recursive=True)
+
+    try:
+        retry_call(remove, f"to remove {path!r}")
+    except OSError:
+        return False
+    return True
 
 
 def write_bytes_atomic(fs: AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see all of it or nothing."""
+    """Write ``data`` to ``path`` so that readers see all of it or nothing.
+
+    On an object store one PUT is atomic, so the object is written in place; elsewhere
+    the data goes to a hidden staging file that is then renamed.
+    """
     directory, name = posixpath.split(path)
-    fs.makedirs(directory, exist_ok=True)
-    staging = posixpath.join(directory, f".{name}.tmp")
-    with fs.open(staging, "wb") as f:
-        f.write(data)
-    fs.mv(staging, path)
+    if _is_object_store(fs):
+        retry_call(lambda: fs.pipe_file(path, data), f"to write {path!r}")
+        return
+
+    def write() -> None:
+        fs.makedirs(directory, exist_ok=True)
+        staging = posixpath.join(directory, f".{name}.tmp")
+        with fs.open(staging, "wb") as f:
+            f.write(data)
+        fs.mv(staging, path)
+
+    retry_call(write, f"to write {path!r}")
 
 
 def write_json_atomic(fs: AbstractFileSystem, path: str, obj: Any) -> None:
@@ -286,8 +649,11 @@ def write_json_atomic(fs: AbstractFileSystem, path: str, obj: Any) -> None:
 
 def read_json(fs: AbstractFileSystem, path: str) -> Any:
     """Return the JSON document at ``path``."""
-    with fs.open(path, "rb") as f:
-        return json.loads(f.read())
+    def read() -> bytes:
+        with fs.open(path, "rb") as f:
+            return f.read()  # type: ignore[no-any-return]
+
+    return json.loads(retry_call(read, f"to read {path!r}"))
 
 
 def check_readable(fs: AbstractFileSystem, path: str) -> None:

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -21,8 +20,16 @@ from typing import Any, Literal
 
 from blockproc.formats import RecordFormat
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, Boundary, has_border
+from blockproc.formats.hooks import BlockDecoder, BlockReader
 from blockproc.model import Block, BlockResult, InputFile
-from blockproc.storage import RangeSource, open_decompressed, open_output
+from blockproc.storage import (
+    RangeSource,
+    iter_whole_files,
+    open_decompressed,
+    open_output,
+    verify_unchanged,
+)
+from blockproc.writers import OutputFormat, PartWriter, TextOutput
 
 CHUNK_SIZE = 1 << 20
 """Bytes per read and per batch handed to the user code (~1 MiB keeps batches in cache)."""
@@ -37,6 +44,8 @@ class Mapper:
 
     kind: Literal["record", "block", "command"]
     fn: Any
+    output: OutputFormat = field(default_factory=TextOutput)
+    """The part-file format (``output_format=``); text lines by default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,66 +119,6 @@ def worker_name() -> str:
     return name
 
 
-class PartWriter:
-    """Write a part-file, counting records and bytes and computing a CRC-32."""
-
-    def __init__(self, file: Any) -> None:
-        self._file = file
-        self.records = 0
-        self.bytes_written = 0
-        self._crc = 0
-
-    def write(self, data: bytes, records: int = 0) -> None:
-        """Write raw bytes that hold ``records`` records."""
-        if data:
-            self._file.write(data)
-            self.bytes_written += len(data)
-            self._crc = zlib.crc32(data, self._crc)
-        self.records += records
-
-    def write_results(self, results: list[Any]) -> None:
-        """Write what a per-record function returned for a batch: str or bytes (a line
-        each), None (nothing) or iterables of them."""
-        try:
-            text = "\n".join(results)  # the common case: every result is a str
-        except TypeError:
-            self.write_lines([line for result in results if result is not None
-                              for line in _lines_of(result)])
-        else:
-            if results:
-                self.write((text + "\n").encode(), len(results))
-
-    def write_lines(self, lines: list[Any]) -> None:
-        """Write each str or bytes in ``lines`` followed by a newline."""
-        if not lines:
-            return
-        try:
-            data = ("\n".join(lines) + "\n").encode()
-        except TypeError:
-            data = b"".join(_as_bytes(line) + b"\n" for line in lines)
-        self.write(data, len(lines))
-
-    @property
-    def checksum(self) -> str:
-        """``crc32:`` and eight hex digits."""
-        return f"crc32:{self._crc:08x}"
-
-
-def _lines_of(result: Any) -> Iterable[Any]:
-    return (result,) if isinstance(result, (str, bytes)) else result
-
-
-def _as_bytes(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    raise TypeError(
-        f"a mapper must return str, bytes, None or an iterable of str/bytes; got "
-        f"{type(value).__name__}: {value!r:.80}"
-    )
-
-
 def aligned_chunks(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
     """Yield the bytes of the records ``task.block`` owns, in ``CHUNK_SIZE`` pieces.
 
@@ -206,10 +155,43 @@ def aligned_chunks(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
             pos = stop
 
 
+def _source_chunks(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
+    """Return the block's chunks: the aligned byte range, or what a format that reads its
+    own blocks yields (Parquet: the row groups the block owns)."""
+    if isinstance(task.format, BlockReader):
+        b = task.block
+        return task.format.read_block(source.read, b.start, b.end, task.file.size)
+    return aligned_chunks(task, source)
+
+
 def _decompressed_chunks(task: BlockTask) -> Iterator[bytes]:
+    verify_unchanged(task.input_fs, task.file)
     with open_decompressed(task.input_fs, task.file.path, task.file.compression or "") as f:
         while chunk := f.read(CHUNK_SIZE):
             yield chunk
+
+
+def combined_chunks(task: BlockTask) -> Iterator[bytes]:
+    """Yield the files of a combined block (``task.block.files``) whole, one after another.
+
+    Each file is checked against the plan and fetched in one ranged read (or decompressed
+    whole), several at a time. A file whose last record has no delimiter gets one, and a
+    UTF-8 BOM that the format drops at the start of a file is dropped from each later
+    file too, so the stream decodes into every file's own records, in order, each file
+    exactly once.
+    """
+    delimiter = task.format.delimiter
+    probe = b"\xef\xbb\xbf" + delimiter  # does this format drop a BOM at a file start?
+    drops_bom = (list(task.format.iter_batches([probe], at_file_start=True))
+                 != list(task.format.iter_batches([probe], at_file_start=False)))
+    with contextlib.closing(iter_whole_files(task.input_fs, task.block.files)) as files:
+        for index, (_, whole) in enumerate(files):
+            bom = index and drops_bom and whole.startswith(b"\xef\xbb\xbf")
+            data = whole[3:] if bom else whole
+            if data:
+                yield data
+                if not data.endswith(delimiter):
+                    yield delimiter
 
 
 def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
@@ -221,13 +203,18 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     faults = task.faults
     if faults is not None:
         faults.fire("start", task)
-    source = None if compressed else RangeSource(task.input_fs, task.file.path)
+    combined = bool(task.block.files)
+    source = None if compressed or combined else RangeSource(
+        task.input_fs, task.file.path, expected=task.file, limit=task.block.end)
     bad = BadRecords(task)
     try:
-        chunks = _decompressed_chunks(task) if source is None else aligned_chunks(task, source)
+        if combined:
+            chunks = combined_chunks(task)
+        else:
+            chunks = _decompressed_chunks(task) if source is None else _source_chunks(task, source)
         counted = _Counted(chunks, report)
-        with open_output(task.output_fs, task.staging_path) as out:
-            writer = PartWriter(out if faults is None else _FaultyFile(out, task))
+        with open_output(task.output_fs, task.staging_path) as out, \
+                mapper.output.open(out if faults is None else _FaultyFile(out, task)) as writer:
             if mapper.kind == "command":
                 records_in = _run_command(mapper.fn, counted, writer, task)
             else:
@@ -237,6 +224,8 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
         if source is not None:
             source.close()
     bytes_read = task.file.size if source is None else source.bytes_read
+    if combined:
+        bytes_read = task.block.end - task.block.start  # every file read whole, once
     return BlockResult(
         block=task.block, part=task.part, attempt=task.attempt, worker=worker_name(),
         records_in=records_in, records_out=writer.records, bytes_read=bytes_read,
@@ -360,6 +349,10 @@ def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: Par
     at_file_start = task.block.start == 0
     if mapper.kind == "block":
         data = b"".join(chunks)
+        if isinstance(task.format, BlockDecoder):  # csv, jsonl, parquet: Table; fixed: ndarray
+            value = task.format.decode_block(data, at_file_start=at_file_start)
+            writer.write_block(fn(value))
+            return len(value)
         batch = Batch(task.block, data, task.format, at_file_start)
         _write_block_result(fn(batch), writer)
         if batch._records is not None:
@@ -410,19 +403,7 @@ def count_records(data: bytes, delimiter: bytes) -> int:
 
 
 def _write_block_result(result: Any, writer: PartWriter) -> None:
-    if result is None:
-        return
-    if isinstance(result, (str, bytes)):
-        data = _as_bytes(result)
-        writer.write(data, data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1))
-        return
-    lines: list[Any] = []
-    for line in result:
-        lines.append(line)
-        if len(lines) >= 65536:
-            writer.write_lines(lines)
-            lines = []
-    writer.write_lines(lines)
+    writer.write_block(result)
 
 
 def _run_command(command: str, chunks: _Counted, writer: PartWriter, task: BlockTask) -> int:

@@ -8,7 +8,7 @@ A module may import only from its own layer or the layers below it::
     L4  job
     L3  planning, worker, scheduler, commit, executors/, progress, testing
     L2  storage, formats/, datasets
-    L1  model
+    L1  model, report     (report: HTML summary and timeline; imports only model and L0)
     L0  errors, _types, _units
 
 A module in a subpackage takes the subpackage's layer, and modules of one subpackage
@@ -60,6 +60,7 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}.formats": 2,
     f"{PACKAGE}.datasets": 2,
     f"{PACKAGE}.model": 1,
+    f"{PACKAGE}.report": 1,
     f"{PACKAGE}.errors": 0,
     f"{PACKAGE}._types": 0,
     f"{PACKAGE}._units": 0,

@@ -86,7 +86,7 @@ def check_authkey(key: str | bytes, *, source: str) -> bytes:
 def read_authkey_file(path: str | os.PathLike[str]) -> bytes:
     """Return the key stored in ``path`` (surrounding whitespace ignored)."""
     try:
-        data = Path(path).read_bytes()
+        data = Path(path).expanduser().read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read the authkey file {os.fspath(path)!r}: {exc}") from None
     return check_authkey(data, source=f"file {os.fspath(path)!r}")

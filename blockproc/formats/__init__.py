@@ -1,9 +1,12 @@
 """Record formats: how a block's bytes become records.
 
-``lines`` (default), ``delimited`` and ``raw``. Pass a name or an instance::
+``lines`` (default; also UTF-16/32), ``delimited``, ``raw``, ``csv``, ``jsonl``,
+``parquet`` and ``fixed``. Pass a name or an instance::
 
     bp.map_lines(fn, src, output=out, format="lines")
     bp.map_lines(fn, src, output=out, format=bp.formats.Delimited(b"\\0"))
+    bp.map_blocks(fn, src, output=out, format=bp.formats.CSV(sep=";"))
+    bp.map_blocks(fn, src, output=out, format=bp.formats.Fixed("<f8"))
 """
 
 from __future__ import annotations
@@ -18,13 +21,21 @@ from blockproc.formats.base import (
     RecordFormat,
     find_boundary,
 )
+from blockproc.formats.csv_format import CSV
+from blockproc.formats.fixed import Fixed
+from blockproc.formats.jsonl import JSONLines
 from blockproc.formats.lines import Delimited, Lines, Raw
+from blockproc.formats.parquet import Parquet
 
 __all__ = [
+    "CSV",
     "DEFAULT_MAX_RECORD_SIZE",
     "Boundary",
     "Delimited",
+    "Fixed",
+    "JSONLines",
     "Lines",
+    "Parquet",
     "Raw",
     "RecordFormat",
     "available_formats",
@@ -33,7 +44,10 @@ __all__ = [
     "get_format",
 ]
 
-_FORMATS: dict[str, type[Any]] = {"lines": Lines, "delimited": Delimited, "raw": Raw}
+_FORMATS: dict[str, type[Any]] = {
+    "lines": Lines, "delimited": Delimited, "raw": Raw, "csv": CSV, "jsonl": JSONLines,
+    "fixed": Fixed, "parquet": Parquet,
+}
 
 
 def available_formats() -> list[str]:
@@ -42,7 +56,7 @@ def available_formats() -> list[str]:
     Examples
     --------
     >>> available_formats()
-    ['delimited', 'lines', 'raw']
+    ['csv', 'delimited', 'fixed', 'jsonl', 'lines', 'parquet', 'raw']
     """
     return sorted(_FORMATS)
 
@@ -77,6 +91,8 @@ def from_dict(spec: Mapping[str, Any]) -> RecordFormat:
             f"unknown format {name!r} in a stored plan; this blockproc knows "
             f"{', '.join(available_formats())}"
         )
+    if hasattr(_FORMATS[name], "from_dict"):
+        return _FORMATS[name].from_dict(options)  # type: ignore[no-any-return]
     for key in ("delimiter",):
         if key in options:
             options[key] = bytes.fromhex(options[key])

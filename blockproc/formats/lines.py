@@ -4,29 +4,33 @@
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from blockproc.errors import ConfigError
-from blockproc.formats.base import DelimitedBoundary, split_chunks
+from blockproc.formats import text
+from blockproc.formats.base import (
+    Boundary,
+    DelimitedBoundary,
+    ReadFn,
+    find_boundary,
+    split_chunks,
+)
+from blockproc.formats.hooks import FileAccess
+from blockproc.formats.text import check_text_encoding
+from blockproc.model import Block, InputFile
 
 _BOM = codecs.BOM_UTF8
 
 
-def _check_encoding(encoding: str, errors: str) -> None:
-    try:
-        codecs.lookup(encoding)
-        codecs.lookup_error(errors)
-    except LookupError as exc:
+def _check_encoding(encoding: str, errors: str, *, wide: bool = False) -> None:
+    check_text_encoding(encoding, errors)
+    if not wide and text.code_unit(encoding) > 1:
         raise ConfigError(
-            f"{exc}; pass a codec name Python knows, such as 'utf-8' or 'latin-1', and an "
-            f"errors handler such as 'strict', 'replace' or 'surrogateescape'"
-        ) from None
-    if "\n".encode(encoding, "ignore") != b"\n":
-        raise ConfigError(
-            f"encoding {encoding!r} does not write a newline as the byte 0x0a, so lines cannot "
-            f"be cut on it; use an ASCII-compatible encoding (utf-8, latin-1, cp1252, ...)"
+            f"encoding {encoding!r} writes a newline as a {text.code_unit(encoding)}-byte code "
+            f"unit, so records cannot be cut on a byte delimiter; use format='lines' with "
+            f"this encoding, or an ASCII-compatible encoding (utf-8, latin-1, cp1252, ...)"
         )
 
 
@@ -44,8 +48,11 @@ def _bytes_delimiter(delimiter: bytes | str) -> bytes:
 class Lines(DelimitedBoundary):
     """Newline-terminated text: LF or CRLF, decoded with ``encoding`` (UTF-8 by default).
 
-    Records are ``str`` without their line ending; a UTF-8 BOM at the start of a file is
-    dropped once.
+    Records are ``str`` without their line ending; a BOM at the start of a file is
+    dropped once. Any ASCII-compatible codec works, and so do UTF-16 and UTF-32 (LE, BE,
+    or ``utf-16``/``utf-32`` with the byte order taken from the BOM at plan time), cut
+    only on newlines aligned to code units (see :mod:`blockproc.formats.text`).
+    Undecodable bytes follow ``errors``; ``"strict"`` fails with their byte offset.
 
     Examples
     --------
@@ -58,12 +65,44 @@ class Lines(DelimitedBoundary):
     name: str = "lines"
 
     def __post_init__(self) -> None:
-        _check_encoding(self.encoding, self.errors)
+        _check_encoding(self.encoding, self.errors, wide=True)
 
     @property
     def delimiter(self) -> bytes:
-        """Lines end with ``b"\\n"``; a ``\\r`` before it is stripped from the record."""
-        return b"\n"
+        """Lines end with ``b"\\n"`` (one code unit in UTF-16/32); a ``\\r`` before it is
+        stripped from the record."""
+        return text.newline(self.encoding)
+
+    @property
+    def packable(self) -> bool:
+        """Small files may share a block, except in UTF-16/32 (each file has its BOM)."""
+        return text.code_unit(self.encoding) == 1
+
+    def boundary(self, read: ReadFn, pos: int, size: int, *, max_record_size: int) -> Boundary:
+        """Return the offset right after the first newline at or after ``pos`` (on a
+        code-unit boundary in UTF-16/32)."""
+        if text.code_unit(self.encoding) > 1:
+            return text.find_unit_boundary(read, pos, size, self.encoding,
+                                           max_record_size=max_record_size)
+        return find_boundary(read, pos, size, b"\n", max_record_size=max_record_size)
+
+    def plan_blocks(self, files: Sequence[InputFile], blocks: Sequence[Block],
+                    access: FileAccess) -> tuple[Lines, list[Block]]:
+        """Resolve ``utf-16``/``utf-32`` to one byte order from the files' BOMs."""
+        if not text.is_generic(self.encoding) or not files:
+            return self, list(blocks)
+        found = {f.path: text.specific_encoding(self.encoding, access.head(f, 4))
+                 for f in files}
+        orders = sorted(set(found.values()))
+        if len(orders) > 1:
+            examples = ", ".join(f"{next(p for p, e in found.items() if e == o)!r} is {o}"
+                                 for o in orders)
+            raise ConfigError(
+                f"the inputs are {self.encoding} in different byte orders ({examples}); "
+                f"process them in separate jobs, or pass the encoding with its byte order "
+                f"(such as 'utf-16-le')"
+            )
+        return Lines(orders[0], self.errors, self.name), list(blocks)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe description."""
@@ -71,10 +110,15 @@ class Lines(DelimitedBoundary):
 
     def iter_batches(self, chunks: Iterable[bytes], *, at_file_start: bool) -> Iterator[list[Any]]:
         """Yield lists of lines, one list per chunk, decoding each chunk in one call."""
+        if text.code_unit(self.encoding) > 1:
+            yield from text.iter_wide_lines(chunks, self.encoding, self.errors,
+                                            at_file_start=at_file_start)
+            return
         decoder = codecs.getdecoder(self.encoding)
         errors = self.errors
         strip_bom = at_file_start and codecs.lookup(self.encoding).name == "utf-8"
         carry = b""
+        done = 0  # bytes of the range before ``data``, for the offset in decoding errors
         for chunk in chunks:
             data = carry + chunk if carry else chunk
             if strip_bom:
@@ -83,13 +127,26 @@ class Lines(DelimitedBoundary):
                     continue
                 if data.startswith(_BOM):
                     data = data[len(_BOM):]
+                    done += len(_BOM)
                 strip_bom = False
             cut = data.rfind(b"\n") + 1
             carry = data[cut:]
             if cut:
-                yield _split_text(decoder(data[:cut] if carry else data, errors)[0])
+                piece = data[:cut] if carry else data
+                try:
+                    decoded = decoder(piece, errors)[0]
+                except UnicodeDecodeError as exc:
+                    raise text.decode_error(exc, done + exc.start, self.encoding,
+                                            at_file_start) from exc
+                done += cut
+                yield _split_text(decoded)
         if carry:
-            yield _split_text(decoder(carry, errors)[0] + "\n")
+            try:
+                decoded = decoder(carry, errors)[0]
+            except UnicodeDecodeError as exc:
+                raise text.decode_error(exc, done + exc.start, self.encoding,
+                                        at_file_start) from exc
+            yield _split_text(decoded + "\n")
 
 
 def _split_text(text: str) -> list[str]:

@@ -1,0 +1,304 @@
+"""format="csv": quote-aware splitting, the header, types, options and errors.
+
+The random version of the partition invariant is tests/property/test_partition_formats.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+
+from blockproc import formats
+from blockproc.errors import ConfigError, InputError
+from blockproc.formats import CSV
+from blockproc.formats import csv_split as cs
+from blockproc.model import Block, InputFile
+from blockproc.planning import cut_blocks
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+class Source:
+    def __init__(self, data: bytes, log: list[int]) -> None:
+        self.data, self.log = data, log
+
+    def read(self, start: int, end: int) -> bytes:
+        piece = self.data[max(0, start):max(0, end)]
+        self.log.append(len(piece))
+        return piece
+
+
+class Access:
+    """An in-memory ``FileAccess`` that counts the bytes planning reads."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.log: list[int] = []
+
+    @contextmanager
+    def open(self, path: str) -> Iterator[Source]:
+        yield Source(self.files[path], self.log)
+
+    def head(self, file: InputFile, size: int) -> bytes:
+        data = self.files[file.path]
+        if file.compression:
+            data = gzip.decompress(data)
+        self.log.append(min(size, len(data)))
+        return data[:size]
+
+
+def plan_csv(files: dict[str, bytes], fmt: CSV, block_size: int,
+             compressed: tuple[str, ...] = ()) -> tuple[CSV, list[Block], Access]:
+    inputs = [InputFile(p, len(d), compression="gzip" if p in compressed else None)
+              for p, d in sorted(files.items())]
+    access = Access(files)
+    planned, blocks = fmt.plan_blocks(inputs, cut_blocks(inputs, block_size), access)
+    return planned, blocks, access
+
+
+def rows_of(files: dict[str, bytes], fmt: CSV, block_size: int) -> list[dict[str, Any]]:
+    planned, blocks, _ = plan_csv(files, fmt, block_size)
+    out: list[dict[str, Any]] = []
+    for b in blocks:
+        data = files[b.path][b.start:b.end]
+        out.extend(planned.decode_block(data, at_file_start=b.start == 0).to_pylist())
+    return out
+
+
+# A boundary that falls inside a quoted field whose tail looks like valid rows: cut
+# naively after any newline, "2,fake" and "3,rows" would come out as rows of their own.
+TRAP = b'id,text\n1,"first\n2,fake\n3,rows"\n4,"ok"\n5,"x\n\n6,y"\n'
+TRAP_ROWS = [
+    {"id": "1", "text": "first\n2,fake\n3,rows"},
+    {"id": "4", "text": "ok"},
+    {"id": "5", "text": "x\n\n6,y"},
+]
+
+
+# -- quoted newlines ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block_size", range(1, len(TRAP) + 2))
+def test_a_boundary_inside_a_quoted_field_whose_tail_looks_like_rows(block_size: int) -> None:
+    assert rows_of({"f.csv": TRAP}, CSV(), block_size) == TRAP_ROWS
+
+
+def test_cutting_on_every_newline_gets_the_trap_wrong() -> None:
+    # what Dask/fsspec-style splitting does (and newlines_in_values=False asserts away):
+    # the block starting inside the quoted field parses its tail as rows
+    fmt = replace(CSV(newlines_in_values=False), column_names=("id", "text"))
+    cut = TRAP.index(b"2,fake")
+    tail = fmt.decode_block(TRAP[cut:], at_file_start=False).to_pylist()
+    assert tail[0] == {"id": "2", "text": "fake"}  # a row that does not exist
+
+
+def test_blocks_start_right_after_the_first_row_ending_newline() -> None:
+    planned, blocks, _ = plan_csv({"f.csv": TRAP}, CSV(), 12)
+    starts = [b.start for b in blocks]
+    row_starts = [0, TRAP.index(b"1,"), TRAP.index(b"4,"), TRAP.index(b"5,"), len(TRAP)]
+    assert set(starts) <= set(row_starts)
+    assert planned.aligned and planned.column_names == ("id", "text")
+    # the middle of the first quoted field owns nothing: no empty blocks in the plan
+    assert all(b.start < b.end for b in blocks)
+    assert [b.id for b in blocks] == list(range(len(blocks)))
+
+
+def test_stray_quotes_inside_unquoted_fields_take_the_exact_path() -> None:
+    data = b'size,name\n5" screen,"tv\n1,2"\n7,"a""b"\n12",x\n3,"y\nz"\n'
+    expected = pa_csv.read_csv(io.BytesIO(data), convert_options=pa_csv.ConvertOptions(
+        column_types={"size": pa.string(), "name": pa.string()})).to_pylist()
+    assert expected[0] == {"size": '5" screen', "name": "tv\n1,2"}
+    for block_size in range(1, len(data) + 2):
+        assert rows_of({"f.csv": data}, CSV(), block_size) == expected, block_size
+
+
+def test_escape_character_makes_newlines_and_quotes_literal() -> None:
+    data = b'a,b\n1,x\\\ny\n2,"q\\"\n3,4"\n5,\\"z\n'
+    fmt = CSV(escape_char="\\")
+    expected = [{"a": "1", "b": "x\ny"}, {"a": "2", "b": 'q"\n3,4'}, {"a": "5", "b": '"z'}]
+    for block_size in range(1, len(data) + 2):
+        assert rows_of({"f.csv": data}, fmt, block_size) == expected, block_size
+
+
+def test_the_parallel_scan_reads_each_file_about_once() -> None:
+    rows = b"".join(b'%d,"text %d\nwith a newline",%d\n' % (i, i, i * 7) for i in range(5000))
+    data = b"a,b,c\n" + rows
+    _, blocks, access = plan_csv({"f.csv": data}, CSV(), 4096)
+    total = sum(access.log)
+    assert len(data) <= total <= len(data) * 1.1 + 64 * 1024, (total, len(data))
+    assert len(blocks) > 10
+
+
+def test_boundary_without_a_plan_is_exact_but_reads_from_the_start() -> None:
+    fmt = CSV()
+    planned, blocks, _ = plan_csv({"f.csv": TRAP}, fmt, 5)
+
+    def read(s: int, e: int) -> bytes:
+        return TRAP[s:e]
+
+    starts = {fmt.boundary(read, p, len(TRAP), max_record_size=1 << 20).offset
+              for p in range(1, len(TRAP))}
+    assert {b.start for b in blocks} - {0} <= starts
+    # an aligned plan trusts its ranges
+    assert planned.boundary(read, 17, len(TRAP), max_record_size=1).offset == 17
+
+
+def test_chained_states_match_a_walk_from_the_start() -> None:
+    data = TRAP * 3
+    grammar = cs.Grammar(CSV().dialect)
+
+    def read(s: int, e: int) -> bytes:
+        return data[max(0, s):e]
+
+    bounds = [*range(0, len(data), 7), len(data)]
+    scans = [cs.scan_piece(read, a, e, 0, grammar.d) for a, e in itertools.pairwise(bounds)]
+    states = cs.chain_states(scans, read, 0, grammar)
+    for p in bounds:
+        assert states[p] == cs.walk_range(read, 0, p, cs.S, grammar), p
+
+
+# -- the header --------------------------------------------------------------------------
+
+
+def test_header_is_read_once_and_a_row_equal_to_it_survives() -> None:
+    data = b"a,b\n1,2\na,b\n3,4\n"
+    for block_size in range(1, len(data) + 2):
+        assert rows_of({"f.csv": data}, CSV(), block_size) == [
+            {"a": "1", "b": "2"}, {"a": "a", "b": "b"}, {"a": "3", "b": "4"}]
+
+
+def test_header_only_and_empty_files() -> None:
+    for data in (b"a,b\n", b"a,b", b"\xef\xbb\xbfa,b\r\n"):
+        planned, blocks, _ = plan_csv({"f.csv": data}, CSV(), 2)
+        assert planned.column_names == ("a", "b")
+        table = planned.decode_block(data, at_file_start=True)
+        assert table.num_rows == 0 and table.column_names == ["a", "b"]
+    planned, blocks, _ = plan_csv({"f.csv": b""}, CSV(), 2)
+    assert blocks == [] and planned.column_names == ()
+
+
+def test_header_with_a_quoted_newline_and_leading_empty_lines() -> None:
+    data = b'\n\r\n"first\ncol",b\n1,2\n'
+    assert rows_of({"f.csv": data}, CSV(), 3) == [{"first\ncol": "1", "b": "2"}]
+
+
+def test_files_with_different_headers_are_refused() -> None:
+    with pytest.raises(ConfigError, match="different headers"):
+        plan_csv({"a.csv": b"x,y\n1,2\n", "b.csv": b"x,z\n3,4\n"}, CSV(), 100)
+
+
+def test_column_names_replace_the_header_and_header_false_keeps_row_one() -> None:
+    data = b"a,b\n1,2\n"
+    assert rows_of({"f.csv": data}, CSV(column_names=["x", "y"]), 3) == [{"x": "1", "y": "2"}]
+    assert rows_of({"f.csv": data}, CSV(header=False), 3) == [
+        {"f0": "a", "f1": "b"}, {"f0": "1", "f1": "2"}]
+
+
+def test_bom_is_dropped_in_block_0() -> None:
+    data = b"\xef\xbb\xbfa,b\n1,2\n"
+    for block_size in range(1, len(data) + 2):
+        assert rows_of({"f.csv": data}, CSV(), block_size) == [{"a": "1", "b": "2"}]
+
+
+# -- types, columns, options ---------------------------------------------------------------
+
+
+def test_columns_are_strings_unless_typed() -> None:
+    data = b"n,x,s\n1,0.5,\n2,,z\n"
+    rows = rows_of({"f.csv": data}, CSV(column_types={"n": "int64", "x": "float64"}), 4)
+    assert rows == [{"n": 1, "x": 0.5, "s": ""}, {"n": 2, "x": None, "s": "z"}]
+
+
+def test_unknown_type_name_fails_at_plan_time() -> None:
+    with pytest.raises(ConfigError, match="column_types\\['n'\\]"):
+        plan_csv({"f.csv": b"n\n1\n"}, CSV(column_types={"n": "integer64"}), 4)
+
+
+def test_columns_select_and_order() -> None:
+    data = b"a,b,c\n1,2,3\n"
+    assert rows_of({"f.csv": data}, CSV(columns=["c", "a"]), 100) == [{"c": "3", "a": "1"}]
+    with pytest.raises(ConfigError, match="not in the CSV columns"):
+        plan_csv({"f.csv": data}, CSV(columns=["zz"]), 100)
+
+
+def test_separator_and_no_quoting() -> None:
+    data = b'a;b\n"x;1\n'
+    assert rows_of({"f.csv": data}, CSV(sep=";", quote_char=None), 2) == [
+        {"a": '"x', "b": "1"}]
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"sep": ";;"}, "sep must be one ASCII character"),
+    ({"sep": '"'}, "must differ"),
+    ({"quote_char": "\n"}, "line break"),
+    ({"escape_char": ","}, "must differ"),
+    ({"encoding": "utf-16"}, "ASCII-compatible"),
+    ({"encoding": "nope"}, "unknown encoding"),
+])
+def test_bad_options_are_config_errors(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        CSV(**kwargs)
+
+
+def test_bad_option_types_are_type_errors() -> None:
+    with pytest.raises(TypeError, match="columns"):
+        CSV(columns="a,b")
+    with pytest.raises(TypeError, match="column_types"):
+        CSV(column_types={"a": 1})  # type: ignore[dict-item]
+
+
+def test_to_dict_round_trips_through_json() -> None:
+    fmt = CSV(sep=";", escape_char="\\", column_types={"n": "int64"}, columns=["n"],
+              column_names=["n", "m"])
+    again = formats.from_dict(json.loads(json.dumps(fmt.to_dict())))
+    assert again == fmt
+    assert formats.get_format("csv") == CSV()
+
+
+def test_newlines_in_values_false_skips_the_planning_pass() -> None:
+    data = b"a,b\n" + b"1,2\n" * 1000
+    planned, blocks, access = plan_csv({"f.csv": data}, CSV(newlines_in_values=False), 100)
+    assert not planned.aligned
+    assert sum(access.log) < 70 * 1024  # only the header
+    assert [b.start for b in blocks] == list(range(0, len(data), 100))
+
+    def read(s: int, e: int) -> bytes:
+        return data[s:e]
+
+    assert planned.boundary(read, 5, len(data), max_record_size=99).offset == 8
+
+
+# -- records for map_lines and counts ----------------------------------------------------------
+
+
+def test_iter_batches_streams_rows_as_dicts_whatever_the_chunking() -> None:
+    planned, blocks, _ = plan_csv({"f.csv": TRAP}, CSV(), 1000)
+    assert len(blocks) == 1
+    for cut in range(len(TRAP) + 1):
+        chunks = [TRAP[:cut], TRAP[cut:]]
+        rows = [r for batch in planned.iter_batches(chunks, at_file_start=True) for r in batch]
+        assert rows == TRAP_ROWS, cut
+    assert planned.count_records(TRAP, at_file_start=True) == 3
+    assert list(planned.iter_batches([], at_file_start=False)) == []
+
+
+def test_compressed_files_stay_one_block_and_read_their_header() -> None:
+    data = gzip.compress(TRAP)
+    planned, blocks, _ = plan_csv({"f.csv.gz": data}, CSV(), 5, compressed=("f.csv.gz",))
+    assert [(b.start, b.end) for b in blocks] == [(0, len(data))]
+    assert planned.column_names == ("id", "text")
+
+
+def test_a_header_that_cannot_be_parsed_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="cannot read the CSV header row"):
+        CSV()._parse_names(b"a,b\nc\n")  # two rows of different widths
