@@ -144,7 +144,7 @@ def submit(
         Attempts per block before the job fails.
     speculation : bool, optional
         Start a second attempt of a straggling block once nothing else is pending (the
-        first to finish is committed). Default: on for ``processes``, off otherwise.
+        first to finish is committed). Default: on for ``processes`` and ``cluster``.
     max_bad_records : int, optional
         Skip up to this many records (over the job) whose function call raises, logging
         each to ``_errors/`` in the output; default None fails on the first.
@@ -231,7 +231,8 @@ def _make_job(
         raise ConfigError(f"max_bad_records must be None or an int >= 0, got {max_bad_records!r}")
     options = JobOptions(
         max_attempts=max_attempts,
-        speculation=executor == "processes" if speculation is None else bool(speculation),
+        speculation=executor in ("processes", "cluster") if speculation is None
+        else bool(speculation),
         max_bad_records=max_bad_records,
         max_record_size=_ensure_positive_size(max_record_size, "max_record_size"),
     )
@@ -311,7 +312,7 @@ def map_lines(
 
 
 def map_blocks(
-    fn: Callable[[Batch], Any],
+    fn: Callable[[Batch], Any] | Callable[[Any], Any],
     urlpath: InputsLike,
     *,
     output: URLLike,

@@ -206,7 +206,8 @@ def cli() -> None:
 @click.option("--map", "map_spec", metavar="MODULE:FUNC",
               help="Call FUNC(line) on every record; it returns a line, None or several lines.")
 @click.option("--map-blocks", "map_blocks_spec", metavar="MODULE:FUNC",
-              help="Call FUNC(batch) once per block (batch.records, batch.data, batch.block).")
+              help="Call FUNC(batch) once per block (batch.records, batch.data, batch.block; "
+                   "a pyarrow.Table for csv/jsonl/parquet, a numpy array for fixed).")
 @click.option("--cmd", "command", metavar="COMMAND",
               help="Pipe each block through a shell command; its stdout is the part-file.")
 @_format_options
@@ -237,7 +238,8 @@ def cli() -> None:
 @click.option("--max-attempts", type=click.IntRange(min=1), default=4, show_default=True,
               help="Attempts per block before the job fails.")
 @click.option("--speculation/--no-speculation", default=None,
-              help="Run a second attempt of straggling blocks (default: on with processes).")
+              help="Run a second attempt of straggling blocks (default: on with processes "
+                   "and cluster).")
 @click.option("--max-bad-records", type=click.IntRange(min=0), default=None,
               help="Skip up to N records whose function call raises (logged to _errors/); "
                    "default: the first such record fails the block.")
