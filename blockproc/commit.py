@@ -215,7 +215,10 @@ class OutputDir:
             for entry_path in self.fs.ls(ledger, detail=False):
                 if not entry_path.endswith(".json"):
                     continue
-                result = BlockResult.from_dict(read_json(self.fs, entry_path))
+                try:
+                    result = BlockResult.from_dict(read_json(self.fs, entry_path))
+                except FileNotFoundError:
+                    continue  # listed but gone: the block simply runs again
                 part = self._join(result.part)
                 if self.fs.exists(part) and self.fs.size(part) == result.bytes_written:
                     committed[result.block.id] = result

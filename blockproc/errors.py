@@ -6,6 +6,7 @@ Every error inherits the builtin that callers already catch::
     ├── ConfigError(BlockprocError, ValueError)             bad option value, unknown name
     ├── InputError(BlockprocError)
     │   ├── NoInputFilesError(InputError, FileNotFoundError)
+    │   ├── InputChangedError(InputError)                   an input changed since planning
     │   └── RecordTooLargeError(InputError)                 no boundary within max_record_size
     ├── OutputExistsError(BlockprocError, FileExistsError)  output exists, if_exists="error"
     └── JobError(BlockprocError)                            exit_code = 1
@@ -48,6 +49,13 @@ class InputError(BlockprocError):
 
 class NoInputFilesError(InputError, FileNotFoundError):
     """A path, glob or directory matched no input file."""
+
+
+class InputChangedError(InputError):
+    """An input file is not what the plan saw (size or ETag/mtime differ): reading it
+    would mix old and new data. Retrying cannot help, so ``retryable`` is False."""
+
+    retryable = False
 
 
 class RecordTooLargeError(InputError):

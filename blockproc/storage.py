@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
 
-from blockproc.errors import ConfigError, InputError, NoInputFilesError
+from blockproc.errors import ConfigError, InputChangedError, InputError, NoInputFilesError
 from blockproc.model import InputFile
 
 if TYPE_CHECKING:
@@ -268,13 +268,6 @@ def retry_call(fn: Callable[[], T], what: str, policy: RetryPolicy | None = None
 
 
 # -- inputs ------------------------------------------------------------------------------
-
-class InputChangedError(InputError):
-    """An input file is not what the plan saw (size or ETag/mtime differ): reading it
-    would mix old and new data. Retrying cannot help, so ``retryable`` is False."""
-
-    retryable = False
-
 
 def _token(info: Mapping[str, Any]) -> str:
     for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "created"):

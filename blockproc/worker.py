@@ -302,8 +302,9 @@ def record_offsets(task: BlockTask, numbers: list[int]) -> dict[int, int]:
     the format's delimiter; empty for formats without one or compressed inputs.
     """
     delimiter = getattr(task.format, "delimiter", None)
-    if not numbers or not isinstance(delimiter, bytes) or task.file.compression:
-        return {}
+    if not numbers or not isinstance(delimiter, bytes) or task.file.compression or \
+            task.block.files:
+        return {}  # compressed or packed small files: offsets within one file are unknown
     wanted = set(numbers)
     offsets: dict[int, int] = {}
     with RangeSource(task.input_fs, task.file.path) as source:

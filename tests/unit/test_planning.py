@@ -179,9 +179,9 @@ def test_plan_glob_skips_names_starting_with_underscore_or_dot_below_the_glob(
 
 def test_plan_takes_a_list_of_inputs_deduplicated_and_sorted(memfs: str) -> None:
     urls = write_files(memfs, {"a.log": b"a\n", "b.log": b"bb\n", "dir/c.log": b"c\n"})
-    plan = bp.plan([urls[1], f"{memfs}/dir", urls[0], urls[1]], block_size=100)
+    plan = bp.plan([urls[1], f"{memfs}/dir", urls[0], urls[1]], block_size=2)
     assert [f.path.rsplit("/", 1)[1] for f in plan.files] == ["a.log", "b.log", "c.log"]
-    assert [b.id for b in plan.blocks] == [0, 1, 2]
+    assert [b.id for b in plan.blocks] == [0, 1, 2, 3]
 
 
 def test_plan_accepts_an_explicit_file_whose_name_starts_with_underscore(memfs: str) -> None:
