@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 
-from blockproc import formats, testing
+from blockproc import formats, testing, writers
 from blockproc.api import DEFAULT_BLOCK_SIZE, map_blocks, map_command, map_lines, plan, submit
 from blockproc.errors import (
     BlockFailedError,
@@ -58,6 +58,7 @@ __all__ = [
     "plan",
     "submit",
     "testing",
+    "writers",
 ]
 
 for _name in __all__:

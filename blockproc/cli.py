@@ -196,11 +196,16 @@ def cli() -> None:
       blockproc run data/access.log -o out/ --map mymod:parse --workers 2
       blockproc run data/*.log -o out/ --cmd "grep ' 500 '"
       blockproc plan data/access.log --block-size 32MiB
-      blockproc status out/
+      blockproc status out/ --verify
+      blockproc COMMAND --help      (the options of a command)
+
+    \b
+    Exit codes: 0 success; 1 the job failed (or status found it unfinished or
+    changed); 2 usage or configuration error; 130 interrupted (Ctrl-C).
     """
 
 
-@cli.command()
+@cli.command(short_help="Map a function or a command over the blocks of INPUTS.")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", required=True, help="Result directory (local path or URL).")
 @click.option("--map", "map_spec", metavar="MODULE:FUNC",
@@ -328,8 +333,10 @@ master = click.Command(
     "master", callback=functools.partial(run.callback, executor="cluster"),
     params=[p for p in run.params if p.name != "executor"],
     help="Run a job as the master of workers that join over TCP: the same as `blockproc "
-         "run --executor cluster`, with the same options.\n\nIt prints how a worker joins "
-         "(blockproc worker --connect HOST:PORT) and hands blocks to workers as they come.",
+         "run --executor cluster`, with the same options.\n\nINPUTS are files, globs or "
+         "directories on storage that every worker sees at the same path or URL.\n\nIt "
+         "prints how a worker joins (blockproc worker --connect HOST:PORT) and hands blocks "
+         "to workers as they come.",
     short_help="Run a job for workers that join over TCP (run --executor cluster).",
 )
 cli.add_command(master)
@@ -413,7 +420,7 @@ def plan(inputs: tuple[str, ...], format_name: str, delimiter: str | None,
                    f"{format_size(b.end - b.start):>10}{note}")
 
 
-@cli.command()
+@cli.command(short_help="Show a finished job's manifest; verify it or chart it.")
 @click.argument("output")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.option("--verify", is_flag=True, help="Check every part-file's size and CRC-32.")
@@ -478,15 +485,17 @@ def status(output: str, as_json: bool, verify: bool, timeline: str | None) -> No
         click.echo(f"verify: all {len(manifest['blocks'])} part-files match the manifest")
 
 
-@cli.command()
+@cli.command(short_help="Make a sample access log and extract its server errors.")
 @click.option("--size", type=SIZE, default="256MiB", show_default=True,
               help="Size of the sample access log.")
 @click.option("-o", "--output", default=None,
               help="Result directory (default: under the cache directory).")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="processes",
-              show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=None)
-@click.option("--block-size", type=SIZE, default="32MiB", show_default=True)
+              show_default=True, help="Where workers run.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Parallel workers (default: one per CPU).")
+@click.option("--block-size", type=SIZE, default="32MiB", show_default=True,
+              help="Nominal bytes per block.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def demo(size: int, output: str | None, executor: str, workers: int | None, block_size: int,
          quiet: bool) -> None:

@@ -102,6 +102,10 @@ class Plan:
     <Plan 1 file, 3 blocks, 100 B, format='lines'>
     >>> p.blocks[1]
     Block(id=1, path='/doc/plan/a.log', start=40, end=80)
+    >>> p.num_bytes, len(p), len(p.fingerprint)
+    (100, 3, 32)
+    >>> p.fingerprint == bp.plan("memory://doc/plan", block_size=40).fingerprint
+    True
     """
 
     protocol: str
@@ -135,7 +139,19 @@ class Plan:
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def file(self, path: str) -> InputFile:
-        """Return the :class:`InputFile` for ``path``."""
+        """Return the :class:`InputFile` for ``path`` (a path as the plan lists it).
+
+        Raises ``KeyError`` if the plan has no such file.
+
+        Examples
+        --------
+        >>> import blockproc as bp
+        >>> bp.testing.write_files("memory://doc/plan-file", {"a.log": b"x\\n" * 5})
+        ['memory://doc/plan-file/a.log']
+        >>> p = bp.plan("memory://doc/plan-file")
+        >>> p.file(p.blocks[0].path).size
+        10
+        """
         for f in self.files:
             if f.path == path:
                 return f
@@ -152,7 +168,19 @@ class Plan:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-safe dict (storage options are left out: they may hold secrets)."""
+        """Return a JSON-safe dict (storage options are left out: they may hold secrets).
+
+        Examples
+        --------
+        >>> import blockproc as bp
+        >>> bp.testing.write_files("memory://doc/plan-dict", {"a.log": b"x\\n" * 5})
+        ['memory://doc/plan-dict/a.log']
+        >>> d = bp.plan("memory://doc/plan-dict", block_size=4).to_dict()
+        >>> sorted(d)
+        ['block_size', 'blocks', 'files', 'fingerprint', 'format', 'protocol']
+        >>> d["blocks"][1]
+        {'id': 1, 'path': '/doc/plan-dict/a.log', 'start': 4, 'end': 8}
+        """
         return {
             "protocol": self.protocol,
             "block_size": self.block_size,
@@ -166,7 +194,18 @@ class Plan:
     def from_dict(
         cls, data: Mapping[str, Any], storage_options: Mapping[str, Any] | None = None
     ) -> Plan:
-        """Build a Plan from :meth:`to_dict` output."""
+        """Build a Plan from :meth:`to_dict` output (and the storage options it leaves out).
+
+        Examples
+        --------
+        >>> import json
+        >>> import blockproc as bp
+        >>> bp.testing.write_files("memory://doc/plan-from", {"a.log": b"x\\n" * 5})
+        ['memory://doc/plan-from/a.log']
+        >>> p = bp.plan("memory://doc/plan-from", block_size=4)
+        >>> bp.Plan.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+        True
+        """
         return cls(
             protocol=str(data["protocol"]),
             files=tuple(InputFile.from_dict(f) for f in data["files"]),
@@ -242,6 +281,24 @@ class JobResult:
     """The committed output of a finished job.
 
     ``parts`` are the part-file URLs in block order; counts are summed over blocks.
+    In Jupyter it shows as an HTML summary; :meth:`timeline` draws its attempts.
+
+    Examples
+    --------
+    >>> import blockproc as bp
+    >>> bp.testing.write_files("memory://doc/result", {"a.log": b"a 500\\nb 200\\nc 503\\n"})
+    ['memory://doc/result/a.log']
+    >>> result = bp.map_lines(lambda s: s if " 5" in s else None, "memory://doc/result",
+    ...                       output="memory://doc/result-out", block_size=6,
+    ...                       executor="inline")
+    >>> result  # doctest: +ELLIPSIS
+    <JobResult 3 blocks, 3 records in, 2 out, 12 B written, ...s, output='memory://doc/result-out'>
+    >>> result.parts[0]
+    'memory://doc/result-out/part-00000.txt'
+    >>> result.num_records, result.num_records_out, result.num_retries
+    (3, 2, 0)
+    >>> result.num_bytes_read >= 18, result.num_bytes_written
+    (True, 12)
     """
 
     output: str

@@ -302,7 +302,8 @@ def record_offsets(task: BlockTask, numbers: list[int]) -> dict[int, int]:
     the format's delimiter; empty for formats without one or compressed inputs.
     """
     delimiter = getattr(task.format, "delimiter", None)
-    if not numbers or not isinstance(delimiter, bytes) or task.file.compression or \
+    if not numbers or not isinstance(delimiter, bytes) or not delimiter or \
+            task.file.compression or \
             task.block.files:
         return {}  # compressed or packed small files: offsets within one file are unknown
     wanted = set(numbers)

@@ -58,6 +58,7 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}.testing": 3,
     f"{PACKAGE}.storage": 2,
     f"{PACKAGE}.formats": 2,
+    f"{PACKAGE}.writers": 2,
     f"{PACKAGE}.datasets": 2,
     f"{PACKAGE}.model": 1,
     f"{PACKAGE}.report": 1,

@@ -9,7 +9,8 @@ and a watchdog thread everywhere), so a killed worker leaves nothing writing beh
 
 Messages (tuples, pickled, only after the handshake)::
 
-    worker -> master   ("hello", info) ("ready",) ("unusable", why) ("progress", key, b, r)
+    worker -> master   ("hello", info) ("ready",) ("unusable", why)
+                       ("progress", key, bytes, records, slot_name)
                        ("done", key, BlockResult) ("cannot", key, why)
                        ("failed", key, error, traceback, worker, lost, retryable)
                        ("ended",) ("ping",)
@@ -306,7 +307,8 @@ class _Session:
         if slot.key is not None:
             self._send(("failed", slot.key,
                         f"slot process {slot.process.pid} of worker {self._name} died "
-                        f"({describe_exit(code)})", "", self._name, True, True))
+                        f"({describe_exit(code)})", "",
+                        f"{socket.gethostname()}:{slot.process.pid}", True, True))
         elif not slot.ready:
             self._become_unusable(f"a slot process of worker {self._name} exited "
                                   f"({describe_exit(code)}) before it could load the job")
@@ -346,16 +348,17 @@ def describe_exit(code: int | None) -> str:
 class _Reporter:
     """Send an attempt's progress up, at most every ``REPORT_INTERVAL`` seconds."""
 
-    def __init__(self, conn: Connection, key: AttemptKey) -> None:
+    def __init__(self, conn: Connection, key: AttemptKey, name: str) -> None:
         self._conn = conn
         self._key = key
+        self._name = name
         self._last = 0.0
 
     def __call__(self, bytes_done: int, records_done: int) -> None:
         now = time.monotonic()
         if now - self._last >= REPORT_INTERVAL:
             self._last = now
-            self._conn.send(("progress", self._key, bytes_done, records_done))
+            self._conn.send(("progress", self._key, bytes_done, records_done, self._name))
 
 
 class StorageUnreachable(OSError):
@@ -432,7 +435,7 @@ def slot_main(conn: Connection, payload: bytes, parent_pid: int) -> None:
                 conn.send(("cannot", key, _summary(exc)))
                 continue
             try:
-                result = run_block(task, mapper, _Reporter(conn, key))
+                result = run_block(task, mapper, _Reporter(conn, key, name))
             except Exception as exc:
                 failed = failure_from(key, exc, name)
                 conn.send(("failed", key, failed.error, failed.traceback, failed.worker, False,

@@ -160,6 +160,7 @@ class ClusterExecutor:
         self.num_slots = 0
         self._refusals: list[str] = []
         self._joined_pids: set[int] = set()
+        self._runners: dict[AttemptKey, str] = {}  # the slot that heartbeats for an attempt
         self._pinger: threading.Thread | None = None
         self._last_status = time.monotonic()
 
@@ -263,6 +264,7 @@ class ClusterExecutor:
         """Stop attempt ``key``: the worker kills the slot running it; no event follows."""
         self._waiting = deque(t for t in self._waiting if t.key != key)
         self._board.finish(key, ok=False)
+        self._runners.pop(key, None)
         for worker in self._workers:
             if key in worker.keys:
                 worker.keys.discard(key)
@@ -448,17 +450,21 @@ class ClusterExecutor:
             key = message[1]
             if key in worker.keys:
                 self._board.progress(key, message[2], message[3])
-                self._buffer.append(Progress(key, message[2], message[3]))
+                name = message[4] if len(message) > 4 else worker.name
+                self._runners[key] = name
+                self._buffer.append(Progress(key, message[2], message[3], name))
         elif kind == "done":
             key = message[1]
             if key in worker.keys:
                 worker.keys.discard(key)
+                self._runners.pop(key, None)
                 self._board.finish(key)
                 self._buffer.append(Finished(key, message[2]))
         elif kind == "failed":
             key = message[1]
             if key in worker.keys:
                 worker.keys.discard(key)
+                self._runners.pop(key, None)
                 self._board.finish(key, ok=False)
                 self._buffer.append(Failed(key, *message[2:7]))
         elif kind == "cannot":
@@ -469,7 +475,7 @@ class ClusterExecutor:
                 self._board.finish(key, ok=False)
                 self._buffer.append(Failed(
                     key, f"worker {worker.name} cannot run this job: {message[2]}",
-                    worker=worker.name, lost=True))
+                    worker=self._runners.pop(key, worker.name), lost=True))
         elif kind == "ended":
             worker.ended = True
 
@@ -507,7 +513,8 @@ class ClusterExecutor:
     def _fail_all(self, worker: _Remote, why: str) -> None:
         for key in sorted(worker.keys):
             self._board.finish(key, ok=False)
-            self._buffer.append(Failed(key, why, worker=worker.name, lost=True))
+            self._buffer.append(Failed(key, why, worker=self._runners.pop(key, worker.name),
+                                       lost=True))
         worker.keys.clear()
 
     def _drop(self, worker: _Remote) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import posixpath
 import queue
 import time
@@ -230,7 +229,7 @@ class DaskExecutor:
     def _translate(self, kind: str, key: AttemptKey, payload: Any, rest: list[Any],
                    out: list[Event]) -> None:
         if kind == "started":
-            self._executing[key] = payload["worker"]
+            self._executing[key] = payload["name"]
             if key in self._futures:
                 self._board.start(key, payload["worker"], self._sizes.get(key, 0))
             return
@@ -241,7 +240,8 @@ class DaskExecutor:
             return  # cancelled by the master: no event follows
         if kind == "progress":
             self._board.progress(key, payload["bytes"], payload["records"])
-            out.append(Progress(key, payload["bytes"], payload["records"]))
+            out.append(Progress(key, payload["bytes"], payload["records"],
+                                self._executing.get(key, "")))
             return
         self._futures.pop(key)
         self._sizes.pop(key, None)
@@ -368,7 +368,7 @@ class _Heartbeat:
 
 @contextlib.contextmanager
 def _announced(beat: _Heartbeat, worker: Any) -> Iterator[None]:
-    beat.emit("started", worker=f"{worker.address} ({worker_name()})")
+    beat.emit("started", worker=worker.address, name=worker_name())
     try:
         yield
     finally:
@@ -403,5 +403,5 @@ def _run_attempt(task: BlockTask, payload: bytes, token: str,
         except AttemptCancelled:
             return "cancelled", None
         except Exception as exc:
-            failed = failure_from(task.key, exc, f"{worker.address} (pid {os.getpid()})")
+            failed = failure_from(task.key, exc, worker_name())
             return "failed", (failed.error, failed.traceback, failed.worker, failed.retryable)

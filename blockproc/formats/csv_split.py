@@ -305,6 +305,36 @@ def model_state(parity: int, prev: int, at_data_start: bool, d: Dialect) -> int:
     return F
 
 
+def last_row_end(data: bytes, grammar: Grammar) -> int:
+    """Return the offset right after the last row-ending LF of ``data``, which starts at
+    a row start (0 if it holds none). Uses the parity model when it holds, else walks.
+
+    Examples
+    --------
+    >>> g = Grammar(Dialect.of(",", '"', None, True))
+    >>> last_row_end(b'a,"b\\n"\\nc,"d\\n', g), last_row_end(b'5" x\\n"y', g)
+    (7, 5)
+    """
+    d = grammar.d
+    if d.quote < 0 and d.escape < 0:
+        return data.rfind(b"\n") + 1
+    if d.escape < 0 or data.find(bytes([d.escape])) < 0:
+        scan = scan_piece(lambda s, e: data[max(0, s):e], 0, len(data), 0, d)
+        if scan.bad[0] is None:
+            np = numpy("csv")
+            arr = np.frombuffer(data, dtype=np.uint8)
+            quotes = np.flatnonzero(arr == d.quote) if d.quote >= 0 else arr[:0]
+            lfs = np.flatnonzero(arr == _LF)
+            outside = lfs[(np.searchsorted(quotes, lfs) & 1) == 0]
+            return int(outside[-1]) + 1 if len(outside) else 0
+    pos, state, last = 0, S, 0
+    while pos < len(data):
+        pos, state, found = grammar.walk(data, pos, len(data), state, ROWS)
+        if found:
+            last = pos
+    return last
+
+
 # -- steps 2 and 3: chain and align ------------------------------------------------------
 
 

@@ -20,8 +20,6 @@ from blockproc.storage import InputChangedError, RangeSource, resolve
 from tests import jobs
 from tests.s3server import OFFLINE_ENV, Faults, S3Bucket
 
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
-
 
 def log_lines(count: int, seed: int = 0) -> list[str]:
     """Lines of varied length (up to ~300 bytes), deterministic for a seed."""

@@ -361,9 +361,9 @@ def test_plan_rejects_block_size_of_wrong_type(memfs: str, block_size: object) -
 
 def test_plan_rejects_unknown_format_listing_the_valid_ones(memfs: str) -> None:
     write_files(memfs, {"a.log": b"x\n"})
-    with pytest.raises(ConfigError, match="unknown format 'jsonl'; choose one of "
-                                          "delimited, lines, raw"):
-        bp.plan(memfs, format="jsonl")
+    with pytest.raises(ConfigError, match="unknown format 'xml'; choose one of "
+                                          "csv, delimited, fixed, jsonl, lines, parquet, raw"):
+        bp.plan(memfs, format="xml")
 
 
 def test_plan_rejects_inputs_on_two_filesystems(memfs: str, tmp_path: Path) -> None:
