@@ -210,13 +210,13 @@ def every_error() -> list[BaseException]:
         ConfigError("block_size must be >= 1 byte, got 0"),
         InputError("cannot read input 'a.log'"),
         NoInputFilesError("input 'x.log' does not exist; check the path"),
-        InputChangedError("input 'a.log' changed since planning: size 5 -> 6 bytes"),
         RecordTooLargeError("no record delimiter b'\\n' within 10 bytes after offset 3"),
         OutputExistsError("output 'out/' exists; pass if_exists='overwrite'"),
         JobError("job stopped"),
         BlockFailedError("block 3 of 8 (data.log [96, 128)) failed: ValueError: bad",
                          block_id=3, attempt=4, remote_traceback="Traceback ...\nValueError"),
         JobCancelledError("cancelled; resume with if_exists='resume'"),
+        InputChangedError("input 'a.log' changed since planning: size 5 -> 6 bytes"),
     ]
 
 
