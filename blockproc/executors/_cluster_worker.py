@@ -52,7 +52,7 @@ from blockproc.executors._wire import (
     parse_address,
     python_version,
 )
-from blockproc.executors.base import AttemptKey, failure_from
+from blockproc.executors.base import AttemptKey, describe_exit, failure_from
 from blockproc.worker import BlockTask, run_block, worker_name
 
 REPORT_INTERVAL = 0.5
@@ -328,18 +328,6 @@ def _kill(slot: _Slot) -> None:
         slot.process.join(timeout=5)
     with contextlib.suppress(OSError):
         slot.conn.close()
-
-
-def describe_exit(code: int | None) -> str:
-    """Say how a process ended: ``exit code 3`` or ``killed by SIGKILL``."""
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 # -- inside a slot process ------------------------------------------------------------

@@ -6,6 +6,7 @@ runs :class:`~blockproc.worker.BlockTask` s somewhere and reports what happened.
 
 from __future__ import annotations
 
+import signal
 import traceback
 from dataclasses import dataclass
 from typing import Protocol
@@ -88,6 +89,18 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Stop all workers and release their resources."""
+
+
+def describe_exit(code: int | None) -> str:
+    """Say how a process ended: ``exit code 3`` or ``killed by SIGKILL``."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 class AttemptCancelled(BaseException):

@@ -36,7 +36,7 @@ import cloudpickle
 
 from blockproc.errors import ConfigError, JobError
 from blockproc.executors._board import Board
-from blockproc.executors._cluster_worker import describe_exit, load_authkey, run_worker
+from blockproc.executors._cluster_worker import load_authkey, run_worker
 from blockproc.executors._wire import (
     AUTHKEY_ENV,
     HANDSHAKE_TIMEOUT,
@@ -54,7 +54,7 @@ from blockproc.executors._wire import (
     python_version,
     read_authkey_file,
 )
-from blockproc.executors.base import AttemptKey, Event, Failed, Finished, Progress
+from blockproc.executors.base import AttemptKey, Event, Failed, Finished, Progress, describe_exit
 from blockproc.worker import BlockTask, Mapper
 
 __all__ = ["ClusterExecutor", "load_authkey", "run_worker"]

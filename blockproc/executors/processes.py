@@ -28,6 +28,7 @@ from blockproc.executors.base import (
     Failed,
     Finished,
     Progress,
+    describe_exit,
     failure_from,
 )
 from blockproc.worker import BlockTask, Mapper, run_block, worker_name
@@ -119,11 +120,11 @@ class ProcessExecutor:
         code = worker.process.exitcode
         if worker.key is not None:
             events.append(Failed(
-                worker.key, f"worker process {worker.process.pid} died ({_describe_exit(code)})",
+                worker.key, f"worker process {worker.process.pid} died ({describe_exit(code)})",
                 worker=_name_of(worker), lost=True))
         elif not worker.ready:
             raise JobError(
-                f"a worker process exited ({_describe_exit(code)}) before it was ready; "
+                f"a worker process exited ({describe_exit(code)}) before it was ready; "
                 f"try executor='threads' or 'inline' to see the error in this process"
             )
         worker.conn.close()
@@ -162,17 +163,6 @@ class ProcessExecutor:
 def _name_of(worker: _Worker) -> str:
     """The name :func:`blockproc.worker.worker_name` gives inside that process."""
     return f"{socket.gethostname()}:{worker.process.pid}"
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 def _receive(conn: Connection) -> Any:
