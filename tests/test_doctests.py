@@ -62,10 +62,9 @@ def _public_methods(cls: type) -> Iterator[tuple[str, Callable[..., object]]]:
     for name, attr in vars(cls).items():
         if name.startswith("_"):
             continue
-        if isinstance(attr, (staticmethod, classmethod)):
-            attr = attr.__func__
-        if inspect.isfunction(attr):
-            yield name, attr
+        fn = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+        if inspect.isfunction(fn):
+            yield name, fn
 
 
 REQUIRED = sorted(

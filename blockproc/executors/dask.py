@@ -315,7 +315,13 @@ class DaskExecutor:
 
 def _forget_topic(topic: str, dask_scheduler: Any = None) -> None:
     """Drop a finished job's events from the scheduler (runs on the scheduler)."""
-    if dask_scheduler is not None:
+    if dask_scheduler is None:
+        return
+    broker = getattr(dask_scheduler, "_broker", None)
+    if broker is not None:  # distributed >= 2024.9 keeps events in a broker
+        broker.truncate(topic)
+        broker._topics.pop(topic, None)
+    else:
         dask_scheduler.events.pop(topic, None)
         dask_scheduler.event_counts.pop(topic, None)
 

@@ -1,0 +1,278 @@
+"""Baselines ("peers") for benchmarks/bench_suite.py, and the block-level workload code.
+
+Every engine runs the same per-line code from ``benchmarks/workloads.py``
+(``grep_5xx_upper``, ``method_status``, ``parse_project``). This module adds:
+
+* vectorised block functions for ``bp.map_blocks`` (``w1_block``, ``w2_block``,
+  ``w3_block``): one regex pass over the block's bytes instead of a Python call per line;
+* the baselines: single-process sequential Python (``run_seq``), hand-written
+  ``multiprocessing.Pool`` over 64 MiB ranges read with ``fsspec.utils.read_block``,
+  either decoded into one list of lines per block (``run_pool(..., batched=False)``) or fed
+  to the per-line code in ~1 MiB batches of lines (``batched=True``), Dask bag with the
+  processes scheduler (``run_dask``) and GNU parallel ``--pipepart`` (``run_parallel``,
+  which calls this file as its per-block filter: ``python peers.py --stdin W1``).
+
+Functions are module-level so that cloudpickle and multiprocessing send them *by reference*
+(``peers.w1_block``); the suite puts ``benchmarks/`` on ``sys.path`` (and ``PYTHONPATH`` for
+its children), which spawned workers inherit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import workloads as wl  # noqa: E402
+
+BATCH_SIZE = 1 << 20
+"""Bytes of lines per batch handed to the per-line code (the batched baselines)."""
+
+# --- per-line code by workload -----------------------------------------------------------
+
+LINE_FNS: dict[str, Callable[[str], Any]] = {"W1": wl.grep_5xx_upper, "W3": wl.parse_project}
+
+
+def identity(line: str) -> str:
+    """The identity map (scheduling-overhead and start-up cases)."""
+    return line
+
+
+def lines_out(lines: list[str], fn: Callable[[str], Any]) -> list[str]:
+    """Apply a per-line ``fn`` and keep the non-None results (W1, W3)."""
+    out = []
+    append = out.append
+    for line in lines:
+        r = fn(line)
+        if r is not None:
+            append(r)
+    return out
+
+
+# --- vectorised block functions for bp.map_blocks ----------------------------------------
+# Same results as the per-line code on this generator's lines (the status is the field after
+# the quote that closes the request, and requests hold no '"'); the suite verifies that the
+# output is byte-identical to the per-line sequential baseline before timing anything.
+
+_W1_RE = re.compile(rb'" 5')
+_W2_METHOD_RE = re.compile(rb'\] "([^ "\n]*)')
+_W2_STATUS_RE = re.compile(rb'" (\d\d\d) ')
+
+
+def w1_block(batch: Any) -> bytes:
+    """W1 vectorised: find each ``" 5`` with one regex scan, keep its line if that is the
+    line's first ``" `` (the per-line test), and upper-case the kept bytes at once (ASCII
+    input: bytes.upper == str.upper)."""
+    data = batch.data
+    out = []
+    for m in _W1_RE.finditer(data):
+        at = m.start()
+        start = data.rfind(b"\n", 0, at) + 1
+        end = data.find(b"\n", at) + 1 or len(data)
+        if data.find(b'" ', start, end) == at:
+            out.append(data[start:end])
+    return b"".join(out).upper()
+
+
+def w2_block(batch: Any) -> list[str]:
+    """W2 vectorised: one regex scan for the methods and one for the statuses, zipped
+    (falls back to the per-line code unless both find exactly one per line)."""
+    data = batch.data
+    methods = _W2_METHOD_RE.findall(data)
+    statuses = _W2_STATUS_RE.findall(data)
+    if not len(methods) == len(statuses) == data.count(b"\n"):
+        return wl.count_block(batch)
+    counts = Counter(zip(methods, statuses))
+    return [f"{m.decode()},{s.decode()},{n}" for (m, s), n in sorted(counts.items())]
+
+
+def w3_block(batch: Any) -> str:
+    """W3 block-batched (no regex beats the per-line code here): decode the block once and
+    run ``parse_project`` over its lines in one comprehension."""
+    text = batch.data.decode()
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    parse = wl.parse_project
+    return "\n".join([parse(line) for line in lines]) + "\n"
+
+
+def scan_block(batch: Any) -> str:
+    """Raw scan: count the block's bytes; the part-file is that one number."""
+    return f"{len(batch.data)}\n"
+
+
+BLOCK_FNS: dict[str, Callable[[Any], Any]] = {"W1": w1_block, "W2": w2_block, "W3": w3_block}
+
+# --- sequential Python -------------------------------------------------------------------
+
+
+def iter_line_batches(f: Any, end: int | None = None,
+                      batch_size: int = BATCH_SIZE) -> Iterator[list[str]]:
+    """Yield lists of lines from binary file ``f`` (or ``bytes``), ~batch_size bytes each."""
+    if isinstance(f, (bytes, memoryview)):
+        data = f
+        pos, n = 0, len(data)
+        while pos < n:
+            cut = data.rfind(b"\n", pos, pos + batch_size) + 1 if pos + batch_size < n else n
+            if cut <= pos:
+                cut = data.find(b"\n", pos + batch_size) + 1 or n
+            yield _split(bytes(data[pos:cut]).decode())
+            pos = cut
+        return
+    carry = b""
+    while chunk := f.read(batch_size):
+        data = carry + chunk if carry else chunk
+        cut = data.rfind(b"\n") + 1
+        if not cut:
+            carry = data
+            continue
+        carry = data[cut:]
+        yield _split(data[:cut].decode())
+    if carry:
+        yield _split(carry.decode() + "\n")
+
+
+def _split(text: str) -> list[str]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if "\r" in text:
+        lines = [s[:-1] if s.endswith("\r") else s for s in lines]
+    return lines
+
+
+def process_lines(workload: str, batches: Iterator[list[str]], out: Any) -> int:
+    """Run ``workload``'s per-line code over batches of lines, writing to binary ``out``."""
+    n = 0
+    if workload == "W2":
+        counts: Counter[tuple[str, str]] = Counter()
+        for lines in batches:
+            wl.count_lines(lines, counts)
+            n += len(lines)
+        out.write("".join(s + "\n" for s in wl.format_counts(counts)).encode())
+        return n
+    fn = LINE_FNS[workload]
+    for lines in batches:
+        res = lines_out(lines, fn)
+        if res:
+            out.write(("\n".join(res) + "\n").encode())
+        n += len(lines)
+    return n
+
+
+def run_seq(workload: str, path: str, out_dir: str, workers: int, block_size: int) -> int:
+    """Single-process sequential Python: read ~1 MiB at a time, one output file."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(path, "rb", buffering=0) as f, open(os.path.join(out_dir, "out.txt"), "wb") as out:
+        return process_lines(workload, iter_line_batches(f), out)
+
+
+# --- hand-written multiprocessing.Pool ---------------------------------------------------
+
+
+def _pool_block(args: tuple[str, str, int, int, str, bool]) -> int:
+    import fsspec.utils
+
+    workload, path, offset, length, part, batched = args
+    with open(path, "rb") as f:
+        data = fsspec.utils.read_block(f, offset, length, delimiter=b"\n")
+    with open(part, "wb") as out:
+        if batched:
+            return process_lines(workload, iter_line_batches(data), out)
+        lines = _split(data.decode())
+        del data
+        return process_lines(workload, iter([lines]), out)
+
+
+def run_pool(workload: str, path: str, out_dir: str, workers: int, block_size: int,
+             *, batched: bool) -> int:
+    """multiprocessing.Pool (spawn) over ``block_size`` ranges, one part-file per range."""
+    import multiprocessing
+
+    os.makedirs(out_dir, exist_ok=True)
+    size = os.path.getsize(path)
+    jobs = [(workload, path, off, block_size, os.path.join(out_dir, f"part-{i:05d}"), batched)
+            for i, off in enumerate(range(0, size, block_size))]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        n = sum(pool.imap(_pool_block, jobs))
+        pool.close()
+        pool.join()
+    return n
+
+
+# --- Dask bag ----------------------------------------------------------------------------
+
+
+def _dask_partition(lines: list[str], workload: str) -> list[str]:
+    stripped = [s[:-1] if s.endswith("\n") else s for s in lines]
+    if workload == "W2":
+        return wl.format_counts(wl.count_lines(stripped))
+    return lines_out(stripped, LINE_FNS[workload])
+
+
+def run_dask(workload: str, path: str, out_dir: str, workers: int, block_size: int) -> None:
+    """Dask bag: read_text(blocksize) -> map_partitions -> to_textfiles, processes scheduler."""
+    import dask
+    import dask.bag as db
+
+    bag = db.read_text(path, blocksize=block_size)
+    out = bag.map_partitions(_dask_partition, workload)
+    with dask.config.set(scheduler="processes", num_workers=workers):
+        out.to_textfiles(os.path.join(out_dir, "*.part"), last_endline=True,
+                         name_function=lambda i: f"{i:05d}")
+
+
+# --- GNU parallel --pipepart ---------------------------------------------------------------
+
+
+def parallel_available() -> bool:
+    """True if GNU parallel is on PATH."""
+    exe = shutil.which("parallel")
+    if exe is None:
+        return False
+    try:
+        text = subprocess.run([exe, "--version"], capture_output=True, text=True,
+                              timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "GNU parallel" in text
+
+
+def run_parallel(workload: str, path: str, out_dir: str, workers: int, block_size: int) -> None:
+    """GNU parallel --pipepart --block: each block through ``python peers.py --stdin W``."""
+    os.makedirs(out_dir, exist_ok=True)
+    filt = f"{sys.executable} -S {Path(__file__).resolve()} --stdin {workload}"
+    with open(os.path.join(out_dir, "out.txt"), "wb") as out:
+        subprocess.run(["parallel", "--will-cite", "--pipepart", "-a", path, "--block",
+                        str(block_size), "-k", "-j", str(workers), filt],
+                       stdout=out, check=True)
+
+
+def run_parallel_grep(workload: str, path: str, out_dir: str, workers: int,
+                      block_size: int) -> None:
+    """GNU parallel --pipepart with the W1 shell pipeline (grep | tr)."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "out.txt"), "wb") as out:
+        subprocess.run(["parallel", "--will-cite", "--pipepart", "-a", path, "--block",
+                        str(block_size), "-k", "-j", str(workers), wl.GREP_5XX_UPPER_CMD],
+                       stdout=out, check=True)
+
+
+def _stdin_filter(workload: str) -> None:
+    process_lines(workload, iter_line_batches(sys.stdin.buffer.raw), sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--stdin":
+    _stdin_filter(sys.argv[2])
