@@ -20,6 +20,7 @@ from __future__ import annotations
 import codecs
 import sys
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from blockproc.errors import ConfigError, InputError, RecordTooLargeError
 from blockproc.formats.base import FIRST_WINDOW_SIZE, WINDOW_SIZE, Boundary, ReadFn
@@ -153,6 +154,9 @@ class TextDecodeError(UnicodeDecodeError, InputError):
 
     def __str__(self) -> str:
         return self.reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.encoding, self.object, self.start, self.end, self.reason))
 
 
 def decode_error(exc: UnicodeDecodeError, offset: int, encoding: str,
