@@ -116,8 +116,9 @@ def ensure_input(data_dir: Path, size: int, seed: int) -> Path:
 def warm_cache(path: Path) -> float:
     """Read the whole file once so every case starts from a warm page cache."""
     t = time.perf_counter()
+    buf = bytearray(1 << 20)  # one reused buffer: no big allocations in this process
     with open(path, "rb", buffering=0) as f:
-        while f.read(16 << 20):
+        while f.readinto(buf):
             pass
     return time.perf_counter() - t
 
@@ -178,6 +179,54 @@ def seq_counts(path: Path, out_path: Path) -> int:
     return n
 
 
+SEQ_FUNCTIONS: dict[str, Callable[[str], Any]] = {"W1": wl.grep_5xx_upper,
+                                                  "W3": wl.parse_project}
+
+
+def seq_workload(workload: str, path: Path, out_path: Path) -> int:
+    """Run the sequential baseline of ``workload``; return the number of input lines."""
+    if workload == "W2":
+        return seq_counts(path, out_path)
+    return seq_map_lines(SEQ_FUNCTIONS[workload], path, out_path)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory in the heap (mmap and trim thresholds 1 GiB), the
+    tuning blockproc's process workers apply to themselves; False where unavailable."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, ctypes.c_int(1 << 30))  # M_MMAP_THRESHOLD
+                    and libc.mallopt(-1, ctypes.c_int(1 << 30)))  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
+_SEQ_CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+              "import bench_core; "
+              "sys.argv[5] == 'tuned' and bench_core.keep_freed_memory(); "
+              "print(bench_core.seq_workload(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])))")
+
+
+def seq_in_child(workload: str, path: Path, out_path: Path, tuned: bool = False) -> int:
+    """Run the sequential baseline in a fresh Python process, like a user's script.
+
+    A fresh process starts with glibc malloc's default thresholds, so (like blockproc's
+    freshly spawned workers) it gets the ~1 MiB buffers it frees and re-allocates from the
+    kernel again, page faults included; a long-lived process that once freed a big block
+    (this one, after reading big outputs) does not. Timing both engines from fresh
+    processes keeps that difference out of the comparison (see README). ``tuned`` applies
+    :func:`keep_freed_memory` first, as blockproc does in its workers.
+    """
+    proc = subprocess.run([sys.executable, "-c", _SEQ_CHILD, str(HERE), workload, str(path),
+                           str(out_path), "tuned" if tuned else "plain"],
+                          check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"the sequential baseline of {workload} failed:\n{proc.stderr}")
+    return int(proc.stdout)
+
+
 # --- cases ---------------------------------------------------------------------------------
 
 
@@ -186,7 +235,7 @@ class Case:
     key: str            # unique id, also the output dir name
     workload: str       # W1 / W2 / W3
     engine: str         # label in the table
-    kind: str           # "seq" (the baseline), "bp", "shell"
+    kind: str           # "seq" (the baseline), "seqm" (it, malloc-tuned), "bp", "shell"
     run: Callable[[Path], Any]   # run(out_dir) -> JobResult | lines in | None
     output: Callable[[Path], bytes]  # read what run() wrote
     times: list[float] = field(default_factory=list)
@@ -212,33 +261,38 @@ def make_cases(path: Path, args: argparse.Namespace) -> list[Case]:
             subprocess.run(wl.GREP_5XX_UPPER_CMD, shell=True, stdin=fin, stdout=fout,
                            check=True)
 
-    def seq(fn: Callable[[str], Any]) -> Callable[[Path], int]:
+    def seq(workload: str, tuned: bool = False) -> Callable[[Path], int]:
         def run(d: Path) -> int:
             d.mkdir(parents=True, exist_ok=True)
-            return seq_map_lines(fn, path, d / "out.txt")
+            if args.seq_in_process and not tuned:
+                return seq_workload(workload, path, d / "out.txt")
+            return seq_in_child(workload, path, d / "out.txt", tuned)
         return run
 
-    def seq_w2(d: Path) -> int:
-        d.mkdir(parents=True, exist_ok=True)
-        return seq_counts(path, d / "out.txt")
+    def seqm(workload: str) -> Case:
+        return Case(f"{workload.lower()}-seqm", workload, "seq-python +mallopt", "seqm",
+                    seq(workload, tuned=True), seq_out)
 
     cases = [
-        Case("w1-seq", "W1", "seq-python", "seq", seq(wl.grep_5xx_upper), seq_out),
+        Case("w1-seq", "W1", "seq-python", "seq", seq("W1"), seq_out),
+        seqm("W1"),
         Case("w1-bp", "W1", "blockproc map_lines", "bp",
              lambda d: bp.map_lines(wl.grep_5xx_upper, src, output=str(d), **common), bp_out),
         Case("w1-cmd", "W1", "blockproc map_command grep|tr", "bp",
              lambda d: bp.map_command(wl.GREP_5XX_UPPER_CMD, src, output=str(d), **common),
              bp_out),
         Case("w1-sh", "W1", "seq-shell grep|tr (1 proc)", "shell", shell_w1, seq_out),
-        Case("w2-seq", "W2", "seq-python", "seq", seq_w2, seq_out),
+        Case("w2-seq", "W2", "seq-python", "seq", seq("W2"), seq_out),
+        seqm("W2"),
         Case("w2-bp", "W2", "blockproc map_blocks", "bp",
              lambda d: bp.map_blocks(wl.count_block, src, output=str(d), **common), bp_out),
-        Case("w3-seq", "W3", "seq-python", "seq", seq(wl.parse_project), seq_out),
+        Case("w3-seq", "W3", "seq-python", "seq", seq("W3"), seq_out),
+        seqm("W3"),
         Case("w3-bp", "W3", "blockproc map_lines", "bp",
              lambda d: bp.map_lines(wl.parse_project, src, output=str(d), **common), bp_out),
     ]
     wanted = set(args.workloads)
-    return [c for c in cases if c.workload in wanted]
+    return [c for c in cases if c.workload in wanted and (args.seq_tuned or c.kind != "seqm")]
 
 
 # --- verification ----------------------------------------------------------------------------
@@ -424,6 +478,7 @@ def run_all(cases: list[Case], path: Path, args: argparse.Namespace, tmp: Path) 
 def summarize(cases: list[Case], input_bytes: int) -> list[dict[str, Any]]:
     seq_median = {c.workload: statistics.median(c.times) for c in cases if c.kind == "seq"}
     shell_median = {c.workload: statistics.median(c.times) for c in cases if c.kind == "shell"}
+    seqm_median = {c.workload: statistics.median(c.times) for c in cases if c.kind == "seqm"}
     rows = []
     for c in cases:
         med = statistics.median(c.times)
@@ -439,6 +494,8 @@ def summarize(cases: list[Case], input_bytes: int) -> list[dict[str, Any]]:
         }
         if c.key == "w1-cmd" and "W1" in shell_median:
             row["ratio_vs_seq_shell"] = round(med / shell_median["W1"], 3)
+        if c.kind == "bp" and c.workload in seqm_median:
+            row["ratio_vs_seq_python_mallopt"] = round(med / seqm_median[c.workload], 3)
         rows.append(row)
     return rows
 
@@ -462,6 +519,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         if "ratio_vs_seq_shell" in r:
             print(f"map_command grep|tr vs seq-shell grep|tr (same command, 1 process, whole "
                   f"file): {r['ratio_vs_seq_shell']:.3f}")
+    tuned = [r for r in rows if "ratio_vs_seq_python_mallopt" in r]
+    if tuned:
+        print("seq-python +mallopt = the baseline with the malloc tuning blockproc's workers "
+              "apply to themselves;\nblockproc median / its median: " + ", ".join(
+                  f"{r['workload'].split()[0]} {r['engine'].removeprefix('blockproc ')} "
+                  f"{r['ratio_vs_seq_python_mallopt']:.3f}" for r in tuned))
 
 
 # --- profiling -----------------------------------------------------------------------------
@@ -530,6 +593,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snapshot", action="store_true",
                    help="benchmark a frozen copy of the blockproc source taken at start "
                         "(others may edit blockproc/ during the run)")
+    p.add_argument("--seq-in-process", action="store_true",
+                   help="run the sequential baseline in the benchmark process instead of a "
+                        "fresh child process (favours it: see README, 'malloc')")
+    p.add_argument("--no-seq-tuned", dest="seq_tuned", action="store_false",
+                   help="skip the 'seq-python +mallopt' rows")
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                    help="skip measuring the machine's parallel CPU ceiling")
     args = p.parse_args(argv)
@@ -597,7 +665,10 @@ def main(argv: list[str] | None = None) -> int:
             "config": {"size": args.size, "runs": args.runs, "workers": args.workers,
                        "block_size": args.block_size, "seed": args.seed,
                        "executor": "processes", "seq_chunk_bytes": SEQ_CHUNK,
-                       "snapshot": args.snapshot,
+                       "snapshot": args.snapshot, "seq_in_process": args.seq_in_process,
+                       "malloc_env": {k: v for k, v in os.environ.items()
+                                      if k.startswith(("MALLOC_", "GLIBC_TUNABLES",
+                                                       "PYTHONMALLOC"))},
                        "command": wl.GREP_5XX_UPPER_CMD},
             "input": {"path": str(path), "bytes": input_bytes},
             "env": {"python": platform.python_version(), "blockproc": bp.__version__,

@@ -92,19 +92,53 @@ def w2_block(batch: Any) -> list[str]:
     statuses = _W2_STATUS_RE.findall(data)
     if not len(methods) == len(statuses) == data.count(b"\n"):
         return wl.count_block(batch)
-    counts = Counter(zip(methods, statuses))
+    counts = Counter(zip(methods, statuses, strict=True))
     return [f"{m.decode()},{s.decode()},{n}" for (m, s), n in sorted(counts.items())]
 
 
-def w3_block(batch: Any) -> str:
-    """W3 block-batched (no regex beats the per-line code here): decode the block once and
-    run ``parse_project`` over its lines in one comprehension."""
-    text = batch.data.decode()
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
+_W3_COLUMNS = [f"c{i}" for i in range(10)]  # ip - - [date +zone] "request" status bytes ...
+
+
+def w3_block(batch: Any) -> bytes | str:
+    """W3 vectorised with pyarrow (if installed): parse the block as space-separated,
+    quoted fields in C++ (``[date +zone]`` splits into two columns), join
+    ``ip,status,bytes`` element-wise and return the joined values' data buffer, which
+    is already the part-file's bytes. Without pyarrow: the per-line code over ~1 MiB
+    batches of the block's lines."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pcsv
+    except ImportError:
+        return _w3_block_lines(batch)
+    if not batch.data:
+        return b""
+    table = pcsv.read_csv(
+        pa.py_buffer(batch.data),
+        read_options=pcsv.ReadOptions(column_names=_W3_COLUMNS, use_threads=False,
+                                      block_size=1 << 22),
+        parse_options=pcsv.ParseOptions(delimiter=" ", quote_char='"', double_quote=False,
+                                        escape_char=False),
+        convert_options=pcsv.ConvertOptions(
+            column_types={c: pa.string() for c in _W3_COLUMNS},
+            include_columns=["c0", "c6", "c7"], strings_can_be_null=False,
+            quoted_strings_can_be_null=False))
+    if table.num_rows == 0:
+        return b""
+    joined = pc.binary_join_element_wise(table["c0"], table["c6"], table["c7"], ",")
+    lines = pc.binary_join_element_wise(joined, "", "\n").combine_chunks()
+    offsets = memoryview(lines.buffers()[1]).cast("i")
+    first, last = offsets[lines.offset], offsets[lines.offset + len(lines)]
+    return lines.buffers()[2].to_pybytes()[first:last]
+
+
+def _w3_block_lines(batch: Any) -> str:
     parse = wl.parse_project
-    return "\n".join([parse(line) for line in lines]) + "\n"
+    out = []
+    for lines in iter_line_batches(batch.data):
+        out.append("\n".join([parse(line) for line in lines]))
+        out.append("\n")
+    return "".join(out)
 
 
 def scan_block(batch: Any) -> str:
@@ -243,7 +277,7 @@ def parallel_available() -> bool:
         return False
     try:
         text = subprocess.run([exe, "--version"], capture_output=True, text=True,
-                              timeout=20).stdout
+                              timeout=20, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return False
     return "GNU parallel" in text

@@ -33,6 +33,7 @@ from blockproc.storage import (
     read_json,
     remove_tree,
     to_url,
+    write_bytes_atomic,
     write_json_atomic,
 )
 
@@ -70,8 +71,9 @@ class OutputDir:
         return posixpath.join(self.path, *parts)
 
     def staging_path(self, block_id: int, attempt: int, part: str) -> str:
-        """Where attempt ``attempt`` of ``block_id`` writes its part-file."""
-        return self._join(TEMPORARY, self.job_id, f"attempt-{block_id:05d}-{attempt}", part)
+        """Where attempt ``attempt`` of ``block_id`` writes its part-file: one flat file per
+        attempt (no directory to make and remove per block)."""
+        return self._join(TEMPORARY, self.job_id, f"{part}.attempt-{attempt}")
 
     def prepare(
         self, plan: Plan, if_exists: IfExists, inputs: Sequence[str]
@@ -109,7 +111,7 @@ class OutputDir:
         elif entries and if_exists == "resume":
             committed = self._load_committed(plan)
         write_json_atomic(self.fs, self._join(STATE_DIR, "plan.json"),
-                          {"job_id": self.job_id, "plan": plan.to_dict()})
+                          {"job_id": self.job_id, "plan": plan.to_dict()}, indent=None)
         return committed
 
     # -- one job per output ----------------------------------------------------------------
@@ -236,22 +238,22 @@ class OutputDir:
         """
         publish(self.fs, staging_path, self._join(result.part))
         if result.bad_records:
-            errors = posixpath.join(posixpath.dirname(staging_path), "errors.jsonl")
             stem = posixpath.splitext(result.part)[0]
             self.fs.makedirs(self._join(ERRORS_DIR), exist_ok=True)
-            publish(self.fs, errors, self._join(ERRORS_DIR, f"{stem}.jsonl"))
+            publish(self.fs, errors_path(staging_path), self._join(ERRORS_DIR, f"{stem}.jsonl"))
         write_json_atomic(self.fs, self._join(STATE_DIR, "committed", result.part + ".json"),
-                          result.to_dict())
-        self.discard(posixpath.dirname(staging_path))
+                          result.to_dict(), indent=None)
 
-    def discard(self, staging_dir: str) -> None:
-        """Remove an attempt's staging directory (a losing or failed attempt)."""
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(staging_dir, recursive=True)
+    def discard(self, staging_path: str) -> None:
+        """Remove what a losing or failed attempt staged."""
+        for path in (staging_path, errors_path(staging_path)):
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(path)
 
     def cleanup(self) -> None:
         """Remove this job's staging directory (whatever the job's outcome)."""
-        self.discard(self._join(TEMPORARY, self.job_id))
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self._join(TEMPORARY, self.job_id), recursive=True)
         temporary = self._join(TEMPORARY)
         with contextlib.suppress(FileNotFoundError):
             if self.fs.exists(temporary) and not self.fs.ls(temporary, detail=False):
@@ -277,7 +279,40 @@ class OutputDir:
             "totals": blocks_summary(results),
             "blocks": [r.to_dict() for r in results],
         }
-        write_json_atomic(self.fs, self._join(SUCCESS), manifest)
+        write_bytes_atomic(self.fs, self._join(SUCCESS), dumps_rows(manifest))
+
+
+def dumps_rows(doc: Mapping[str, Any]) -> bytes:
+    """Return ``doc`` as JSON with one line per key and per row of its lists of objects.
+
+    Readable, and fast for 10,000 blocks (each row goes through json's C encoder, which
+    ``indent=`` would disable).
+
+    Examples
+    --------
+    >>> print(dumps_rows({"job_id": "j", "blocks": [{"id": 0}, {"id": 1}]}).decode())
+    {
+     "job_id": "j",
+     "blocks": [
+      {"id": 0},
+      {"id": 1}
+     ]
+    }
+    <BLANKLINE>
+    """
+    fields = []
+    for key, value in doc.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            rows = ",\n  ".join(json.dumps(v) for v in value)
+            fields.append(f" {json.dumps(key)}: [\n  {rows}\n ]")
+        else:
+            fields.append(f" {json.dumps(key)}: {json.dumps(value)}")
+    return ("{\n" + ",\n".join(fields) + "\n}\n").encode()
+
+
+def errors_path(staging_path: str) -> str:
+    """Where an attempt logs the records it skipped (``max_bad_records``)."""
+    return f"{staging_path}.errors.jsonl"
 
 
 def _lock_is_stale(lock: Mapping[str, Any]) -> bool:

@@ -7,7 +7,6 @@ last. Data never passes through it: only task descriptors, counters and results.
 
 from __future__ import annotations
 
-import posixpath
 import threading
 import time
 import uuid
@@ -412,7 +411,7 @@ class Job:
             attempts.append(AttemptRecord(key[0], key[1], worker, begun.pop(key), time.time(),
                                           status, error, key in speculative))
             if status != "committed":
-                out.discard(posixpath.dirname(task.staging_path))
+                out.discard(task.staging_path)
 
         executor.start(self._mapper)
         try:

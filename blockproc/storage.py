@@ -577,6 +577,10 @@ def _is_object_store(fs: AbstractFileSystem) -> bool:
     return any(p in OBJECT_STORES for p in protocols)
 
 
+def _is_local(fs: AbstractFileSystem) -> bool:
+    return protocol_of(fs) in ("file", "local")
+
+
 def publish(fs: AbstractFileSystem, source: str, destination: str) -> None:
     """Give the complete file ``source`` the name ``destination``, atomically for readers.
 
@@ -585,6 +589,9 @@ def publish(fs: AbstractFileSystem, source: str, destination: str) -> None:
     never a part) followed by deleting ``source``; nothing is listed, and no directory
     is copied. Retried on transient errors: copying again is harmless.
     """
+    if _is_local(fs):  # the master publishes every block: skip fsspec's checks
+        retry_call(lambda: os.replace(source, destination), f"to rename {source!r}")
+        return
     if not _is_object_store(fs):
         retry_call(lambda: fs.mv(source, destination), f"to rename {source!r}")
         return
@@ -626,8 +633,14 @@ def write_bytes_atomic(fs: AbstractFileSystem, path: str, data: bytes) -> None:
         return
 
     def write() -> None:
-        fs.makedirs(directory, exist_ok=True)
         staging = posixpath.join(directory, f".{name}.tmp")
+        if _is_local(fs):  # a ledger entry per block: plain files, no fsspec round trips
+            os.makedirs(directory, exist_ok=True)
+            with open(staging, "wb") as f:
+                f.write(data)
+            os.replace(staging, path)
+            return
+        fs.makedirs(directory, exist_ok=True)
         with fs.open(staging, "wb") as f:
             f.write(data)
         fs.mv(staging, path)
@@ -635,9 +648,11 @@ def write_bytes_atomic(fs: AbstractFileSystem, path: str, data: bytes) -> None:
     retry_call(write, f"to write {path!r}")
 
 
-def write_json_atomic(fs: AbstractFileSystem, path: str, obj: Any) -> None:
-    """Write ``obj`` as indented JSON with :func:`write_bytes_atomic`."""
-    write_bytes_atomic(fs, path, json.dumps(obj, indent=1, sort_keys=False).encode())
+def write_json_atomic(fs: AbstractFileSystem, path: str, obj: Any, *,
+                      indent: int | None = 1) -> None:
+    """Write ``obj`` as JSON with :func:`write_bytes_atomic` (``indent=None``: compact,
+    and several times faster, for the many small ledger entries)."""
+    write_bytes_atomic(fs, path, json.dumps(obj, indent=indent, sort_keys=False).encode())
 
 
 def read_json(fs: AbstractFileSystem, path: str) -> Any:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import posixpath
 import queue
 import time
 import traceback
@@ -396,7 +395,7 @@ def _run_attempt(task: BlockTask, payload: bytes, token: str,
     with _announced(beat, worker):
         # Dask re-runs a task whose worker died if its cluster allows it; the first run
         # may have written here, so this run must not reuse the attempt's staging path.
-        if task.output_fs.exists(posixpath.dirname(task.staging_path)):
+        if task.output_fs.exists(task.staging_path):
             return "lost", (f"dask ran attempt {task.attempt} of block {task.block.id} again "
                             f"after its first worker was lost; blockproc retries it as a new "
                             f"attempt")
