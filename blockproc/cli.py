@@ -427,11 +427,14 @@ def plan(inputs: tuple[str, ...], format_name: str, delimiter: str | None,
 @click.option("--timeline", "timeline", metavar="PATH", default=None,
               help="Draw every attempt per worker over time into the local file PATH (a PNG "
                    "chart; needs matplotlib: pip install \"blockproc[plot]\").")
-def status(output: str, as_json: bool, verify: bool, timeline: str | None) -> None:
+@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+              help="fsspec storage option for OUTPUT (repeatable).")
+def status(output: str, as_json: bool, verify: bool, timeline: str | None,
+           storage_option: tuple[str, ...]) -> None:
     """Show what the manifest of OUTPUT says (exit 1 if the job is unfinished)."""
     from blockproc import report
 
-    fs, path = resolve(output)
+    fs, path = resolve(output, _parse_storage_options(storage_option))
     if not fs.exists(posixpath.join(path, SUCCESS)):
         state = posixpath.join(path, STATE_DIR, "plan.json")
         if not fs.exists(state):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
+from typing import Any
 
 from blockproc.commit import read_manifest
 from blockproc.storage import resolve, to_url
@@ -27,7 +28,7 @@ def write_files(root: str, files: Mapping[str, bytes]) -> list[str]:
     return urls
 
 
-def read_parts(output: str) -> bytes:
+def read_parts(output: str, storage_options: Mapping[str, Any] | None = None) -> bytes:
     """Return the concatenated part-files of a finished job, in block order.
 
     Reads only what the ``_SUCCESS`` manifest lists; raises FileNotFoundError if the job
@@ -40,6 +41,6 @@ def read_parts(output: str) -> bytes:
     ...
     FileNotFoundError: ...
     """
-    fs, base = resolve(output)
+    fs, base = resolve(output, storage_options)
     manifest = read_manifest(fs, base)
     return b"".join(fs.cat_file(posixpath.join(base, b["part"])) for b in manifest["blocks"])

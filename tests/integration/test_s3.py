@@ -17,6 +17,7 @@ import blockproc as bp
 from blockproc.cli import main
 from blockproc.formats.base import WINDOW_SIZE
 from blockproc.storage import InputChangedError, RangeSource, resolve
+from blockproc.testing import read_parts
 from tests import jobs
 from tests.s3server import OFFLINE_ENV, Faults, S3Bucket
 
@@ -96,6 +97,9 @@ def test_cli_run_with_storage_options(s3: S3Bucket, capsys: pytest.CaptureFixtur
     assert main(args) == 0, capsys.readouterr().err
     _, data = read_output(s3, "cli-out")
     assert data == as_bytes(log_lines(300)).upper()
+    assert main(["status", s3.url("cli-out"), "--verify", *args[-6:]]) == 0
+    assert "verify: all" in capsys.readouterr().out
+    assert read_parts(s3.url("cli-out"), storage_options=s3.storage_options) == data
 
 
 def test_cli_run_with_aws_environment_variables(s3: S3Bucket, monkeypatch: pytest.MonkeyPatch,
