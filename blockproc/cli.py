@@ -21,7 +21,7 @@ import click
 
 from blockproc import api, formats, writers
 from blockproc._units import format_size, parse_size
-from blockproc.commit import STATE_DIR, SUCCESS, read_manifest, verify_output
+from blockproc.commit import STATE_DIR, SUCCESS, read_ledger, read_manifest, verify_output
 from blockproc.errors import (
     BlockFailedError,
     BlockprocError,
@@ -441,8 +441,7 @@ def status(output: str, as_json: bool, verify: bool, timeline: str | None,
             raise ConfigError(f"{output!r} holds no blockproc output (no {SUCCESS} and no "
                               f"{STATE_DIR}/plan.json); check the path")
         total = len(read_json(fs, state)["plan"]["blocks"])
-        ledger = posixpath.join(path, STATE_DIR, "committed")
-        done = len(fs.ls(ledger, detail=False)) if fs.exists(ledger) else 0
+        done = len(read_ledger(fs, path))
         click.echo(f"unfinished: {done} of {total} blocks committed, no {SUCCESS}; rerun the "
                    f"same `blockproc run ... -o {output}` command with --resume to finish it")
         raise SystemExit(1)

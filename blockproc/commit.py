@@ -22,13 +22,14 @@ import socket
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 from blockproc._types import IfExists
 from blockproc.errors import ConfigError, OutputExistsError
 from blockproc.model import BlockResult, JobResult, Plan, blocks_summary
 from blockproc.storage import (
     AbstractFileSystem,
+    is_local,
     publish,
     read_json,
     remove_tree,
@@ -42,6 +43,7 @@ SUCCESS = "_SUCCESS"
 STATE_DIR = "_blockproc"
 TEMPORARY = "_temporary"
 ERRORS_DIR = "_errors"
+LEDGER = "committed"
 LOCK = "lock.json"
 LOCK_LEASE = 30.0
 """Seconds without a heartbeat after which another job may take over an output's lock."""
@@ -66,6 +68,7 @@ class OutputDir:
         self.path = path.rstrip("/") or "/"
         self.job_id = job_id
         self.url = to_url(fs, self.path)
+        self._ledger: BinaryIO | None = None
 
     def _join(self, *parts: str) -> str:
         return posixpath.join(self.path, *parts)
@@ -103,7 +106,7 @@ class OutputDir:
                 f"pass if_exists='overwrite' (CLI: --if-exists overwrite) to replace "
                 f"it, or if_exists='resume' (CLI: --resume) to finish an unfinished job"
             )
-        self.fs.makedirs(self._join(STATE_DIR, "committed"), exist_ok=True)
+        self.fs.makedirs(self._join(STATE_DIR, LEDGER), exist_ok=True)
         self._take_lock()  # from here on no other job writes this output
         committed: dict[int, BlockResult] = {}
         if entries and if_exists == "overwrite":
@@ -175,7 +178,7 @@ class OutputDir:
         for entry in self.fs.ls(state, detail=False):
             if entry.rstrip("/") != self._lock_path():
                 self.fs.rm(entry, recursive=True)
-        self.fs.makedirs(self._join(STATE_DIR, "committed"), exist_ok=True)
+        self.fs.makedirs(self._join(STATE_DIR, LEDGER), exist_ok=True)
 
     def _check_not_input(self, inputs: Sequence[str]) -> None:
         root = self.path.rstrip("/") + "/"
@@ -191,8 +194,7 @@ class OutputDir:
         if SUCCESS in names:
             return "holds a finished blockproc job"
         if STATE_DIR in names:
-            done = len(self.fs.ls(self._join(STATE_DIR, "committed"), detail=False)) if \
-                self.fs.exists(self._join(STATE_DIR, "committed")) else 0
+            done = len(read_ledger(self.fs, self.path))
             return f"holds an unfinished blockproc job ({done} blocks committed)"
         return f"is not empty ({len(entries)} entries)"
 
@@ -212,18 +214,11 @@ class OutputDir:
                 f"if_exists='overwrite' (CLI: --if-exists overwrite) to start over"
             )
         committed: dict[int, BlockResult] = {}
-        ledger = self._join(STATE_DIR, "committed")
-        if self.fs.exists(ledger):
-            for entry_path in self.fs.ls(ledger, detail=False):
-                if not entry_path.endswith(".json"):
-                    continue
-                try:
-                    result = BlockResult.from_dict(read_json(self.fs, entry_path))
-                except FileNotFoundError:
-                    continue  # listed but gone: the block simply runs again
-                part = self._join(result.part)
-                if self.fs.exists(part) and self.fs.size(part) == result.bytes_written:
-                    committed[result.block.id] = result
+        for entry in read_ledger(self.fs, self.path).values():
+            result = BlockResult.from_dict(entry)
+            part = self._join(result.part)
+            if self.fs.exists(part) and self.fs.size(part) == result.bytes_written:
+                committed[result.block.id] = result
         for leftover in (self._join(TEMPORARY), self._join(SUCCESS)):
             if self.fs.exists(leftover):
                 self.fs.rm(leftover, recursive=True)
@@ -241,8 +236,26 @@ class OutputDir:
             stem = posixpath.splitext(result.part)[0]
             self.fs.makedirs(self._join(ERRORS_DIR), exist_ok=True)
             publish(self.fs, errors_path(staging_path), self._join(ERRORS_DIR, f"{stem}.jsonl"))
-        write_json_atomic(self.fs, self._join(STATE_DIR, "committed", result.part + ".json"),
-                          result.to_dict(), indent=None)
+        self._record(result)
+
+    def _record(self, result: BlockResult) -> None:
+        """Add a committed block to the ledger that resume trusts.
+
+        On a local disk: one line appended (and flushed) to this job's
+        ``committed/<job>.jsonl``, which costs no file creation or rename per block; a
+        line cut short by a crash is ignored on resume. Elsewhere (object stores have no
+        append): one small JSON object per block.
+        """
+        if not is_local(self.fs):
+            write_json_atomic(self.fs, self._join(STATE_DIR, LEDGER, result.part + ".json"),
+                              result.to_dict(), indent=None)
+            return
+        if self._ledger is None:
+            # held open for the whole job (closed by cleanup): one open per job, not per block
+            self._ledger = open(  # noqa: SIM115
+                self._join(STATE_DIR, LEDGER, f"{self.job_id}.jsonl"), "ab")
+        self._ledger.write(json.dumps(result.to_dict()).encode() + b"\n")
+        self._ledger.flush()
 
     def discard(self, staging_path: str) -> None:
         """Remove what a losing or failed attempt staged."""
@@ -251,7 +264,11 @@ class OutputDir:
                 self.fs.rm(path)
 
     def cleanup(self) -> None:
-        """Remove this job's staging directory (whatever the job's outcome)."""
+        """Close the ledger and remove this job's staging directory (whatever the job's
+        outcome)."""
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self._join(TEMPORARY, self.job_id), recursive=True)
         temporary = self._join(TEMPORARY)
@@ -308,6 +325,36 @@ def dumps_rows(doc: Mapping[str, Any]) -> bytes:
         else:
             fields.append(f" {json.dumps(key)}: {json.dumps(value)}")
     return ("{\n" + ",\n".join(fields) + "\n}\n").encode()
+
+
+def read_ledger(fs: AbstractFileSystem, path: str) -> dict[int, dict[str, Any]]:
+    """Return the ledger entries of the output directory ``path``, by block id.
+
+    Reads the per-job ``.jsonl`` files of local disks and the per-block ``.json`` objects
+    of object stores; a later job's entry for a block replaces an earlier one, and an
+    entry cut short by a crash, or listed but gone, is skipped (its block runs again).
+    """
+    ledger = posixpath.join(path, STATE_DIR, LEDGER)
+    entries: dict[int, dict[str, Any]] = {}
+    if not fs.exists(ledger):
+        return entries
+    for name in sorted(fs.ls(ledger, detail=False)):
+        try:
+            if name.endswith(".jsonl"):
+                rows = fs.cat_file(name).splitlines()
+            elif name.endswith(".json"):
+                rows = [fs.cat_file(name)]
+            else:
+                continue
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            try:
+                entry = json.loads(row)
+            except ValueError:
+                continue
+            entries[int(entry["id"])] = entry
+    return entries
 
 
 def errors_path(staging_path: str) -> str:

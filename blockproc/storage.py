@@ -39,7 +39,7 @@ else:
     AbstractFileSystem = Any
 
 __all__ = [
-    "AbstractFileSystem", "InputChangedError", "RangeSource", "RetryPolicy",
+    "AbstractFileSystem", "InputChangedError", "is_local", "RangeSource", "RetryPolicy",
     "check_readable", "compression_of", "filesystem", "is_retryable", "iter_whole_files",
     "list_inputs", "open_decompressed", "open_output", "protocol_of", "publish",
     "read_json", "read_whole", "remove_tree", "resolve", "retry_call", "to_url",
@@ -577,7 +577,8 @@ def _is_object_store(fs: AbstractFileSystem) -> bool:
     return any(p in OBJECT_STORES for p in protocols)
 
 
-def _is_local(fs: AbstractFileSystem) -> bool:
+def is_local(fs: AbstractFileSystem) -> bool:
+    """True for the local filesystem (plain files: renames and appends are cheap)."""
     return protocol_of(fs) in ("file", "local")
 
 
@@ -589,7 +590,7 @@ def publish(fs: AbstractFileSystem, source: str, destination: str) -> None:
     never a part) followed by deleting ``source``; nothing is listed, and no directory
     is copied. Retried on transient errors: copying again is harmless.
     """
-    if _is_local(fs):  # the master publishes every block: skip fsspec's checks
+    if is_local(fs):  # the master publishes every block: skip fsspec's checks
         retry_call(lambda: os.replace(source, destination), f"to rename {source!r}")
         return
     if not _is_object_store(fs):
@@ -634,7 +635,7 @@ def write_bytes_atomic(fs: AbstractFileSystem, path: str, data: bytes) -> None:
 
     def write() -> None:
         staging = posixpath.join(directory, f".{name}.tmp")
-        if _is_local(fs):  # a ledger entry per block: plain files, no fsspec round trips
+        if is_local(fs):  # a ledger entry per block: plain files, no fsspec round trips
             os.makedirs(directory, exist_ok=True)
             with open(staging, "wb") as f:
                 f.write(data)

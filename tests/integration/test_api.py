@@ -12,6 +12,8 @@ import fsspec
 import pytest
 
 import blockproc as bp
+from blockproc.commit import read_ledger
+from blockproc.storage import resolve
 from blockproc.testing import read_parts, write_files
 from tests import jobs
 
@@ -178,7 +180,7 @@ def test_resume_runs_only_uncommitted_blocks_and_matches_clean_run(local_root: s
     with pytest.raises(bp.BlockFailedError):
         bp.map_lines(jobs.fail_on(LINES[1500]), src, output=out, block_size=4096,
                      executor="inline", max_attempts=1)
-    committed = {int(p.name[5:10]) for p in Path(out, "_blockproc", "committed").iterdir()}
+    committed = set(read_ledger(*resolve(out)))
     assert committed and len(committed) < len(bp.plan(src, block_size=4096).blocks)
     with pytest.raises(bp.OutputExistsError, match="unfinished blockproc job"):
         bp.map_lines(jobs.upper, src, output=out, block_size=4096, executor="inline")

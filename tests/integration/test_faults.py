@@ -17,7 +17,7 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 import blockproc as bp
-from blockproc.commit import verify_output
+from blockproc.commit import read_ledger, verify_output
 from blockproc.executors import make_executor
 from blockproc.job import Job, JobOptions
 from blockproc.storage import resolve
@@ -104,10 +104,9 @@ bp.map_lines(jobs.slow(0.001), {src!r}, output={out!r}, block_size=2048, workers
 
 
 def wait_for_commits(output: str, at_least: int, timeout: float = 60) -> int:
-    ledger = Path(output, "_blockproc", "committed")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = len(list(ledger.glob("*.json"))) if ledger.exists() else 0
+        done = len(read_ledger(*resolve(output)))
         if done >= at_least:
             return done
         time.sleep(0.02)
@@ -137,7 +136,7 @@ def test_master_killed_mid_job_resumes_to_identical_output(tmp_path: Path, how: 
         master.send_signal(signal.SIGKILL)
         master.wait(timeout=30)
     assert not Path(out, "_SUCCESS").exists()
-    committed = {int(p.name[5:10]) for p in Path(out, "_blockproc", "committed").glob("*.json")}
+    committed = set(read_ledger(*resolve(out)))
     assert len(committed) >= before
     res = bp.map_lines(jobs.identity, src, output=out, block_size=2048, workers=2,
                        if_exists="resume")
