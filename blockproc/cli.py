@@ -164,19 +164,6 @@ def _make_output(output_format: str, output_option: Sequence[str]) -> writers.Ou
         raise ConfigError(f"--output-option for --output-format {output_format}: {exc}") from None
 
 
-def _parse_storage_options(values: Sequence[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--storage-option {item!r} must look like key=value")
-        try:
-            options[key] = json.loads(value)
-        except ValueError:
-            options[key] = value
-    return options
-
-
 def _summary(result: JobResult) -> str:
     return (f"committed {len(result.blocks)} blocks: {result.num_records:,} records in, "
             f"{result.num_records_out:,} out, {format_size(result.num_bytes_written)} written "
@@ -274,7 +261,7 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
                           "or --cmd COMMAND")
     fmt = _make_format(format_name, delimiter, encoding, decode_errors, format_option)
     output_spec = _make_output(output_format, output_option)
-    options = _parse_storage_options(storage_option)
+    options = _parse_key_values(storage_option, "--storage-option")
     fn: Any
     per: Any = "record"
     if map_spec:
@@ -407,7 +394,7 @@ def plan(inputs: tuple[str, ...], format_name: str, delimiter: str | None,
     """Print the block table of INPUTS without running anything."""
     fmt = _make_format(format_name, delimiter, encoding, decode_errors, format_option)
     p = api.plan(list(inputs), block_size=block_size, format=fmt,
-                 storage_options=_parse_storage_options(storage_option))
+                 storage_options=_parse_key_values(storage_option, "--storage-option"))
     if as_json:
         click.echo(json.dumps(p.to_dict(), indent=1))
         return
@@ -434,7 +421,7 @@ def status(output: str, as_json: bool, verify: bool, timeline: str | None,
     """Show what the manifest of OUTPUT says (exit 1 if the job is unfinished)."""
     from blockproc import report
 
-    fs, path = resolve(output, _parse_storage_options(storage_option))
+    fs, path = resolve(output, _parse_key_values(storage_option, "--storage-option"))
     if not fs.exists(posixpath.join(path, SUCCESS)):
         state = posixpath.join(path, STATE_DIR, "plan.json")
         if not fs.exists(state):

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 from blockproc._types import IfExists
 from blockproc.errors import ConfigError, OutputExistsError
-from blockproc.model import BlockResult, JobResult, Plan, blocks_summary
+from blockproc.model import BlockResult, Plan, blocks_summary
 from blockproc.storage import (
     AbstractFileSystem,
     is_local,
@@ -392,10 +392,3 @@ def verify_output(fs: AbstractFileSystem, path: str, manifest: Mapping[str, Any]
 def read_manifest(fs: AbstractFileSystem, path: str) -> dict[str, Any]:
     """Return the ``_SUCCESS`` manifest of an output directory."""
     return dict(read_json(fs, posixpath.join(path.rstrip("/"), SUCCESS)))
-
-
-def result_from_manifest(url: str, manifest: Mapping[str, Any]) -> JobResult:
-    """Rebuild a :class:`JobResult` from a manifest."""
-    blocks = tuple(BlockResult.from_dict(b) for b in manifest["blocks"])
-    return JobResult(output=url, job_id=str(manifest["job_id"]), blocks=blocks,
-                     seconds=float(manifest.get("seconds", 0.0)))

@@ -137,11 +137,6 @@ class Scheduler:
     def _size(self, block: int) -> int:
         return self.block_sizes[block] if block < len(self.block_sizes) else 1
 
-    def is_speculative(self, key: AttemptKey) -> bool:
-        """True if ``key`` is a running speculative attempt."""
-        lease = self.running.get(key)
-        return lease is not None and lease.speculative
-
     def heartbeat(self, key: AttemptKey, bytes_done: int, records_done: int) -> None:
         """Record progress and renew the lease of ``key`` (ignored if it is not running)."""
         lease = self.running.get(key)

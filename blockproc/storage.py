@@ -40,7 +40,7 @@ else:
 
 __all__ = [
     "AbstractFileSystem", "InputChangedError", "is_local", "RangeSource", "RetryPolicy",
-    "check_readable", "compression_of", "filesystem", "is_retryable", "iter_whole_files",
+    "compression_of", "filesystem", "is_retryable", "iter_whole_files",
     "list_inputs", "open_decompressed", "open_output", "protocol_of", "publish",
     "read_json", "read_whole", "remove_tree", "resolve", "retry_call", "to_url",
     "verify_unchanged",
@@ -663,12 +663,3 @@ def read_json(fs: AbstractFileSystem, path: str) -> Any:
             return f.read()  # type: ignore[no-any-return]
 
     return json.loads(retry_call(read, f"to read {path!r}"))
-
-
-def check_readable(fs: AbstractFileSystem, path: str) -> None:
-    """Raise InputError if ``path`` cannot be opened for reading."""
-    try:
-        with fs.open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise InputError(f"cannot read input {path!r}: {exc}") from None
