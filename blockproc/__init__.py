@@ -16,6 +16,7 @@ import contextlib
 from blockproc import formats, testing, writers
 from blockproc.api import DEFAULT_BLOCK_SIZE, map_blocks, map_command, map_lines, plan, submit
 from blockproc.errors import (
+    AccessError,
     BlockFailedError,
     BlockprocError,
     ConfigError,
@@ -23,9 +24,13 @@ from blockproc.errors import (
     InputError,
     JobCancelledError,
     JobError,
+    LockLostError,
     NoInputFilesError,
     OutputExistsError,
+    OutputLockedError,
     RecordTooLargeError,
+    StorageError,
+    UnfinishedOutputError,
 )
 from blockproc.job import Job
 from blockproc.model import Block, BlockResult, JobResult, Plan
@@ -35,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
+    "AccessError",
     "Batch",
     "Block",
     "BlockFailedError",
@@ -47,10 +53,14 @@ __all__ = [
     "JobCancelledError",
     "JobError",
     "JobResult",
+    "LockLostError",
     "NoInputFilesError",
     "OutputExistsError",
+    "OutputLockedError",
     "Plan",
     "RecordTooLargeError",
+    "StorageError",
+    "UnfinishedOutputError",
     "formats",
     "map_blocks",
     "map_command",

@@ -8,10 +8,15 @@ Every error inherits the builtin that callers already catch::
     │   ├── NoInputFilesError(InputError, FileNotFoundError)
     │   ├── InputChangedError(InputError)                   an input changed since planning
     │   └── RecordTooLargeError(InputError)                 no boundary within max_record_size
+    ├── AccessError(BlockprocError, PermissionError)       input/output cannot be reached
     ├── OutputExistsError(BlockprocError, FileExistsError)  output exists, if_exists="error"
+    │   ├── OutputLockedError(OutputExistsError)            another live job writes it
+    │   └── UnfinishedOutputError(OutputExistsError)        holds an unfinished job: resume it
     └── JobError(BlockprocError)                            exit_code = 1
         ├── BlockFailedError(JobError)                      a block used up its attempts
-        └── JobCancelledError(JobError)                     job.cancel() or Ctrl-C
+        ├── StorageError(JobError, OSError)                 storage failed outside a block
+        ├── LockLostError(JobError)                         another job took the output over
+        └── JobCancelledError(JobError)                     job.cancel(), Ctrl-C or SIGTERM
 
 Each class carries ``exit_code``, which the CLI returns.
 """
@@ -64,10 +69,25 @@ class RecordTooLargeError(InputError):
     retryable = False
 
 
+class AccessError(BlockprocError, PermissionError):
+    """An input or the output cannot be reached before any work starts: permission
+    denied, missing credentials, an unreachable store."""
+
+    exit_code = 2
+
+
 class OutputExistsError(BlockprocError, FileExistsError):
     """The output directory exists and ``if_exists="error"``."""
 
     exit_code = 2
+
+
+class OutputLockedError(OutputExistsError):
+    """Another live job holds the output's lock; only one job writes an output."""
+
+
+class UnfinishedOutputError(OutputExistsError):
+    """The output holds an unfinished blockproc job; ``if_exists="resume"`` finishes it."""
 
 
 class JobError(BlockprocError):
@@ -112,6 +132,16 @@ def _rebuild_block_failed(
     return BlockFailedError(
         message, block_id=block_id, attempt=attempt, remote_traceback=remote_traceback
     )
+
+
+class StorageError(JobError, OSError):
+    """Storage failed while the job ran, outside any block (the lock, a commit, the
+    ledger, the manifest). Committed blocks are kept and the job can be resumed."""
+
+
+class LockLostError(JobError):
+    """Another job took the output's lock over (this job stalled past the lease); this
+    job stopped without writing to the output again."""
 
 
 class JobCancelledError(JobError):
