@@ -232,9 +232,11 @@ class BlockResult:
     started: float
     seconds: float
     bad_records: int = 0
+    stderr_bytes: int = 0
+    """Bytes a ``--cmd`` wrote to stderr (kept in ``_logs/part-NNNNN.stderr``)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the manifest entry for this block."""
+        """Return the manifest entry for this block (``stderr_bytes`` only when not 0)."""
         entry = self.block.to_dict()
         entry.update(
             part=self.part, attempt=self.attempt, worker=self.worker,
@@ -243,6 +245,8 @@ class BlockResult:
             checksum=self.checksum, started=round(self.started, 6),
             seconds=round(self.seconds, 6), bad_records=self.bad_records,
         )
+        if self.stderr_bytes:
+            entry["stderr_bytes"] = self.stderr_bytes
         return entry
 
     @classmethod
@@ -255,6 +259,7 @@ class BlockResult:
             bytes_written=int(data["bytes_written"]), checksum=str(data["checksum"]),
             started=float(data.get("started", 0.0)), seconds=float(data["seconds"]),
             bad_records=int(data.get("bad_records", 0)),
+            stderr_bytes=int(data.get("stderr_bytes", 0)),
         )
 
 
@@ -392,4 +397,5 @@ def blocks_summary(blocks: Sequence[BlockResult]) -> dict[str, int]:
         "bytes_read": sum(b.bytes_read for b in blocks),
         "bytes_written": sum(b.bytes_written for b in blocks),
         "bad_records": sum(b.bad_records for b in blocks),
+        "blocks_with_stderr": sum(1 for b in blocks if b.stderr_bytes),
     }

@@ -6,18 +6,22 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
+import lzma
 import os
 import socket
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
 from blockproc.commit import errors_path
+from blockproc.errors import InputError
 from blockproc.formats import RecordFormat
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, Boundary, has_border
 from blockproc.formats.hooks import BlockDecoder, BlockReader
@@ -29,7 +33,34 @@ from blockproc.storage import (
     open_output,
     verify_unchanged,
 )
-from blockproc.writers import OutputFormat, PartWriter, TextOutput
+from blockproc.writers import OutputFormat, PartWriter, ReturnTypeError, TextOutput
+
+LOGS_DIR = "_logs"
+"""Where a committed block's ``--cmd`` stderr is kept: ``_logs/part-00042.stderr``."""
+
+
+def stderr_path(staging_path: str) -> str:
+    """Where an attempt stages its command's stderr: next to its part-file.
+
+    Examples
+    --------
+    >>> stderr_path("out/_temporary/j/part-00042.txt.attempt-1")
+    'out/_temporary/j/part-00042.txt.attempt-1.stderr'
+    """
+    return f"{staging_path}.stderr"
+
+
+def logs_name(part: str) -> str:
+    """Return the name a committed block's stderr gets in the output directory.
+
+    Examples
+    --------
+    >>> logs_name("part-00042.txt")
+    '_logs/part-00042.stderr'
+    """
+    stem = part.rsplit(".", 1)[0] if "." in part else part
+    return f"{LOGS_DIR}/{stem}.stderr"
+
 
 CHUNK_SIZE = 1 << 20
 """Bytes per read and per batch handed to the user code (~1 MiB keeps batches in cache)."""
@@ -69,6 +100,12 @@ class BlockTask:
     def errors_path(self) -> str:
         """Where the attempt logs the records it skipped (``max_bad_records``)."""
         return errors_path(self.staging_path)
+
+    @property
+    def stderr_path(self) -> str:
+        """Where the attempt stages what a ``--cmd`` wrote to stderr (if anything); it is
+        published as ``_logs/part-NNNNN.stderr`` with the committed attempt."""
+        return stderr_path(self.staging_path)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -200,9 +237,44 @@ def _source_chunks(task: BlockTask, source: RangeSource, *,
 
 def _decompressed_chunks(task: BlockTask) -> Iterator[bytes]:
     verify_unchanged(task.input_fs, task.file)
-    with open_decompressed(task.input_fs, task.file.path, task.file.compression or "") as f:
-        while chunk := f.read(CHUNK_SIZE):
+    compression = task.file.compression or ""
+    with open_decompressed(task.input_fs, task.file.path, compression) as f:
+        while True:
+            try:
+                chunk = f.read(CHUNK_SIZE)
+            except Exception as exc:
+                if is_corrupt_stream(exc):
+                    raise InputError(
+                        f"{task.file.path!r} is not a complete {compression} stream: "
+                        f"{type(exc).__name__}: {exc}; the file is truncated or corrupt, so "
+                        f"every attempt would fail the same way: re-create or re-download "
+                        f"it") from exc
+                raise
+            if not chunk:
+                break
             yield chunk
+
+
+def is_corrupt_stream(exc: BaseException) -> bool:
+    """Return True for the errors a decompressor raises on a truncated or corrupt file
+    (not for a storage error met while reading it, which may pass on the next try).
+
+    Examples
+    --------
+    >>> import gzip
+    >>> try:
+    ...     gzip.decompress(gzip.compress(b"x" * 100)[:-10])
+    ... except Exception as exc:
+    ...     is_corrupt_stream(exc)
+    True
+    >>> is_corrupt_stream(ConnectionResetError()), is_corrupt_stream(OSError(5, "EIO"))
+    (False, False)
+    """
+    if isinstance(exc, (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)):
+        return True
+    if type(exc).__name__ == "ZstdError":
+        return True
+    return type(exc) is OSError and exc.errno is None and exc.args == ("Invalid data stream",)
 
 
 def combined_chunks(task: BlockTask) -> Iterator[bytes]:
@@ -241,6 +313,7 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     source = None if compressed or combined else RangeSource(
         task.input_fs, task.file.path, expected=task.file, limit=task.block.end)
     bad = BadRecords(task)
+    stderr_bytes = 0
     try:
         if combined:
             chunks = combined_chunks(task)
@@ -251,7 +324,7 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
         with open_output(task.output_fs, task.staging_path) as out, \
                 mapper.output.open(out if faults is None else _FaultyFile(out, task)) as writer:
             if mapper.kind == "command":
-                records_in = _run_command(mapper.fn, counted, writer, task)
+                records_in, stderr_bytes = _run_command(mapper.fn, counted, writer, task)
             else:
                 records_in = _run_function(mapper, task, counted, writer, bad)
         bad.save()
@@ -266,6 +339,7 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
         records_in=records_in, records_out=writer.records, bytes_read=bytes_read,
         bytes_written=writer.bytes_written, checksum=writer.checksum, started=started,
         seconds=time.perf_counter() - clock, bad_records=len(bad.entries),
+        stderr_bytes=stderr_bytes,
     )
 
 
@@ -388,10 +462,10 @@ def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: Par
         data = b"".join(chunks)
         if isinstance(task.format, BlockDecoder):  # csv, jsonl, parquet: Table; fixed: ndarray
             value = task.format.decode_block(data, at_file_start=at_file_start)
-            writer.write_block(fn(value))
+            _write_block_result(fn(value), writer, task)
             return len(value)
         batch = Batch(task.block, data, task.format, at_file_start)
-        _write_block_result(fn(batch), writer)
+        _write_block_result(fn(batch), writer, task)
         if batch._records is not None:
             return len(batch._records)
         return count_records(data, task.format.delimiter)
@@ -416,7 +490,11 @@ def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: Par
                 bad.add(records_in + number, records[number], exc)
                 append(None)
                 resume_at = number + 1
-        writer.write_results(results)
+        try:
+            writer.write_results(results)
+        except ReturnTypeError as exc:
+            raise _refused_record(exc, mapper.output, task, records_in, records,
+                                  results) from None
         records_in += len(records)
         chunks.records_done = records_in
     return records_in
@@ -439,16 +517,49 @@ def count_records(data: bytes, delimiter: bytes) -> int:
     return data.count(delimiter) + (0 if data.endswith(delimiter) else 1)
 
 
-def _write_block_result(result: Any, writer: PartWriter) -> None:
-    writer.write_block(result)
+def _write_block_result(result: Any, writer: PartWriter, task: BlockTask) -> None:
+    try:
+        writer.write_block(result)
+    except ReturnTypeError as exc:
+        raise ReturnTypeError(f"for {task.describe()}: {exc}") from None
 
 
-def _run_command(command: str, chunks: _Counted, writer: PartWriter, task: BlockTask) -> int:
+class _NullFile:
+    """A part-file that keeps nothing (to find which result a writer refuses)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def _refused_record(exc: ReturnTypeError, output: OutputFormat, task: BlockTask,
+                    records_in: int, records: list[Any], results: list[Any]) -> ReturnTypeError:
+    """Return ``exc`` naming the record whose result the writer refused, with its number
+    in the block and its byte offset (found again on this error path only)."""
+    probe = output.open(_NullFile())
+    for index, result in enumerate(results):
+        try:
+            probe.write_results([result])
+        except ReturnTypeError:
+            number = records_in + index
+            offset = record_offsets(task, [number]).get(number)
+            at = "" if offset is None else f" at byte offset {offset}"
+            return ReturnTypeError(f"for record {number} of {task.describe()}{at} "
+                                   f"({records[index]!r:.200}): {exc}")
+        except Exception:  # another error of that result: not the one refused
+            continue
+    return ReturnTypeError(f"for a record of {task.describe()}: {exc}")
+
+
+def _run_command(command: str, chunks: _Counted, writer: PartWriter,
+                 task: BlockTask) -> tuple[int, int]:
     """Pipe the block's bytes through ``sh -c command``; its stdout is the part-file.
 
     Exit status 0 succeeds, and so does 1 with nothing on stderr: that is how ``grep``
     says "no line matched", which is a normal outcome for one block of a big file. Any
-    other status, or 1 with an error message, fails the attempt.
+    other status, or 1 with an error message, fails the attempt; 127 and 126 (not found,
+    not executable) are not retried. What the command writes to stderr is staged at
+    ``task.stderr_path``, to be kept with the committed part-file. Returns the records
+    fed to the command and the bytes it wrote to stderr.
     """
     with subprocess.Popen(command, shell=True, stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
@@ -457,6 +568,7 @@ def _run_command(command: str, chunks: _Counted, writer: PartWriter, task: Block
         delimiter = task.format.delimiter
         records = [0]
         stderr_tail = [b""]
+        stderr_bytes = [0]
         feed_error: list[BaseException] = []
 
         def feed() -> None:
@@ -479,8 +591,17 @@ def _run_command(command: str, chunks: _Counted, writer: PartWriter, task: Block
 
         def drain_stderr() -> None:
             tail = b""
-            while piece := stderr.read(65536):
-                tail = (tail + piece)[-4096:]
+            log = None
+            try:
+                while piece := stderr.read(65536):
+                    tail = (tail + piece)[-4096:]
+                    if log is None:
+                        log = open_output(task.output_fs, task.stderr_path)
+                    log.write(piece)
+                    stderr_bytes[0] += len(piece)
+            finally:
+                if log is not None:
+                    log.close()
             stderr_tail[0] = tail
 
         threads = [threading.Thread(target=feed, daemon=True),
@@ -496,10 +617,23 @@ def _run_command(command: str, chunks: _Counted, writer: PartWriter, task: Block
         raise feed_error[0]
     if code != 0 and not (code == 1 and not stderr_tail[0]):
         tail = stderr_tail[0].decode(errors="replace").strip()
+        if code in (126, 127):
+            what = "was not found" if code == 127 else "cannot be run (not executable)"
+            raise CommandNotFoundError(
+                f"command {command!r} {what}: sh exited with code {code}; its stderr ends "
+                f"with:\n{tail or '(nothing)'}\nCheck the name and that it is on the PATH of "
+                f"every worker; every attempt would fail the same way")
         raise CommandError(f"command {command!r} exited with code {code}; its stderr ends "
                            f"with:\n{tail or '(nothing)'}")
-    return records[0]
+    return records[0], stderr_bytes[0]
 
 
 class CommandError(RuntimeError):
     """A ``--cmd`` mapper exited with a non-zero code."""
+
+
+class CommandNotFoundError(CommandError):
+    """A ``--cmd`` mapper could not be started (``sh`` exit code 127 or 126); retrying
+    cannot help."""
+
+    retryable = False

@@ -40,12 +40,70 @@ from blockproc.errors import ConfigError
 from blockproc.formats._deps import numpy, pyarrow, require
 
 __all__ = [
-    "OUTPUT_FORMATS", "CSVOutput", "JSONLinesOutput", "NpyOutput", "OutputFormat",
-    "ParquetOutput", "PartWriter", "TextOutput", "get_output_format",
+    "ACCEPTED_RETURNS", "OUTPUT_FORMATS", "CSVOutput", "JSONLinesOutput", "NpyOutput",
+    "OutputFormat", "ParquetOutput", "PartWriter", "ReturnTypeError", "TextOutput",
+    "get_output_format",
 ]
 
 OUTPUT_FORMATS = ("text", "csv", "jsonl", "parquet", "npy")
 """The names ``output_format=`` accepts."""
+
+ACCEPTED_RETURNS: dict[tuple[str, str], str] = {
+    ("text", "record"): "str or bytes (one line), None (nothing), or a list, tuple or "
+                        "generator of them",
+    ("text", "block"): "str or bytes (written as is), None, or a list, tuple or generator "
+                       "of str/bytes lines",
+    ("csv", "record"): "a dict (one row), None, or a list, tuple or generator of dicts",
+    ("csv", "block"): "a pyarrow Table or RecordBatch, a dict or a list, tuple or generator "
+                      "of dicts, str or bytes (written as is), None",
+    ("jsonl", "record"): "any JSON value (dict, str, number, bool; numpy numbers and arrays, "
+                         "dates, Decimal and bytes are converted), None, or a list, tuple or "
+                         "generator of them (one line each)",
+    ("jsonl", "block"): "a pyarrow Table, a dict or a list, tuple or generator of JSON "
+                        "values, str or bytes (written as is), None",
+    ("parquet", "record"): "a dict (one row), None, or a list, tuple or generator of dicts",
+    ("parquet", "block"): "a pyarrow Table or RecordBatch, a pandas DataFrame, a dict or a "
+                          "list, tuple or generator of dicts, None",
+    ("npy", "record"): "a numpy array or scalar, a Python number, None, or a list, tuple "
+                       "or generator of them",
+    ("npy", "block"): "a numpy array (rows along axis 0), a numpy scalar, a list or tuple "
+                      "of numbers, None",
+}
+"""What a function may return, by ``(output format, "record" | "block")``: ``"record"``
+is a per-record function (``map_lines``, ``--map``), ``"block"`` a per-block one
+(``map_blocks``, ``--map-blocks``). Anything else raises :class:`ReturnTypeError`."""
+
+
+class ReturnTypeError(TypeError):
+    """A function returned a value its output format cannot write.
+
+    The same records would return the same type on every attempt, so the block is not
+    retried (``retryable`` is False); the worker adds the record, its byte offset and
+    the block to the message.
+
+    Examples
+    --------
+    >>> PartWriter(io.BytesIO()).write_results([{"a": 1}])
+    Traceback (most recent call last):
+    ...
+    blockproc.writers.ReturnTypeError: the function returned dict {'a': 1}; ...
+    """
+
+    retryable = False
+
+
+def _refuse(name: str, mode: str, value: Any, hint: str = "") -> ReturnTypeError:
+    """Return the error for ``value`` returned to output format ``name``."""
+    kind = type(value).__name__
+    if _is_array(value):
+        kind = f"numpy {kind} of dtype {value.dtype}"
+    return ReturnTypeError(f"the function returned {kind} {value!r:.80}; output_format="
+                           f"{name!r} accepts {ACCEPTED_RETURNS[name, mode]}{hint}")
+
+
+def _is_several(value: Any) -> bool:
+    """True for what stands for several records: a list, tuple or iterator (generator)."""
+    return isinstance(value, (list, tuple, Iterator))
 
 _ROWS_PER_FLUSH = 65536
 
@@ -154,13 +212,27 @@ class PartWriter:
         """Write what a per-record function returned for a batch: str or bytes (a line
         each), None (nothing) or iterables of them."""
         try:
-            text = "\n".join(results)  # the common case: every result is a str
+            text: str | None = "\n".join(results)  # the common case: every result is a str
         except TypeError:
-            self.write_lines([line for result in results if result is not None
-                              for line in _lines_of(result)])
-        else:
-            if results:
-                self.write((text + "\n").encode(), len(results))
+            text = None
+        if text is None:
+            lines: list[Any] = []
+            for result in results:
+                if result is None:
+                    continue
+                if isinstance(result, (str, bytes)):
+                    lines.append(result)
+                elif _is_several(result):
+                    for line in result:
+                        if isinstance(line, (str, bytes)):
+                            lines.append(line)
+                        elif line is not None:
+                            raise _refuse("text", "record", line, " (inside a list)")
+                else:
+                    raise _refuse("text", "record", result)
+            self.write_lines(lines)
+        elif results:
+            self.write((text + "\n").encode(), len(results))
 
     def write_lines(self, lines: list[Any]) -> None:
         """Write each str or bytes in ``lines`` followed by a newline."""
@@ -182,8 +254,14 @@ class PartWriter:
             self.write(data, data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1))
             return
         _refuse_columnar(result, "text")
+        if not _is_several(result):
+            raise _refuse("text", "block", result)
         lines: list[Any] = []
         for line in result:
+            if line is None:
+                continue
+            if not isinstance(line, (str, bytes)):
+                raise _refuse("text", "block", line, " (inside the returned iterable)")
             lines.append(line)
             if len(lines) >= _ROWS_PER_FLUSH:
                 self.write_lines(lines)
@@ -213,19 +291,12 @@ class PartWriter:
 # -- helpers shared by the writers -------------------------------------------------------
 
 
-def _lines_of(result: Any) -> Iterable[Any]:
-    return (result,) if isinstance(result, (str, bytes)) else result
-
-
 def _as_bytes(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
         return value.encode()
-    raise TypeError(
-        f"a mapper must return str, bytes, None or an iterable of str/bytes; got "
-        f"{type(value).__name__}: {value!r:.80}"
-    )
+    raise _refuse("text", "record", value)
 
 
 def _is_table(value: Any) -> bool:
@@ -238,11 +309,11 @@ def _is_array(value: Any) -> bool:
 
 def _refuse_columnar(result: Any, name: str) -> None:
     if _is_table(result):
-        raise TypeError(f"the function returned a {type(result).__name__}, which "
+        raise ReturnTypeError(f"the function returned a {type(result).__name__}, which "
                         f"output_format={name!r} cannot write; pass output_format='parquet', "
                         f"'csv' or 'jsonl' (CLI: --output-format)")
     if _is_array(result):
-        raise TypeError(f"the function returned a numpy {type(result).__name__}, which "
+        raise ReturnTypeError(f"the function returned a numpy {type(result).__name__}, which "
                         f"output_format={name!r} cannot write; pass output_format='npy' "
                         f"(CLI: --output-format npy) or return lines")
 
@@ -267,8 +338,8 @@ def _json_default(value: Any) -> Any:
         return str(value)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    raise TypeError(f"cannot write {type(value).__name__} {value!r:.80} as JSON; return "
-                    f"dicts of str, numbers, bools, None, lists and dicts")
+    raise ReturnTypeError(f"cannot write {type(value).__name__} {value!r:.80} as JSON; "
+                          f"output_format='jsonl' accepts {ACCEPTED_RETURNS['jsonl', 'record']}")
 
 
 # -- csv ---------------------------------------------------------------------------------
@@ -300,6 +371,8 @@ class _CSVWriter(PartWriter):
             self._write_rows([result])
         else:
             _refuse_columnar(result, "csv")
+            if not _is_several(result):
+                raise _refuse("csv", "block", result)
             rows: list[Any] = []
             for row in _records([result]):
                 rows.append(row)
@@ -313,8 +386,7 @@ class _CSVWriter(PartWriter):
             return
         for row in rows:
             if not isinstance(row, Mapping):
-                raise TypeError(f"output_format='csv' writes dicts (one per row) or "
-                                f"pyarrow Tables; got {type(row).__name__}: {row!r:.80}")
+                raise _refuse("csv", "record", row)
         if self._columns is None:
             self._columns = [str(k) for k in rows[0]]
         out = io.StringIO()
@@ -383,14 +455,23 @@ class _JSONLinesWriter(PartWriter):
             self._dump([result])
         else:
             _refuse_columnar(result, "jsonl")
+            if not _is_several(result) and not isinstance(result, (int, float, bool)):
+                raise _refuse("jsonl", "block", result)
             self._dump(list(_records([result])))
 
     def _dump(self, records: Sequence[Any]) -> None:
         if not records:
             return
         dumps = json.dumps
-        text = "".join(dumps(r, ensure_ascii=False, default=_json_default) + "\n"
-                       for r in records)
+        try:
+            text = "".join(dumps(r, ensure_ascii=False, default=_json_default) + "\n"
+                           for r in records)
+        except ReturnTypeError:
+            raise
+        except (TypeError, ValueError) as exc:  # keys that are not str, circular values
+            raise ReturnTypeError(f"cannot write a record as JSON ({exc}); output_format="
+                                  f"'jsonl' accepts {ACCEPTED_RETURNS['jsonl', 'record']}"
+                                  ) from None
         self.write(text.encode(), len(records))
 
 
@@ -411,8 +492,7 @@ class _ParquetWriter(PartWriter):
         """Buffer dict rows; a row group is written every 65,536 rows."""
         for row in _records(results):
             if not isinstance(row, Mapping):
-                raise TypeError(f"output_format='parquet' writes dicts (one per row) or "
-                                f"pyarrow Tables; got {type(row).__name__}: {row!r:.80}")
+                raise _refuse("parquet", "record", row)
             self._rows.append(row)
         if len(self._rows) >= _ROWS_PER_FLUSH:
             self._flush_rows()
@@ -431,12 +511,11 @@ class _ParquetWriter(PartWriter):
             self._write_table(table)
         elif isinstance(result, Mapping):
             self.write_results([result])
-        elif isinstance(result, (str, bytes)) or _is_array(result):
-            raise TypeError(f"output_format='parquet' writes pyarrow Tables or dicts; the "
-                            f"function returned {type(result).__name__}")
-        else:
+        elif _is_several(result):
             self.write_results([result if isinstance(result, (list, tuple)) else
                                 list(result)])
+        else:
+            raise _refuse("parquet", "block", result, "; it writes pyarrow Tables or dicts")
 
     def _flush_rows(self) -> None:
         if not self._rows:
@@ -454,7 +533,7 @@ class _ParquetWriter(PartWriter):
             try:
                 table = table.select(self._schema.names).cast(self._schema)
             except (KeyError, ValueError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise TypeError(
+                raise ReturnTypeError(
                     f"this table's schema does not match the part's schema "
                     f"({self._schema}); got ({table.schema}): {exc}. Return tables with one "
                     f"schema, or pass ParquetOutput(schema=...)") from None
@@ -492,21 +571,29 @@ class _NpyWriter(PartWriter):
         if not items:
             return
         if all(isinstance(i, np.ndarray) for i in items):
+            for item in items:
+                _check_npy(np, item, "record")
             self._arrays.extend(items)
         else:
+            for item in items:
+                if not isinstance(item, (np.ndarray, np.generic, int, float, complex)) or \
+                        (isinstance(item, np.ndarray) and item.dtype.hasobject):
+                    raise _refuse("npy", "record", item)
             first = items[0]
             dtype = first.dtype if isinstance(first, np.generic) else None
-            self._arrays.append(np.array(items, dtype=dtype))
+            self._arrays.append(_check_npy(np, np.array(items, dtype=dtype), "record"))
 
     def write_block(self, result: Any) -> None:
         """Collect a numpy array (rows along axis 0)."""
         if result is None:
             return
         np = numpy("output_format='npy'")
-        if isinstance(result, (str, bytes, Mapping)) or _is_table(result):
-            raise TypeError(f"output_format='npy' writes numpy arrays; the function "
-                            f"returned {type(result).__name__}")
-        self._arrays.append(result if isinstance(result, np.ndarray) else np.asarray(result))
+        if isinstance(result, (str, bytes, Mapping)) or _is_table(result) or not (
+                isinstance(result, (np.ndarray, np.generic, int, float, complex, list,
+                                    tuple))):
+            raise _refuse("npy", "block", result, "; it writes numpy arrays")
+        array = result if isinstance(result, np.ndarray) else np.asarray(result)
+        self._arrays.append(_check_npy(np, array, "block"))
 
     def close(self) -> None:
         """Write the header and the concatenated arrays."""
@@ -522,6 +609,14 @@ class _NpyWriter(PartWriter):
             array = array.astype(self._spec.dtype, copy=False)
         np.lib.format.write_array(self._sink, np.ascontiguousarray(array), allow_pickle=False)
         self.records += len(array) if array.ndim else 1
+
+
+def _check_npy(np: Any, array: Any, mode: str) -> Any:
+    """Return ``array``, or raise if ``.npy`` cannot hold it (objects need pickle)."""
+    if array.dtype.hasobject:
+        raise _refuse("npy", mode, array, "; values of mixed or non-numeric types make an "
+                      "object array, which .npy cannot store without pickle")
+    return array
 
 
 # -- the specs ---------------------------------------------------------------------------

@@ -6,11 +6,13 @@ runs :class:`~blockproc.worker.BlockTask` s somewhere and reports what happened.
 
 from __future__ import annotations
 
+import errno
 import signal
 import traceback
 from dataclasses import dataclass
 from typing import Protocol
 
+from blockproc.errors import InputError
 from blockproc.model import BlockResult
 from blockproc.worker import BlockTask, Mapper
 
@@ -61,9 +63,23 @@ def is_retryable(exc: BaseException) -> bool:
     """Return False for errors that would fail the same way on every attempt.
 
     An exception class says so with ``retryable = False`` (record too large, too many bad
-    records, input changed); a permission error is not retried either.
+    records, input changed, a value the output format refuses, a command not found).
+    Input errors (undecodable bytes, a corrupt Parquet file or a truncated ``.gz``),
+    permission errors and a full disk (ENOSPC, EDQUOT) are not retried either. Anything
+    else, a user exception included, is retried (as Hadoop does); worker loss and lease
+    timeouts never reach here and are always retried.
+
+    Examples
+    --------
+    >>> from blockproc.errors import InputError
+    >>> is_retryable(ValueError("user code")), is_retryable(ConnectionResetError())
+    (True, True)
+    >>> is_retryable(InputError("bad bytes")), is_retryable(OSError(28, "No space left"))
+    (False, False)
     """
-    if isinstance(exc, PermissionError):
+    if isinstance(exc, (PermissionError, InputError)):
+        return False
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return False
     return bool(getattr(exc, "retryable", True))
 

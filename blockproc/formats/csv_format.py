@@ -77,6 +77,11 @@ class CSV:
         each file once. False cuts on every newline without that pass.
     encoding : str, default "utf-8"
         An ASCII-compatible encoding; a UTF-8 BOM is dropped.
+    allow_unclosed_quote : bool, default False
+        A quote still open at the end of a file makes planning fail with the byte offset
+        of that quote (the rest of the file would be one field). True accepts it, as
+        pyarrow does: the field runs to the end of the file. Checked by the planning
+        pass, so only with ``newlines_in_values`` and uncompressed files.
 
     Examples
     --------
@@ -97,6 +102,7 @@ class CSV:
     columns: Sequence[str] | None = None
     newlines_in_values: bool = True
     encoding: str = "utf-8"
+    allow_unclosed_quote: bool = False
     aligned: bool = False
     name: str = "csv"
 
@@ -144,7 +150,7 @@ class CSV:
             "column_types": dict(self.column_types),
             "columns": None if self.columns is None else list(self.columns),
             "newlines_in_values": self.newlines_in_values, "encoding": self.encoding,
-            "aligned": self.aligned,
+            "allow_unclosed_quote": self.allow_unclosed_quote, "aligned": self.aligned,
         }
 
     @classmethod
@@ -216,8 +222,11 @@ class CSV:
         if not self._names() or not _NOT_NEWLINE.search(body):
             return self._schema().empty_table()
         read_opts, parse_opts, convert_opts = self._options(READ_BLOCK_SIZE)
-        return pa_csv.read_csv(pa.BufferReader(pa.py_buffer(body)), read_options=read_opts,
-                               parse_options=parse_opts, convert_options=convert_opts)
+        try:
+            return pa_csv.read_csv(pa.BufferReader(pa.py_buffer(body)), read_options=read_opts,
+                                   parse_options=parse_opts, convert_options=convert_opts)
+        except pa.ArrowInvalid as exc:  # a malformed row, bad UTF-8, a value not of its type
+            raise InputError(f"cannot parse the rows as CSV: {exc}") from None
 
     def count_records(self, data: bytes, *, at_file_start: bool) -> int:
         """Return how many rows an aligned range holds (parses it)."""
@@ -358,6 +367,22 @@ class CSV:
         return head[self._body_start(head):], it
 
 
+def _unclosed_quote(f: InputFile, scans: Sequence[cs.PieceScan], states: Mapping[int, int],
+                    data_start: int, read: ReadFn, grammar: cs.Grammar) -> InputError:
+    """Return the error for a file that ends inside a quoted field, naming the quote."""
+    start, state = data_start, cs.S
+    for scan in scans:  # the opening quote is after the last piece that starts outside quotes
+        if scan.start > data_start and not cs.is_open_quote(states[scan.start]):
+            start, state = scan.start, states[scan.start]
+    offset = cs.opening_quote(read, start, f.size, state, grammar.d)
+    where = "a quote" if offset is None else f"the quote at byte offset {offset}"
+    rest = "" if offset is None else f" ({f.size - offset} bytes)"
+    return InputError(
+        f"{f.path!r}: {where} is never closed, so the rest of the file{rest} would be "
+        f"read as one field; fix the file, or pass CSV(allow_unclosed_quote=True) (CLI: "
+        f"--format-option allow_unclosed_quote=true) to accept it, as pyarrow does")
+
+
 def _data_start(head: bytes, encoding: str) -> int:
     return 3 if head.startswith(_BOM) and codecs.lookup(encoding).name == "utf-8" else 0
 
@@ -393,6 +418,8 @@ def align_blocks(fmt: CSV, files: Sequence[InputFile], blocks: Sequence[Block],
         ds = data_starts[f.path]
         with access.open(f.path) as src:
             states = cs.chain_states(file_scans, src.read, ds, grammar)
+            if cs.is_open_quote(states[f.size]) and not fmt.allow_unclosed_quote:
+                raise _unclosed_quote(f, file_scans, states, ds, src.read, grammar)
             nominal = [b.start for b in by_path[f.path]]
             starts = [0] * len(nominal)
             following = f.size

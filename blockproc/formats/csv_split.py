@@ -400,6 +400,68 @@ def chain_states(scans: Sequence[PieceScan], read: ReadFn, data_start: int,
     return states
 
 
+def is_open_quote(state: int) -> bool:
+    """True for the states inside a quoted field that no quote has closed yet."""
+    return state in (Q, QE)
+
+
+def opening_quote(read: ReadFn, start: int, end: int, state: int, d: Dialect) -> int | None:
+    """Return the offset of the quote that opened the quoted field still open at ``end``,
+    walking ``[start, end)`` from the exact ``state`` at ``start`` (None if no field is
+    open at ``end``, or if it was already open at ``start``).
+
+    Byte by byte over the bytes that matter (separators, quotes, escapes, line breaks):
+    only for the error message of an unclosed quote.
+
+    Examples
+    --------
+    >>> data = b'a,b\\n1,"x\\n2,"3"\\n4,"y'
+    >>> d = Dialect.of(",", '"', None, True)
+    >>> opening_quote(lambda a, e: data[a:e], 0, len(data), S, d)
+    17
+    >>> opening_quote(lambda a, e: data[a:e], 0, 10, S, d)
+    6
+    >>> opening_quote(lambda a, e: data[a:e], 0, 16, S, d) is None
+    True
+    """
+    sep, quote, esc, dq = d.sep, d.quote, d.escape, d.double_quote
+    special = bytes(c for c in (sep, quote, esc, _CR, _LF) if c >= 0)
+    pattern = re.compile(b"[" + re.escape(special) + b"]")
+    opened: int | None = None
+    pos = start
+    while pos < end:
+        data = read(pos, min(end, pos + PIECE_SIZE))
+        if not data:
+            break
+        last = 0
+        for m in pattern.finditer(data):
+            p = m.start()
+            if p > last:  # ordinary bytes in between
+                state = Q if state in (Q, QE) else F
+            b = data[p]
+            if state == QQ:
+                if b == quote:
+                    state = Q
+                    last = p + 1
+                    continue
+                state = F
+            if state == S and b == quote:
+                state, opened = Q, pos + p
+            elif state in (S, F):
+                state = FE if b == esc else (S if b in (sep, _CR, _LF) else F)
+            elif state in (FE, QE):
+                state = F if state == FE else Q
+            elif b == esc:  # Q
+                state = QE
+            elif b == quote:
+                state = QQ if dq else F
+            last = p + 1
+        if len(data) > last:
+            state = Q if state in (Q, QE) else F
+        pos += len(data)
+    return opened if is_open_quote(state) else None
+
+
 def walk_range(read: ReadFn, start: int, end: int, state: int, grammar: Grammar) -> int:
     """Return the exact state at ``end`` given the state at ``start`` (the slow path)."""
     pos = start

@@ -22,6 +22,7 @@ from blockproc.writers import (
     OutputFormat,
     ParquetOutput,
     PartWriter,
+    ReturnTypeError,
     TextOutput,
     get_output_format,
 )
@@ -88,7 +89,8 @@ def test_csv_from_a_table_and_an_empty_part() -> None:
 
 
 def test_csv_rows_must_be_dicts_with_the_header_keys() -> None:
-    with pytest.raises(TypeError, match="writes dicts"):
+    with pytest.raises(ReturnTypeError, match=r"returned str 'plain string'; output_format="
+                                              r"'csv' accepts a dict \(one row\)"):
         written(CSVOutput(), ("write_results", ["plain string"]))
     with pytest.raises(ValueError, match="keys the part's header"):
         written(CSVOutput(), ("write_results", [{"a": 1}, {"a": 2, "zz": 3}]))

@@ -190,7 +190,7 @@ def test_job_result_sums_its_blocks() -> None:
     assert result.num_retries == 1
     assert blocks_summary(blocks) == {"num_blocks": 2, "records_in": 15, "records_out": 14,
                                       "bytes_read": 41, "bytes_written": 60,
-                                      "bad_records": 0}
+                                      "bad_records": 0, "blocks_with_stderr": 0}
 
 
 def test_attempt_record_to_dict_is_json_safe() -> None:
