@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import pickle
 import posixpath
+import random
 import signal
 import socket
 import threading
@@ -46,6 +47,7 @@ from blockproc.executors._wire import (
     HEARTBEAT_TIMEOUT,
     PING_INTERVAL,
     PROTOCOL,
+    HandshakeDropped,
     Link,
     connect,
     format_address,
@@ -58,6 +60,11 @@ from blockproc.worker import BlockTask, run_block, worker_name
 REPORT_INTERVAL = 0.5
 """Seconds between a running attempt's heartbeats (they cross the network)."""
 RETRY_INTERVAL = 0.5
+HANDSHAKE_PATIENCE = 120.0
+"""Seconds a worker keeps trying a master that accepts connections but closes them before
+the handshake ends (a master under a flood drops its oldest unauthenticated ones)."""
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
 _CONTEXT = multiprocessing.get_context("spawn")
 
 Log = Callable[[str], None]
@@ -72,21 +79,44 @@ def blockproc_version() -> str:
 
 
 def run_worker(address: str, *, authkey: bytes, slots: int, once: bool = False,
-               log: Log = print, exit_with: int | None = None) -> int:
+               log: Log = print, exit_with: int | None = None,
+               handshake_patience: float = HANDSHAKE_PATIENCE) -> int:
     """Serve masters at ``address`` until interrupted; return the exit code.
 
-    Connection refused (no master yet, or between two jobs) is retried every second. A
-    wrong authkey is not retried: it raises ConfigError. With ``once``, return after the
-    first master ends its job or goes away. With ``exit_with``, give up once that process
-    (the master that started this worker) is gone.
+    Connection refused (no master yet, or between two jobs) is retried every half second.
+    A connection closed before the handshake ended (a busy or flooded master) is retried
+    with exponential backoff for ``handshake_patience`` seconds, then this returns 1 with
+    a message saying why. A wrong authkey is not retried: it raises ConfigError. With
+    ``once``, return after the first master ends its job or goes away. With
+    ``exit_with``, give up once that process (the master that started this worker) is
+    gone.
     """
     host, port = parse_address(address, option="--connect")
     where = format_address(host, port)
     waiting = False
+    dropped = _Backoff(handshake_patience)
     while True:
         try:
             link = connect(host, port, authkey)
+        except HandshakeDropped as exc:
+            if exit_with is not None and not _alive(exit_with):
+                return 1
+            delay = dropped.next_delay()
+            if delay is None:
+                log(f"error: gave up joining the master at {where}: it accepted "
+                    f"{dropped.tries} connections in {dropped.elapsed():.0f}s and closed each "
+                    f"before the authkey handshake finished (last: {exc}). It may be flooded "
+                    f"with connections from this machine's address, or not be a blockproc "
+                    f"master; its log names what it dropped")
+                return 1
+            if dropped.tries == 1 or dropped.tries % 10 == 0:
+                log(f"the master at {where} closed the connection before the authkey "
+                    f"handshake finished ({exc}); trying again with backoff for up to "
+                    f"{handshake_patience:g}s (attempt {dropped.tries})")
+            time.sleep(delay)
+            continue
         except OSError as exc:
+            dropped.reset()
             if exit_with is not None and not _alive(exit_with):
                 return 1
             if not waiting:
@@ -96,6 +126,10 @@ def run_worker(address: str, *, authkey: bytes, slots: int, once: bool = False,
             time.sleep(RETRY_INTERVAL)
             continue
         waiting = False
+        if dropped.tries:
+            log(f"joined the master at {where} after {dropped.tries} dropped "
+                f"connection{'s' if dropped.tries != 1 else ''}")
+        dropped.reset()
         log(f"connected to the master at {where} as {worker_name()} with {slots} "
             f"slot{'s' if slots != 1 else ''}")
         outcome = _Session(link, slots, log).run()
@@ -105,6 +139,35 @@ def run_worker(address: str, *, authkey: bytes, slots: int, once: bool = False,
             return 0
         log(f"waiting for the next job from {where}")
         time.sleep(RETRY_INTERVAL)
+
+
+class _Backoff:
+    """Delays between tries: exponential with jitter, until ``patience`` seconds pass."""
+
+    def __init__(self, patience: float) -> None:
+        self._patience = patience
+        self._first = 0.0
+        self._delay = BACKOFF_FIRST
+        self.tries = 0
+
+    def reset(self) -> None:
+        self.tries = 0
+        self._delay = BACKOFF_FIRST
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._first
+
+    def next_delay(self) -> float | None:
+        """Count a failed try; return how long to sleep, or None to give up."""
+        if self.tries == 0:
+            self._first = time.monotonic()
+        self.tries += 1
+        remaining = self._patience - self.elapsed()
+        if remaining <= 0:
+            return None
+        delay = min(self._delay * random.uniform(0.5, 1.0), remaining)
+        self._delay = min(self._delay * 2, BACKOFF_MAX)
+        return delay
 
 
 def _alive(pid: int) -> bool:
@@ -378,9 +441,22 @@ def check_storage(task: BlockTask, seen: set[str]) -> None:
         seen.add(root)
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Exit as soon as the supervisor ``parent_pid`` is gone."""
-    with contextlib.suppress(Exception):  # Linux: the kernel kills us with the parent
+WATCH_INTERVAL = 0.2
+"""Seconds between a worker process's checks that its parent is still there."""
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Exit as soon as the process ``parent_pid`` (this one's parent) is gone, whatever
+    the main thread is doing.
+
+    On Linux the kernel kills this process the moment its parent dies
+    (``PR_SET_PDEATHSIG``), even inside C code that holds the GIL; everywhere, a daemon
+    thread checks the parent every ``WATCH_INTERVAL`` seconds, kills this process's own
+    children (a mapper's shell command) and exits. The parent must not spawn this process
+    from a thread that ends before the process should (the death signal follows the
+    spawning thread): blockproc spawns from the thread that later stops its workers.
+    """
+    with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     if os.getppid() != parent_pid:
@@ -388,10 +464,21 @@ def _die_with_parent(parent_pid: int) -> None:
 
     def watch() -> None:
         while os.getppid() == parent_pid:
-            time.sleep(0.5)
+            time.sleep(WATCH_INTERVAL)
+        _kill_children()
         os._exit(1)
 
     threading.Thread(target=watch, name="blockproc-watchdog", daemon=True).start()
+
+
+def _kill_children() -> None:
+    """SIGKILL this process's children (Linux; elsewhere nothing)."""
+    with contextlib.suppress(OSError):
+        for thread in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{thread}/children") as listing:
+                for pid in listing.read().split():
+                    with contextlib.suppress(OSError):
+                        os.kill(int(pid), signal.SIGKILL)
 
 
 def _summary(exc: BaseException) -> str:
@@ -401,7 +488,7 @@ def _summary(exc: BaseException) -> str:
 def slot_main(conn: Connection, payload: bytes, parent_pid: int) -> None:
     """Body of a slot process: load the function once, then run attempts as they come."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides what Ctrl-C means
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     try:
         mapper = cloudpickle.loads(payload)
     except BaseException as exc:

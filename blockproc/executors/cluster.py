@@ -28,7 +28,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from multiprocessing import AuthenticationError
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -43,13 +42,12 @@ from blockproc.executors._wire import (
     HEARTBEAT_TIMEOUT,
     PING_INTERVAL,
     PROTOCOL,
-    HandshakeTimeout,
+    Gate,
     Link,
     check_authkey,
     env_authkey,
     format_address,
     generate_authkey,
-    handshake,
     parse_address,
     python_version,
     read_authkey_file,
@@ -63,8 +61,6 @@ DEFAULT_LISTEN = "127.0.0.1:0"
 OPTIONS = ("listen", "authkey", "authkey_file")
 """Keys of ``executor_options`` for ``executor="cluster"``."""
 STATUS_INTERVAL = 30.0
-MAX_HANDSHAKES = 32
-"""Connections authenticating at once; more are closed at once (a flood gets nothing)."""
 
 Log = Callable[[str], None]
 
@@ -118,7 +114,8 @@ class ClusterExecutor:
     def __init__(self, *, listen: str = DEFAULT_LISTEN, authkey: str | bytes | None = None,
                  authkey_file: str | os.PathLike[str] | None = None, local_workers: int = 0,
                  log: Log | None = None, heartbeat_timeout: float = HEARTBEAT_TIMEOUT,
-                 status_interval: float = STATUS_INTERVAL) -> None:
+                 status_interval: float = STATUS_INTERVAL,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
         self._host, self._port = parse_address(listen, option="listen")
         if authkey is not None and authkey_file is not None:
             raise ConfigError("give the cluster authkey or authkey_file, not both")
@@ -141,12 +138,13 @@ class ClusterExecutor:
         self._log = log or _stderr
         self._heartbeat_timeout = heartbeat_timeout
         self._status_interval = status_interval
+        self._handshake_timeout = handshake_timeout
         self._job_id = f"cluster-{uuid.uuid4().hex[:8]}"
         self._payload = b""
         self._server: socket.socket | None = None
         self._accepter: threading.Thread | None = None
+        self._gate: Gate | None = None
         self._closing = threading.Event()
-        self._handshakes = threading.BoundedSemaphore(MAX_HANDSHAKES)
         self._joined: queue.SimpleQueue[Link] = queue.SimpleQueue()
         self._wake_recv: socket.socket | None = None
         self._wake_send: socket.socket | None = None
@@ -158,7 +156,6 @@ class ClusterExecutor:
         self._local: list[subprocess.Popen[bytes]] = []
         self._peak_slots = 0
         self.num_slots = 0
-        self._refusals: list[str] = []
         self._joined_pids: set[int] = set()
         self._runners: dict[AttemptKey, str] = {}  # the slot that heartbeats for an attempt
         self._pinger: threading.Thread | None = None
@@ -201,11 +198,12 @@ class ClusterExecutor:
                 f"cannot listen on {format_address(self._host, self._port)}: {exc}; choose "
                 f"another port, or port 0 for a free one"
             ) from None
-        server.settimeout(0.5)
         self._server = server
         self._wake_recv, self._wake_send = socket.socketpair()
         self._port = server.getsockname()[1]
-        self._accepter = threading.Thread(target=self._accept_loop, daemon=True,
+        self._gate = Gate(server, self._key, admit=self._joining, log=self._log,
+                          timeout=self._handshake_timeout)
+        self._accepter = threading.Thread(target=self._gate.serve, daemon=True,
                                           name="blockproc-accept")
         self._accepter.start()
         self._pinger = threading.Thread(target=self._ping_loop, daemon=True,
@@ -298,11 +296,13 @@ class ClusterExecutor:
             worker.link.close()
         self._workers.clear()
         self._count_slots()
+        if self._gate is not None:
+            self._gate.stop()
+        if self._accepter is not None:
+            self._accepter.join(timeout=2)
         if self._server is not None:
             with contextlib.suppress(OSError):
                 self._server.close()
-        if self._accepter is not None:
-            self._accepter.join(timeout=2)
         while True:
             try:
                 self._joined.get_nowait().close()
@@ -342,51 +342,21 @@ class ClusterExecutor:
             host = socket.gethostname()
         return format_address(host, self._port)
 
-    def _accept_loop(self) -> None:
-        assert self._server is not None
-        while not self._closing.is_set():
-            try:
-                sock, address = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._closing.is_set():
-                    return
-                time.sleep(0.1)
-                continue
-            peer = format_address(str(address[0]), int(address[1]))
-            if not self._handshakes.acquire(blocking=False):
-                self._log(f"dropped a connection from {peer}: too many handshakes at once")
-                sock.close()
-                continue
-            threading.Thread(target=self._authenticate, args=(sock, peer), daemon=True,
-                             name=f"blockproc-auth-{peer}").start()
+    @property
+    def door(self) -> Mapping[str, int]:
+        """How the connections to this master ended so far: ``joined`` (authenticated),
+        ``wrong key``, ``closed``, ``idle``, ``evicted``, ``garbage``, ``pickle``,
+        ``version`` (see :class:`~blockproc.executors._wire.Gate`)."""
+        return dict(self._gate.counts) if self._gate is not None else {}
 
-    def _authenticate(self, sock: socket.socket, peer: str) -> None:
-        link = Link.wrap(sock, peer)
-        try:
-            try:
-                handshake(link, self._key, server=True, timeout=HANDSHAKE_TIMEOUT)
-            except AuthenticationError:
-                message = (f"refused a worker from {peer}: its authkey does not match this "
-                           f"master's; it got no task")
-                self._refusals.append(message)
-                self._log(message)
-                link.close()
-                return
-            except (HandshakeTimeout, OSError, EOFError) as exc:
-                self._log(f"dropped a connection from {peer} during the authkey handshake: "
-                          f"{exc}")
-                link.close()
-                return
-            if self._closing.is_set():
-                link.close()
-                return
-            self._joined.put(link)
-            with contextlib.suppress(OSError, AttributeError):
-                self._wake_send.send(b"\0")  # type: ignore[union-attr]
-        finally:
-            self._handshakes.release()
+    def _joining(self, link: Link) -> None:
+        """Called by the gate's thread with each authenticated connection."""
+        if self._closing.is_set():
+            link.close()
+            return
+        self._joined.put(link)
+        with contextlib.suppress(OSError, AttributeError):
+            self._wake_send.send(b"\0")  # type: ignore[union-attr]
 
     def _admit(self) -> None:
         while True:

@@ -4,6 +4,11 @@ Each worker process gets the cloudpickled mapper once, at start, then runs one a
 at a time, sending heartbeats with its progress. A worker that dies (segfault, kill -9,
 ``os._exit``) is noticed at once through its process sentinel: its attempt is reported
 lost, so the master runs the block again, and a fresh worker takes its place.
+
+A worker process dies with its master: when the master is killed (kill -9 included), each
+worker stops within a fraction of a second, even in the middle of a long call of the
+user's function (see :func:`~blockproc.executors._cluster_worker.die_with_parent`); the
+master's successor runs its block again.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 import cloudpickle
 
 from blockproc.errors import JobError
+from blockproc.executors._cluster_worker import die_with_parent
 from blockproc.executors._mainguard import main_module_hidden
 from blockproc.executors.base import (
     AttemptKey,
@@ -65,7 +71,8 @@ class ProcessExecutor:
 
     def _spawn(self) -> _Worker:
         parent, child = _CONTEXT.Pipe()
-        process = _CONTEXT.Process(target=_worker_main, args=(child, self._payload),
+        process = _CONTEXT.Process(target=_worker_main,
+                                   args=(child, self._payload, os.getpid()),
                                    name="blockproc-worker", daemon=True)
         with main_module_hidden():
             process.start()
@@ -193,9 +200,11 @@ class _Reporter:
             self._conn.send(("progress", self._key, bytes_done, records_done))
 
 
-def _worker_main(conn: Connection, payload: bytes) -> None:
-    """Body of a worker process: load the mapper once, then run attempts until told to stop."""
+def _worker_main(conn: Connection, payload: bytes, parent: int) -> None:
+    """Body of a worker process: load the mapper once, then run attempts until told to
+    stop; exit at once if the master ``parent`` dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides what Ctrl-C means
+    die_with_parent(parent)
     _keep_freed_memory()
     try:
         mapper = cloudpickle.loads(payload)
@@ -205,7 +214,6 @@ def _worker_main(conn: Connection, payload: bytes) -> None:
         os._exit(1)
     conn.send(("ready",))
     name = worker_name()
-    parent = os.getppid()
     while (task := _receive(conn)) is not None:
         try:
             result = run_block(task, mapper, _Reporter(conn, task.key, parent))
