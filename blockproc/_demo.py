@@ -35,11 +35,18 @@ def parse_access_line(line: str) -> str | None:
 
 def demo_input(size: int, seed: int = 0) -> Path:
     """Return the demo access log of ``size`` bytes, generating it on first use."""
+    return demo_input_status(size, seed)[0]
+
+
+def demo_input_status(size: int, seed: int = 0) -> tuple[Path, bool]:
+    """Return the demo access log of ``size`` bytes and whether this call generated it
+    (False: it was in the cache already)."""
     path = cache_dir() / "demo" / f"access-{size}-seed{seed}.log"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        access_log(path, size, seed=seed)
-    return path
+    if path.exists():
+        return path, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    access_log(path, size, seed=seed)
+    return path, True
 
 
 def run_demo(size: int, *, output: str | None, executor: str, workers: int | None,

@@ -5,21 +5,31 @@ canonical values to the planner and the job."""
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import cloudpickle
 
 from blockproc._types import IfExists, InputsLike, SizeLike, URLLike
-from blockproc._units import parse_size
-from blockproc.errors import ConfigError
-from blockproc.executors import EXECUTORS, make_executor
+from blockproc._units import format_size, parse_size
+from blockproc.errors import AccessError, ConfigError
+from blockproc.executors import EXECUTORS, default_workers, make_executor
 from blockproc.formats import RecordFormat, get_format
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE
 from blockproc.job import Job, JobOptions
 from blockproc.model import JobResult, Plan
 from blockproc.planning import make_plan
-from blockproc.storage import protocol_of, resolve
+from blockproc.storage import (
+    AbstractFileSystem,
+    credentials_message,
+    is_credentials_error,
+    is_local,
+    protocol_of,
+    resolve,
+    to_url,
+)
 from blockproc.worker import Batch, Mapper
 from blockproc.writers import OutputFormat, get_output_format
 
@@ -27,6 +37,18 @@ DEFAULT_BLOCK_SIZE = 64 * 2**20
 """64 MiB: large enough to amortise start-up, small enough to balance load."""
 
 _IF_EXISTS = ("error", "overwrite", "resume")
+
+WORKERS_PER_CPU = 8
+"""At most this many worker processes per CPU (I/O-bound maps may use more than one)."""
+
+WORKER_MEMORY = 256 * 2**20
+"""Memory to count per worker process: the interpreter, its imports and a 64 MiB block."""
+
+MAX_WORKERS_ENV = "BLOCKPROC_MAX_WORKERS"
+"""The environment variable that replaces the machine's worker bound (see max_workers)."""
+
+LARGE_FUNCTION_SIZE = 10 * 2**20
+"""A function that pickles to more than this (10 MiB, as Dask) is warned about."""
 
 
 def _ensure_urls(urlpath: InputsLike) -> list[str]:
@@ -217,6 +239,7 @@ def _make_job(
     else:
         raise TypeError(f"fn must be a callable or a command string, got {fn!r}")
     out_fs, out_path = resolve(os.fspath(output), storage_options)
+    workers = _ensure_workers(workers, executor, executor_options, len(plan.blocks))
     if executor in ("processes", "cluster", "dask"):
         for name in ((plan.protocol, "input"), (protocol_of(out_fs), "output")):
             if name[0] == "memory":
@@ -225,6 +248,7 @@ def _make_job(
                     f"use executor='threads' or 'inline' with memory://, or a shared path"
                 )
         _check_picklable(mapper)
+    _check_output(plan, out_fs, out_path)
     if max_bad_records is not None and (isinstance(max_bad_records, bool)
                                         or not isinstance(max_bad_records, int)
                                         or max_bad_records < 0):
@@ -242,15 +266,133 @@ def _make_job(
                options=options, progress=progress)
 
 
+def max_workers() -> tuple[int, str]:
+    """Return the most worker processes one machine may start, and where that comes from.
+
+    ``WORKERS_PER_CPU`` per CPU, and no more than the machine's memory holds at
+    ``WORKER_MEMORY`` each; the environment variable ``BLOCKPROC_MAX_WORKERS=N``
+    replaces the bound.
+
+    Examples
+    --------
+    >>> bound, why = max_workers()
+    >>> bound >= 1 and "CPU" in why
+    True
+    """
+    override = os.environ.get(MAX_WORKERS_ENV)
+    if override is not None:
+        try:
+            value = int(override)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ConfigError(f"{MAX_WORKERS_ENV}={override!r} must be a whole number >= 1")
+        return value, f"{MAX_WORKERS_ENV}={value}"
+    cpus = default_workers()
+    bound = WORKERS_PER_CPU * cpus
+    why = f"{WORKERS_PER_CPU} per CPU, {cpus} CPU{'s' if cpus != 1 else ''}"
+    memory = _total_memory()
+    if memory:
+        bound = min(bound, memory // WORKER_MEMORY)
+        why += f"; {format_size(WORKER_MEMORY)} each of {format_size(memory)} memory"
+    return max(1, bound), why
+
+
+def _total_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not on Linux or macOS
+        return 0
+
+
+def _ensure_workers(workers: int | None, executor: str,
+                    options: Mapping[str, Any] | None, num_blocks: int) -> int | None:
+    """Check ``workers`` against the machine and never start more than ``num_blocks``."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ConfigError(f"workers must be a positive int, got {workers!r}")
+    remote = executor == "dask" and bool(options) and (
+        "client" in options or "address" in options)  # type: ignore[operator]
+    if workers is not None and executor in ("processes", "cluster", "dask") and not remote:
+        bound, why = max_workers()
+        if workers > bound:
+            raise ConfigError(
+                f"workers={workers} is more worker processes than this machine can run: at "
+                f"most {bound} ({why}); pass workers={bound} or fewer (CLI: --workers "
+                f"{bound}), or set the environment variable {MAX_WORKERS_ENV}={workers} "
+                f"to allow more"
+            )
+    if workers is None and executor in ("processes", "threads"):
+        workers = default_workers()
+    if workers is not None:  # a worker without a block would only cost a process
+        workers = min(workers, max(1, num_blocks))
+    return workers
+
+
+def _check_output(plan: Plan, fs: AbstractFileSystem, path: str) -> None:
+    """Refuse, before any work, an output inside an input directory of ``plan``, and one
+    this process cannot write (permission denied, no credentials)."""
+    url = to_url(fs, path)
+    target = path.rstrip("/")
+    if protocol_of(fs) == plan.protocol:
+        for directory in plan.directories:
+            if target == directory or target.startswith(directory.rstrip("/") + "/"):
+                raise ConfigError(
+                    f"output {url!r} is inside the input directory {to_url(fs, directory)!r}, "
+                    f"which is read recursively; choose an output directory outside it"
+                )
+    if is_local(fs):
+        existing = target or "/"
+        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if os.path.isdir(existing) and not os.access(existing, os.W_OK | os.X_OK):
+            raise AccessError(
+                f"cannot write the output {url!r}: permission denied on {existing!r}; choose "
+                f"an output directory you can write to, or change its permissions"
+            )
+        return
+    if protocol_of(fs) == "memory":
+        return
+    try:
+        fs.info(path)
+    except FileNotFoundError:
+        pass
+    except PermissionError as exc:
+        raise AccessError(f"cannot reach the output {url!r}: permission denied ({exc}); "
+                          f"check the credentials and the bucket's policy") from None
+    except Exception as exc:
+        if is_credentials_error(exc):
+            raise AccessError(credentials_message(url, exc)) from None
+        raise
+
+
 def _check_picklable(mapper: Mapper) -> None:
     try:
-        cloudpickle.dumps(mapper.fn)
+        payload = cloudpickle.dumps(mapper.fn)
     except Exception as exc:
         raise ConfigError(
             f"cannot send {mapper.fn!r} to worker processes: {type(exc).__name__}: {exc}; "
             f"make it a module-level function or drop what it captures that cannot be "
             f"pickled (open files, locks, clients), or use executor='threads'"
         ) from exc
+    if len(payload) > LARGE_FUNCTION_SIZE:
+        name = getattr(mapper.fn, "__qualname__", None) or type(mapper.fn).__name__
+        warnings.warn(
+            f"the function {name} pickles to {format_size(len(payload))} (more than "
+            f"{format_size(LARGE_FUNCTION_SIZE)}), which is copied to every worker process; "
+            f"keep large data out of it: load it inside the function from a file (cached "
+            f"with functools.cache, once per worker), or use executor='threads'",
+            UserWarning, stacklevel=_user_stacklevel())
+
+
+def _user_stacklevel() -> int:
+    """Return the ``stacklevel`` that points a warning at the first caller outside
+    blockproc."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
 
 
 def _run(urlpath: InputsLike, fn: Any, per: Literal["record", "block"], *,

@@ -1,7 +1,8 @@
 """The ``blockproc`` command: ``run``, ``plan``, ``status`` and ``demo``.
 
 A thin layer over :mod:`blockproc.api`: it parses options, calls the API, prints the
-result and returns an exit code (``ConfigError`` 2, job failures 1, Ctrl-C 130).
+result and returns an exit code (``ConfigError`` 2, job failures 1, Ctrl-C 130, SIGTERM
+143). Any error prints one line, ``error: ...``; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ import json
 import os
 import posixpath
 import shlex
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import click
@@ -32,7 +38,14 @@ from blockproc.errors import (
 from blockproc.executors import EXECUTORS
 from blockproc.formats import Delimited, Lines, Raw, RecordFormat, available_formats
 from blockproc.model import JobResult
-from blockproc.storage import read_json, resolve
+from blockproc.storage import is_credentials_error, read_json, resolve
+
+_state = {"debug": False}
+"""Set by ``blockproc --debug``: show tracebacks."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it stops a job as Ctrl-C does."""
 
 
 class SizeParam(click.ParamType):  # type: ignore[type-arg]
@@ -94,7 +107,9 @@ def _make_format(format_name: str, delimiter: str | None, encoding: str | None,
                 extra[key] = extra[key].split(",")
         try:
             return formats.from_dict({"name": format_name, **extra})
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
             raise ConfigError(f"--format-option for --format {format_name}: {exc}") from None
     if extra:
         raise ConfigError(f"--format-option is for csv, jsonl, parquet and fixed, not "
@@ -129,6 +144,18 @@ def _import_function(spec: str, option: str) -> Callable[..., Any]:
             f"{option} {spec!r}: cannot import module {module_name!r} ({exc}); run blockproc "
             f"from the directory that holds {module_name.replace('.', '/')}.py, or install it"
         ) from None
+    except SyntaxError as exc:
+        where = f"{exc.filename}, line {exc.lineno}" if exc.filename else module_name
+        raise ConfigError(
+            f"{option} {spec!r}: module {module_name!r} has a syntax error ({exc.msg}, "
+            f"{where}); fix it, then check with `python -c 'import {module_name}'`"
+        ) from None
+    except Exception as exc:
+        raise ConfigError(
+            f"{option} {spec!r}: importing module {module_name!r} raised "
+            f"{type(exc).__name__}: {exc}; fix the module (check with `python -c 'import "
+            f"{module_name}'`)"
+        ) from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -148,7 +175,11 @@ def _parse_key_values(values: Sequence[str], option: str) -> dict[str, Any]:
             raise ConfigError(f"{option} {item!r} must look like key=value")
         try:
             options[key] = json.loads(value)
-        except ValueError:
+        except ValueError as exc:
+            if value.lstrip().startswith(("{", "[")):  # meant as JSON: say where it breaks
+                raise ConfigError(
+                    f"{option} {item!r}: the value is not valid JSON ({exc}); quote it for "
+                    f"the shell, e.g. {key}='{{\"n\": \"int64\"}}'") from None
             options[key] = value
     return options
 
@@ -164,8 +195,19 @@ def _make_output(output_format: str, output_option: Sequence[str]) -> writers.Ou
         raise ConfigError(f"--output-option for --output-format {output_format}: {exc}") from None
 
 
+def _plural(count: int, noun: str) -> str:
+    """Return ``"1 block"``, ``"2 blocks"``.
+
+    Examples
+    --------
+    >>> _plural(1, "block"), _plural(0, "block"), _plural(3, "file")
+    ('1 block', '0 blocks', '3 files')
+    """
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def _summary(result: JobResult) -> str:
-    return (f"committed {len(result.blocks)} blocks: {result.num_records:,} records in, "
+    return (f"committed {_plural(len(result.blocks), 'block')}: {result.num_records:,} records in, "
             f"{result.num_records_out:,} out, {format_size(result.num_bytes_written)} written "
             f"in {result.seconds:.2f}s (retries: {result.num_retries})\n"
             f"output: {result.output}")
@@ -173,7 +215,9 @@ def _summary(result: JobResult) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="blockproc")
-def cli() -> None:
+@click.option("--debug", is_flag=True, envvar="BLOCKPROC_DEBUG",
+              help="Show the traceback of an error (and workers' tracebacks).")
+def cli(debug: bool) -> None:
     """Split big files into record-aligned blocks and map a function or a command over
     them in parallel, writing one part-file per block and a _SUCCESS manifest last.
 
@@ -188,8 +232,11 @@ def cli() -> None:
 
     \b
     Exit codes: 0 success; 1 the job failed (or status found it unfinished or
-    changed); 2 usage or configuration error; 130 interrupted (Ctrl-C).
+    changed); 2 refused before any work (usage, options, inputs, output,
+    permissions, credentials); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).
+    An error prints one line; --debug adds the traceback.
     """
+    _state["debug"] = debug
 
 
 @cli.command(short_help="Map a function or a command over the blocks of INPUTS.")
@@ -212,7 +259,9 @@ def cli() -> None:
 @click.option("--executor", type=click.Choice(EXECUTORS), default="processes",
               show_default=True, envvar="BLOCKPROC_EXECUTOR", help="Where workers run.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Parallel workers (default: one per CPU). With --executor cluster: "
+              help="Parallel workers (default: one per CPU; never more than blocks; at "
+                   "most 8 per CPU and one per 256 MiB of memory unless "
+                   "$BLOCKPROC_MAX_WORKERS allows more). With --executor cluster: "
                    "worker processes to start on this machine (default: none).")
 @click.option("--listen", metavar="HOST:PORT", default=None,
               help="--executor cluster: where the master listens for workers (default "
@@ -272,6 +321,9 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
         fn = command
     executor_options = _executor_options(executor, listen, authkey_file, scheduler)
     plan = api.plan(list(inputs), block_size=block_size, format=fmt, storage_options=options)
+    if not quiet:
+        for note in _plan_notes(plan):
+            click.echo(f"note: {note}", err=True)
     job = api._make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
                         executor_options=executor_options, output_format=output_spec,
                         if_exists="resume" if resume else if_exists,  # type: ignore[arg-type]
@@ -281,14 +333,15 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
                         storage_options=options)
     try:
         job.run()
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: committed blocks are kept. Resume with:\n  "
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        click.echo(f"\n{how}: committed blocks are kept. Resume with:\n  "
                    f"{_resume_command()}", err=True)
         raise
     try:
         result = job.result()
     except JobError as exc:
-        if isinstance(exc, BlockFailedError) and exc.remote_traceback:
+        if isinstance(exc, BlockFailedError) and exc.remote_traceback and _state["debug"]:
             click.echo(f"worker traceback:\n{exc.remote_traceback.rstrip()}", err=True)
         exc.add_note(f"committed blocks are kept; after fixing the cause, resume with:\n  "
                      f"{_resume_command()}")
@@ -399,12 +452,27 @@ def plan(inputs: tuple[str, ...], format_name: str, delimiter: str | None,
         click.echo(json.dumps(p.to_dict(), indent=1))
         return
     click.echo(f"{p!r}  fingerprint {p.fingerprint}")
-    width = max((len(b.path) for b in p.blocks), default=4)
+    for note in _plan_notes(p):
+        click.echo(f"note: {note}")
+    width = max((len(f.path) + 2 for f in p.files), default=4)
     click.echo(f"{'id':>6}  {'path':<{width}}  {'start':>14}  {'end':>14}  {'size':>10}")
     for b in p.blocks:
+        if b.files:  # small files packed whole into one block: one row per file
+            click.echo(f"{b.id:>6}  {f'({len(b.files)} files packed)':<{width}}  {'':>14}  "
+                       f"{'':>14}  {format_size(b.end - b.start):>10}")
+            for f in b.files:
+                click.echo(f"{'':>6}  {'  ' + f.path:<{width}}  {0:>14}  {f.size:>14}  "
+                           f"{format_size(f.size):>10}")
+            continue
         note = "  (compressed: one block)" if p.file(b.path).compression else ""
         click.echo(f"{b.id:>6}  {b.path:<{width}}  {b.start:>14}  {b.end:>14}  "
                    f"{format_size(b.end - b.start):>10}{note}")
+
+
+def _plan_notes(p: Any) -> list[str]:
+    """Return what the plan left out, for the user to see."""
+    return [f"skipped {path!r}: a blockproc output (it holds _SUCCESS or _blockproc/) "
+            f"inside an input directory" for path in p.skipped]
 
 
 @cli.command(short_help="Show a finished job's manifest; verify it or chart it.")
@@ -491,9 +559,9 @@ def demo(size: int, output: str | None, executor: str, workers: int | None, bloc
     """Make a sample web access log (cached) and extract its server errors in parallel."""
     from blockproc import _demo
 
-    source = _demo.demo_input(size)
-    click.echo(f"input:  {source} ({format_size(source.stat().st_size)}, generated once, "
-               f"cached)")
+    source, generated = _demo.demo_input_status(size)
+    how = "generated now, cached for the next run" if generated else "cached"
+    click.echo(f"input:  {source} ({format_size(source.stat().st_size)}, {how})")
     click.echo("job:    map_lines(parse_access_line) -> 'ip,status,bytes' of every 5xx line")
     result = _demo.run_demo(size, output=output, executor=executor, workers=workers,
                             progress=None if not quiet else False, block_size=block_size)
@@ -503,28 +571,102 @@ def demo(size: int, output: str | None, executor: str, workers: int | None, bloc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return its exit code."""
-    try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="blockproc",
-                 standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except KeyboardInterrupt:
-        return 130
-    except BlockprocError as exc:
-        click.echo(f"error: {exc}", err=True)
-        for note in getattr(exc, "__notes__", []):
-            click.echo(note, err=True)
-        return exc.exit_code
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    """Run the CLI and return its exit code.
+
+    Every error prints one line, ``error: ...`` (and notes such as a resume command),
+    never a traceback unless ``--debug``. SIGTERM stops a job as Ctrl-C does (exit 143).
+
+    Examples
+    --------
+    >>> main(["run", "in.txt", "-o", "out"])
+    2
+    """
+    _state["debug"] = False
+    with _sigterm_as_interrupt(), _warnings_as_lines():
+        try:
+            cli.main(args=list(argv) if argv is not None else None, prog_name="blockproc",
+                     standalone_mode=False)
+        except click.exceptions.Exit as exc:
+            return int(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            return int(exc.exit_code)
+        except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt into Abort
+            if isinstance(exc.__cause__, Terminated):
+                return 143
+            if not isinstance(exc.__cause__, KeyboardInterrupt):
+                click.echo("aborted", err=True)
+            return 130
+        except Terminated:
+            return 143
+        except KeyboardInterrupt:
+            return 130
+        except SystemExit as exc:
+            return int(exc.code or 0)
+        except Exception as exc:
+            return _report(exc)
     return 0
+
+
+def _report(exc: Exception) -> int:
+    """Print ``exc`` as one line (with its traceback under --debug); return the exit code."""
+    if _state["debug"]:
+        traceback.print_exception(exc)
+    code, message = 1, str(exc)
+    if isinstance(exc, BlockprocError):
+        code = exc.exit_code
+    elif isinstance(exc, PermissionError):  # the output or an input, before any work
+        code = 2
+        message = f"permission denied: {exc}; check the permissions of the paths named"
+    elif is_credentials_error(exc):
+        code = 2
+        message = (f"no credentials ({type(exc).__name__}: {exc}); pass them with "
+                   f"--storage-option or the store's environment variables")
+    else:
+        message = (f"{type(exc).__name__}: {exc} (this is a bug in blockproc: please report "
+                   f"it; rerun with --debug for the traceback)")
+    lines = message.strip().splitlines() or [type(exc).__name__]
+    click.echo(f"error: {lines[0]}", err=True)
+    for note in getattr(exc, "__notes__", []):
+        click.echo(note, err=True)
+    return code
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Raise :class:`Terminated` in the main thread on SIGTERM, for the time of the CLI."""
+    if sys.platform == "win32" or not _in_main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Print each warning as one line, ``warning: ...``, on stderr."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+
+        def show(message: Warning | str, category: type[Warning], filename: str,
+                 lineno: int, file: Any = None, line: str | None = None) -> None:
+            click.echo(f"warning: {message}", err=True)
+
+        warnings.showwarning = show
+        yield
 
 
 if __name__ == "__main__":

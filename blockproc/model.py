@@ -114,6 +114,10 @@ class Plan:
     block_size: int
     format: Mapping[str, Any]
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    directories: tuple[str, ...] = field(default=(), compare=False)
+    """The directories given as inputs, read recursively: an output may not be inside one."""
+    skipped: tuple[str, ...] = field(default=(), compare=False)
+    """blockproc outputs found inside those directories, and not read."""
 
     @property
     def num_bytes(self) -> int:
@@ -163,7 +167,8 @@ class Plan:
     def __repr__(self) -> str:
         files = len(self.files)
         return (
-            f"<Plan {files} file{'s' if files != 1 else ''}, {len(self.blocks)} blocks, "
+            f"<Plan {files} file{'s' if files != 1 else ''}, {len(self.blocks)} "
+            f"block{'s' if len(self.blocks) != 1 else ''}, "
             f"{format_size(self.num_bytes)}, format={self.format.get('name')!r}>"
         )
 
@@ -177,11 +182,11 @@ class Plan:
         ['memory://doc/plan-dict/a.log']
         >>> d = bp.plan("memory://doc/plan-dict", block_size=4).to_dict()
         >>> sorted(d)
-        ['block_size', 'blocks', 'files', 'fingerprint', 'format', 'protocol']
+        ['block_size', 'blocks', 'directories', 'files', 'fingerprint', 'format', 'protocol']
         >>> d["blocks"][1]
         {'id': 1, 'path': '/doc/plan-dict/a.log', 'start': 4, 'end': 8}
         """
-        return {
+        data: dict[str, Any] = {
             "protocol": self.protocol,
             "block_size": self.block_size,
             "format": dict(self.format),
@@ -189,6 +194,11 @@ class Plan:
             "files": [f.to_dict() for f in self.files],
             "blocks": [b.to_dict() for b in self.blocks],
         }
+        if self.directories:  # only when there are some, as the manifest's optional fields
+            data["directories"] = list(self.directories)
+        if self.skipped:
+            data["skipped"] = list(self.skipped)
+        return data
 
     @classmethod
     def from_dict(
@@ -213,6 +223,8 @@ class Plan:
             block_size=int(data["block_size"]),
             format=dict(data["format"]),
             storage_options=dict(storage_options or {}),
+            directories=tuple(data.get("directories", ())),
+            skipped=tuple(data.get("skipped", ())),
         )
 
 

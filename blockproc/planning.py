@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from blockproc._units import format_size
 from blockproc.errors import ConfigError
 from blockproc.formats import RecordFormat
 from blockproc.formats.base import has_border
@@ -18,10 +19,21 @@ from blockproc.model import Block, InputFile, Plan
 from blockproc.storage import (
     AbstractFileSystem,
     RangeSource,
-    list_inputs,
     open_decompressed,
     protocol_of,
+    scan_inputs,
 )
+
+MAX_BLOCKS = 1_000_000
+"""A plan of more blocks is refused: the master keeps every block in memory and the output
+would hold as many part-files."""
+
+SMALL_BLOCK_SIZE = 64 * 2**10
+"""Blocks under this size (64 KiB) cost more in scheduling, a part-file and a commit than
+their bytes take to process ..."""
+
+MAX_SMALL_BLOCKS = 10_000
+"""... so a plan of blocks under ``SMALL_BLOCK_SIZE`` may have at most this many."""
 
 
 def nominal_ranges(size: int, block_size: int) -> list[tuple[int, int]]:
@@ -160,9 +172,16 @@ def make_plan(
             f"block_size must be >= 1 byte, got {block_size!r}; pass an int or a string "
             f"like '64MiB'"
         )
-    fs, files = list_inputs(urlpaths, storage_options)
-    blocks = (pack_blocks(files, block_size) if is_packable(format)
-              else cut_blocks(files, block_size))
+    listing = scan_inputs(urlpaths, storage_options)
+    fs, files = listing.fs, listing.files
+    packable = is_packable(format)
+    num_bytes = sum(f.size for f in files)
+    # before cutting: a plan of millions of blocks would take the memory it warns about
+    cut = sum(-(-f.size // block_size) for f in files
+              if not f.compression and (f.size >= block_size or not packable))
+    check_block_count(cut, block_size, num_bytes)
+    blocks = pack_blocks(files, block_size) if packable else cut_blocks(files, block_size)
+    check_block_count(len(blocks), block_size, num_bytes)
     if isinstance(format, PlanHook):  # csv: true row starts; fixed: whole records; ...
         format, blocks = format.plan_blocks(files, blocks, _FileAccess(fs))
     return Plan(
@@ -172,4 +191,53 @@ def make_plan(
         block_size=block_size,
         format=format.to_dict(),
         storage_options=dict(storage_options or {}),
+        directories=listing.directories,
+        skipped=listing.skipped,
     )
+
+
+def check_block_count(num_blocks: int, block_size: int, num_bytes: int) -> None:
+    """Refuse a plan of absurdly many blocks, before any work, naming a block size that
+    fits: more than :data:`MAX_BLOCKS` blocks, or more than :data:`MAX_SMALL_BLOCKS`
+    blocks under :data:`SMALL_BLOCK_SIZE` (``--block-size 100`` on an 8 MiB file).
+
+    Examples
+    --------
+    >>> check_block_count(9, 2**20, 9 * 2**20)          # 9 blocks of 1 MiB: fine
+    >>> check_block_count(50, 100, 5000)                # tiny blocks, but few: fine
+    >>> check_block_count(83887, 100, 8 * 2**20)
+    Traceback (most recent call last):
+    ...
+    blockproc.ConfigError: block_size=100 B cuts 8.0 MiB of input into 83,887 blocks; ...
+    """
+    if num_blocks > MAX_BLOCKS:
+        limit = f"more than the limit of {MAX_BLOCKS:,}"
+    elif block_size < SMALL_BLOCK_SIZE and num_blocks > MAX_SMALL_BLOCKS:
+        limit = (f"blocks under {format_size(SMALL_BLOCK_SIZE)} cost more to schedule and "
+                 f"commit than to process, so a plan of them may have at most "
+                 f"{MAX_SMALL_BLOCKS:,}")
+    else:
+        return
+    fits = max(SMALL_BLOCK_SIZE, -(-num_bytes // MAX_SMALL_BLOCKS))
+    suggested = 1 << (fits - 1).bit_length()  # a power of two: 64KiB, 1MiB, 64MiB...
+    raise ConfigError(
+        f"block_size={format_size(block_size)} cuts {format_size(num_bytes)} of input into "
+        f"{num_blocks:,} blocks; {limit}. Pass a larger block size: "
+        f"block_size='{_size_text(suggested)}' (CLI: --block-size {_size_text(suggested)}) "
+        f"or more; the default is 64MiB"
+    )
+
+
+def _size_text(size: int) -> str:
+    """Return ``size`` as a power-of-two size a user would type: ``64KiB``, ``2MiB``.
+
+    Examples
+    --------
+    >>> _size_text(65536), _size_text(2**21), _size_text(3 * 2**40)
+    ('64KiB', '2MiB', '3TiB')
+    """
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        scale = 2 ** (10 * ("KMGT".index(unit[0]) + 1))
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{unit}"
+    return str(size)

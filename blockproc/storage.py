@@ -20,6 +20,7 @@ import json
 import os
 import posixpath
 import random
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -30,7 +31,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
 
-from blockproc.errors import ConfigError, InputChangedError, InputError, NoInputFilesError
+from blockproc.errors import (
+    AccessError,
+    ConfigError,
+    InputChangedError,
+    InputError,
+    NoInputFilesError,
+)
 from blockproc.model import InputFile
 
 if TYPE_CHECKING:
@@ -40,8 +47,9 @@ else:
 
 __all__ = [
     "AbstractFileSystem", "InputChangedError", "is_local", "RangeSource", "RetryPolicy",
-    "compression_of", "filesystem", "is_retryable", "iter_whole_files",
-    "list_inputs", "open_decompressed", "open_output", "protocol_of", "publish",
+    "InputListing", "compression_of", "credentials_message", "filesystem",
+    "is_credentials_error", "is_retryable", "iter_whole_files", "list_inputs", "scan_inputs",
+    "open_decompressed", "open_output", "protocol_of", "publish",
     "read_json", "read_whole", "remove_tree", "resolve", "retry_call", "to_url",
     "verify_unchanged",
     "write_bytes_atomic", "write_json_atomic",
@@ -320,19 +328,61 @@ def _is_hidden(relative: str) -> bool:
     return any(part.startswith(("_", ".")) for part in relative.split("/") if part)
 
 
+OUTPUT_MARKERS = ("_SUCCESS", "_blockproc")
+"""Names that make a directory a blockproc output: its manifest or its job state."""
+
+
+@dataclass(frozen=True)
+class InputListing:
+    """What :func:`scan_inputs` found: the files, the directories given as inputs (read
+    recursively) and the blockproc outputs skipped below them."""
+
+    fs: AbstractFileSystem
+    files: list[InputFile]
+    directories: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
 def list_inputs(
     urlpaths: Sequence[str], storage_options: Mapping[str, Any] | None = None
 ) -> tuple[AbstractFileSystem, list[InputFile]]:
     """Expand paths, globs and directories (recursively) into sorted input files.
 
-    Names starting with ``_`` or ``.`` below a directory or glob are skipped, so one
-    job's output can be the next job's input. Listing is one bulk call per argument
-    (``glob``/``find`` with details, paged by the store), never one call per file.
+    The files of :func:`scan_inputs`, which says what else the listing found.
+    """
+    listing = scan_inputs(urlpaths, storage_options)
+    return listing.fs, listing.files
+
+
+def scan_inputs(
+    urlpaths: Sequence[str], storage_options: Mapping[str, Any] | None = None
+) -> InputListing:
+    """Expand paths, globs and directories into sorted input files.
+
+    Directories are read recursively. Below a directory or a glob's fixed part, names
+    starting with ``_`` or ``.`` are skipped, so one job's output can be the next job's
+    input; so is every subdirectory that is itself a blockproc output (it holds
+    ``_SUCCESS`` or ``_blockproc/``), so an output kept inside an input directory is not
+    read back (``skipped`` names them). FIFOs, devices and sockets are refused
+    (:class:`InputError`): only regular files have byte ranges. Listing is one bulk
+    call per argument (``glob``/``find`` with details, paged by the store), never one
+    call per file.
+
+    Examples
+    --------
+    >>> from blockproc.testing import write_files
+    >>> _ = write_files("memory://doc/scan", {"a.log": b"a\\n", "old/part-00000.txt": b"x\\n",
+    ...                                       "old/_SUCCESS": b"{}", "sub/b.log": b"b\\n"})
+    >>> listing = scan_inputs(["memory://doc/scan"])
+    >>> [f.path for f in listing.files], listing.skipped
+    (['/doc/scan/a.log', '/doc/scan/sub/b.log'], ('/doc/scan/old',))
     """
     if not urlpaths:
         raise NoInputFilesError("no input given; pass at least one path, glob or directory")
     fs: AbstractFileSystem | None = None
     found: dict[str, InputFile] = {}
+    directories: list[str] = []
+    skipped: list[str] = []
     for url in urlpaths:
         this_fs, path = resolve(url, storage_options)
         if fs is None:
@@ -342,10 +392,21 @@ def list_inputs(
                 f"all inputs must be on one filesystem; {url!r} is on "
                 f"{protocol_of(this_fs)!r}, the first input on {protocol_of(fs)!r}"
             )
-        expanded = retry_call(functools.partial(_expand, this_fs, url, path),
-                              f"to list {url!r}")
-        for name, info in expanded.items():
+        try:
+            expanded = retry_call(functools.partial(_expand, this_fs, url, path),
+                                  f"to list {url!r}")
+        except PermissionError as exc:
+            raise AccessError(f"cannot list the input {url!r}: permission denied ({exc}); "
+                              f"check its permissions or the credentials") from None
+        except Exception as exc:
+            if is_credentials_error(exc):
+                raise AccessError(credentials_message(url, exc)) from None
+            raise
+        for name, info in expanded.files.items():
             found[name] = InputFile(name, int(info["size"]), _token(info), compression_of(name))
+        if expanded.directory is not None:
+            directories.append(expanded.directory)
+        skipped.extend(expanded.skipped)
     assert fs is not None
     for item in found.values():
         if item.compression and item.compression not in fsspec.available_compressions():
@@ -354,21 +415,99 @@ def list_inputs(
                 f"input {item.path!r} is {item.compression}-compressed and the codec is not "
                 f"installed; run `pip install {package}`"
             )
-    return fs, [found[name] for name in sorted(found)]
+    return InputListing(fs, [found[name] for name in sorted(found)],
+                        tuple(dict.fromkeys(directories)), tuple(sorted(set(skipped))))
 
 
-def _expand(fs: AbstractFileSystem, url: str, path: str) -> dict[str, Mapping[str, Any]]:
+_CREDENTIALS_ERRORS = frozenset({
+    "NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
+    "NoAuthTokenError", "UnauthorizedSSOTokenError", "SSOTokenLoadError",
+    "DefaultCredentialsError", "RefreshError", "ClientAuthenticationError",
+})
+
+
+def is_credentials_error(exc: BaseException) -> bool:
+    """Return True for a client's "no or bad credentials" error (botocore, google-auth,
+    azure), told by class name so that no cloud package is imported.
+
+    Examples
+    --------
+    >>> class NoCredentialsError(Exception): ...
+    >>> is_credentials_error(NoCredentialsError()), is_credentials_error(ValueError())
+    (True, False)
+    """
+    return any(cls.__name__ in _CREDENTIALS_ERRORS for cls in type(exc).__mro__)
+
+
+def credentials_message(url: str, exc: BaseException) -> str:
+    """Return the one-line message for a store that has no credentials for ``url``."""
+    hint = "pass credentials in --storage-option / storage_options"
+    if split_protocol(url)[0] in ("s3", "s3a"):
+        hint = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or pass "
+                "--storage-option anon=true (storage_options={'anon': True}) for a public "
+                "bucket")
+    return f"no credentials to reach {url!r} ({type(exc).__name__}: {exc}); {hint}"
+
+
+def _special_kind(info: Mapping[str, Any]) -> str:
+    mode = info.get("mode")
+    if isinstance(mode, int):
+        if stat.S_ISFIFO(mode):
+            return "a FIFO (named pipe)"
+        if stat.S_ISCHR(mode):
+            return "a character device"
+        if stat.S_ISBLK(mode):
+            return "a block device"
+        if stat.S_ISSOCK(mode):
+            return "a socket"
+    return "not a regular file"
+
+
+def _refuse_special(url: str, info: Mapping[str, Any]) -> None:
+    if info.get("type") in ("file", "directory"):
+        return
+    name = info.get("name", url)
+    raise InputError(
+        f"input {name!r} is {_special_kind(info)}, not a regular file; blockproc reads byte "
+        f"ranges of regular files only: write the data to a file and pass that"
+    )
+
+
+@dataclass(frozen=True)
+class _Expanded:
+    files: dict[str, Mapping[str, Any]]
+    directory: str | None = None
+    skipped: tuple[str, ...] = ()
+
+
+def _outputs_below(root: str, entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Return the directories strictly below ``root`` that are blockproc outputs."""
+    outputs: set[str] = set()
+    for name in entries:
+        parts = name[len(root):].strip("/").split("/")
+        for depth in range(1, len(parts)):
+            if parts[depth] in OUTPUT_MARKERS:
+                outputs.add(root + "/" + "/".join(parts[:depth]))
+                break
+    # an output inside a skipped output is skipped with it
+    return sorted(o for o in outputs
+                  if not any(o.startswith(other + "/") for other in outputs))
+
+
+def _expand(fs: AbstractFileSystem, url: str, path: str) -> _Expanded:
     if any(c in path for c in _GLOB_CHARS):
         matches = fs.glob(path, detail=True)
         first_glob = min(path.index(c) for c in _GLOB_CHARS if c in path)
         root = posixpath.dirname(path[:first_glob])
-        files = {n: i for n, i in matches.items() if i.get("type") == "file"
-                 and not _is_hidden(n[len(root):])}
-        if not files:
+        visible = {n: i for n, i in matches.items() if not _is_hidden(n[len(root):])}
+        for info in visible.values():
+            _refuse_special(url, info)
+        matched = {n: i for n, i in visible.items() if i.get("type") == "file"}
+        if not matched:
             raise NoInputFilesError(
                 f"the glob {url!r} matched no files; check the pattern and the directory"
             )
-        return files
+        return _Expanded(matched)
     try:
         info = fs.info(path)
     except FileNotFoundError:
@@ -376,19 +515,27 @@ def _expand(fs: AbstractFileSystem, url: str, path: str) -> dict[str, Mapping[st
             f"input {url!r} does not exist; check the path (globs like 'data/*.log' and "
             f"directories are accepted too)"
         ) from None
+    _refuse_special(url, info)
     if info.get("type") != "directory":
-        return {info["name"]: info}
+        return _Expanded({info["name"]: info})
     root = info["name"].rstrip("/")
-    files = {
-        n: i for n, i in fs.find(path, detail=True).items()
-        if i.get("type") == "file" and not _is_hidden(n[len(root):])
-    }
+    entries = fs.find(path, detail=True)
+    outputs = _outputs_below(root, entries)
+    files: dict[str, Mapping[str, Any]] = {}
+    for name, entry in entries.items():
+        if _is_hidden(name[len(root):]) or any(name.startswith(o + "/") for o in outputs):
+            continue
+        _refuse_special(url, entry)
+        if entry.get("type") == "file":
+            files[name] = entry
     if not files:
+        skipped = (f"; skipped {len(outputs)} blockproc output(s) inside it: "
+                   f"{', '.join(repr(o) for o in outputs[:3])}" if outputs else "")
         raise NoInputFilesError(
             f"the directory {url!r} holds no input files (names starting with '_' or '.' "
-            f"are skipped); check the path"
+            f"are skipped){skipped}; check the path"
         )
-    return files
+    return _Expanded(files, root, tuple(outputs))
 
 
 class RangeSource:

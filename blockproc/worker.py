@@ -277,19 +277,24 @@ def is_corrupt_stream(exc: BaseException) -> bool:
     return type(exc) is OSError and exc.errno is None and exc.args == ("Invalid data stream",)
 
 
-def combined_chunks(task: BlockTask) -> Iterator[bytes]:
+def combined_chunks(task: BlockTask, *, records: bool = True) -> Iterator[bytes]:
     """Yield the files of a combined block (``task.block.files``) whole, one after another.
 
     Each file is checked against the plan and fetched in one ranged read (or decompressed
     whole), several at a time. A file whose last record has no delimiter gets one, and a
     UTF-8 BOM that the format drops at the start of a file is dropped from each later
     file too, so the stream decodes into every file's own records, in order, each file
-    exactly once.
+    exactly once. With ``records`` (the stream is decoded, not piped to a command) a
+    file that ends with a CR keeps it as data, as the format reads that file alone.
     """
     delimiter = task.format.delimiter
     probe = b"\xef\xbb\xbf" + delimiter  # does this format drop a BOM at a file start?
     drops_bom = (list(task.format.iter_batches([probe], at_file_start=True))
                  != list(task.format.iter_batches([probe], at_file_start=False)))
+    # Does it drop a CR before the delimiter (CRLF)? Then a file that ends with a CR and
+    # no delimiter gets CR + delimiter, so its CR stays data, as when it is read alone.
+    cr_end = b"\r" + delimiter if records and list(task.format.iter_batches(
+        [b"\r" + delimiter], at_file_start=False)) == [[""]] else delimiter
     with contextlib.closing(iter_whole_files(task.input_fs, task.block.files)) as files:
         for index, (_, whole) in enumerate(files):
             bom = index and drops_bom and whole.startswith(b"\xef\xbb\xbf")
@@ -297,7 +302,7 @@ def combined_chunks(task: BlockTask) -> Iterator[bytes]:
             if data:
                 yield data
                 if not data.endswith(delimiter):
-                    yield delimiter
+                    yield cr_end if data.endswith(b"\r") else delimiter
 
 
 def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
@@ -316,7 +321,7 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     stderr_bytes = 0
     try:
         if combined:
-            chunks = combined_chunks(task)
+            chunks = combined_chunks(task, records=mapper.kind != "command")
         else:
             chunks = _decompressed_chunks(task) if source is None else _source_chunks(
                 task, source, whole=mapper.kind == "block")

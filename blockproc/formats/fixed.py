@@ -61,7 +61,8 @@ class Fixed:
             raise ConfigError(
                 "format 'fixed' needs a record layout: pass bp.formats.Fixed(dtype) with a "
                 "numpy dtype such as '<f8' or [('id', '<u4'), ('x', '<f4')], or "
-                "Fixed(record_size=N) (CLI: --dtype or --record-size)")
+                "Fixed(record_size=N) (CLI: --format-option dtype='<f8' or --format-option "
+                "record_size=16)")
         if self.dtype is not None:
             np = numpy("format 'fixed'")
             try:

@@ -49,7 +49,10 @@ class Lines(DelimitedBoundary):
     """Newline-terminated text: LF or CRLF, decoded with ``encoding`` (UTF-8 by default).
 
     Records are ``str`` without their line ending; a BOM at the start of a file is
-    dropped once. Any ASCII-compatible codec works, and so do UTF-16 and UTF-32 (LE, BE,
+    dropped once. Only LF ends a line, and a CR right before it belongs to the line end
+    (CRLF); any other CR is data, a CR at the end of a file without a final LF included
+    (unlike ``str.splitlines``, which also splits on a lone CR). Any ASCII-compatible
+    codec works, and so do UTF-16 and UTF-32 (LE, BE,
     or ``utf-16``/``utf-32`` with the byte order taken from the BOM at plan time), cut
     only on newlines aligned to code units (see :mod:`blockproc.formats.text`).
     Undecodable bytes follow ``errors``; ``"strict"`` fails with their byte offset.
@@ -58,6 +61,8 @@ class Lines(DelimitedBoundary):
     --------
     >>> list(Lines().iter_batches([b"\\xef\\xbb\\xbfa\\r\\nb\\n"], at_file_start=True))
     [['a', 'b']]
+    >>> list(Lines().iter_batches([b"a\\rb\\r\\nc\\r"], at_file_start=True))
+    [['a\\rb'], ['c\\r']]
     """
 
     encoding: str = "utf-8"
@@ -146,7 +151,7 @@ class Lines(DelimitedBoundary):
             except UnicodeDecodeError as exc:
                 raise text.decode_error(exc, done + exc.start, self.encoding,
                                         at_file_start) from exc
-            yield _split_text(decoded + "\n")
+            yield [decoded]  # the last line, without LF: a CR at its end is data
 
 
 def _split_text(text: str) -> list[str]:

@@ -186,7 +186,8 @@ def decode_error(exc: UnicodeDecodeError, offset: int, encoding: str,
 def iter_wide_lines(chunks: Iterable[bytes], encoding: str, errors: str, *,
                     at_file_start: bool) -> Iterator[list[str]]:
     """Yield the lines of an aligned UTF-16/32 range, a list per chunk, without their
-    LF or CRLF; a BOM at the start of the file is dropped.
+    LF or CRLF (a CR not followed by LF is data); a BOM at the start of the file is
+    dropped.
 
     Examples
     --------
@@ -225,7 +226,7 @@ def iter_wide_lines(chunks: Iterable[bytes], encoding: str, errors: str, *,
         raise decode_error(exc, consumed - buffered + exc.start, encoding,
                            at_file_start) from exc
     if pending:
-        yield _strip_cr(pending.split("\n"))
+        yield [pending]  # the last line, without LF: a CR at its end is data
 
 
 def _strip_cr(lines: list[str]) -> list[str]:

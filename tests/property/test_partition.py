@@ -76,13 +76,13 @@ def sequential_delimited(data: bytes, delimiter: bytes) -> list[bytes]:
 
 
 def sequential_lines(data: bytes) -> list[str]:
-    """The whole file as text: BOM stripped once, split on LF, one trailing CR dropped."""
+    """The whole file as text: BOM stripped once, split on LF, the CR of a CRLF dropped
+    (a CR not followed by LF, at the end of the file too, is data)."""
     if data.startswith(BOM):
         data = data[len(BOM):]
     pieces = data.decode("utf-8").split("\n")
-    if pieces[-1] == "":
-        pieces.pop()
-    return [p[:-1] if p.endswith("\r") else p for p in pieces]
+    last = pieces.pop()  # after the last LF: a line only if not empty, and its CR is data
+    return [p.removesuffix("\r") for p in pieces] + ([last] if last else [])
 
 
 def sequential(data: bytes, fmt: Any) -> list[Any]:

@@ -426,9 +426,8 @@ def sequential_wide(data: bytes, encoding: str) -> list[str]:
     if encoding.endswith(("-le", "-be")):
         text = text.removeprefix("\ufeff")
     pieces = text.split("\n")
-    if pieces[-1] == "":
-        pieces.pop()
-    return [p[:-1] if p.endswith("\r") else p for p in pieces]
+    last = pieces.pop()  # after the last LF: a line only if not empty, and its CR is data
+    return [p.removesuffix("\r") for p in pieces] + ([last] if last else [])
 
 
 @settings(SLOW, max_examples=150)

@@ -12,6 +12,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from blockproc import formats
 from blockproc.errors import ConfigError, InputError, RecordTooLargeError
@@ -231,10 +233,31 @@ def test_missing_final_delimiter_keeps_the_last_record(fmt: Any) -> None:
         assert [r if isinstance(r, str) else r.decode() for r in records] == ["a", "bb", "ccc"]
 
 
-def test_missing_final_delimiter_with_trailing_cr_strips_the_cr() -> None:
-    data = b"a\r\nb\r"
-    for block_size in every_block_size(data):
-        assert all_records(data, Lines(), block_size) == ["a", "b"]
+def test_a_cr_without_lf_is_data_even_at_the_end_of_the_file() -> None:
+    # The rule (README, "Formats"): only LF ends a line; a CR right before it is part of
+    # the line end (CRLF), and every other CR is data, at the end of the file too. This
+    # replaces the old behaviour, which stripped a lone CR at the end of the file only.
+    for data, expected in [(b"a\r\nb\r", ["a", "b\r"]), (b"a\rb\n", ["a\rb"]),
+                           (b"a\r\n\r", ["a", "\r"]), (b"\r", ["\r"]),
+                           (b"a\r\r\n", ["a\r"])]:
+        for block_size in every_block_size(data):
+            assert all_records(data, Lines(), block_size) == expected, (data, block_size)
+
+
+@given(pieces=st.lists(st.sampled_from(["a", "é", "\r", "\n", "\r\n", "\r\r"]), max_size=12),
+       block_size=st.integers(1, 40), chunk=st.integers(1, 8))
+def test_only_crlf_and_lf_end_a_line_whatever_the_cuts(pieces: list[str], block_size: int,
+                                                       chunk: int) -> None:
+    """Property of the CR rule: every CR that is not right before an LF survives, in
+    every block split and every chunking, and a CR before an LF never does."""
+    data = "".join(pieces).encode()
+    records = all_records(data, Lines(), block_size)
+    assert "".join(records).count("\r") == data.count(b"\r") - data.count(b"\r\n")
+    lines = data.decode().split("\n")
+    last = lines.pop()
+    assert records == [line.removesuffix("\r") for line in lines] + ([last] if last else [])
+    chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    assert decode_all(Lines(), chunks) == records
 
 
 def test_empty_records_are_kept_in_lines() -> None:
