@@ -33,7 +33,7 @@ from blockproc.errors import (
     BlockprocError,
     ConfigError,
     JobError,
-    OutputExistsError,
+    UnfinishedOutputError,
 )
 from blockproc.executors import EXECUTORS
 from blockproc.formats import Delimited, Lines, Raw, RecordFormat, available_formats
@@ -343,12 +343,15 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
     except JobError as exc:
         if isinstance(exc, BlockFailedError) and exc.remote_traceback and _state["debug"]:
             click.echo(f"worker traceback:\n{exc.remote_traceback.rstrip()}", err=True)
-        exc.add_note(f"committed blocks are kept; after fixing the cause, resume with:\n  "
-                     f"{_resume_command()}")
+        if exc.resumable:
+            exc.add_note(f"committed blocks are kept; after fixing the cause, resume with:\n  "
+                         f"{_resume_command()}")
+        elif isinstance(exc, BlockFailedError):  # the input changed: a resume is refused
+            exc.add_note("the input changed since the job was planned; start over with "
+                         "--if-exists overwrite")
         raise
-    except OutputExistsError as exc:
-        if "unfinished blockproc job" in str(exc):  # left by a crash or a Ctrl-C
-            exc.add_note(f"to finish it, run:\n  {_resume_command()}")
+    except UnfinishedOutputError as exc:  # left by a crash or a Ctrl-C
+        exc.add_note(f"to finish it, run:\n  {_resume_command()}")
         raise
     if not quiet:
         click.echo(_summary(result))

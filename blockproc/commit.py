@@ -16,16 +16,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import posixpath
-import socket
+import re
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 from blockproc._types import IfExists
-from blockproc.errors import ConfigError, OutputExistsError
+from blockproc.errors import (
+    AccessError,
+    BlockprocError,
+    ConfigError,
+    OutputExistsError,
+    StorageError,
+    UnfinishedOutputError,
+)
+from blockproc.lock import OutputLock
 from blockproc.model import BlockResult, Plan, blocks_summary
 from blockproc.storage import (
     AbstractFileSystem,
@@ -43,10 +50,12 @@ SUCCESS = "_SUCCESS"
 STATE_DIR = "_blockproc"
 TEMPORARY = "_temporary"
 ERRORS_DIR = "_errors"
+LOGS_DIR = "_logs"
 LEDGER = "committed"
-LOCK = "lock.json"
-LOCK_LEASE = 30.0
-"""Seconds without a heartbeat after which another job may take over an output's lock."""
+BLOCKPROC_ENTRY = re.compile(r"^(part-\d{5,}(\..*)?|_SUCCESS|_blockproc|_temporary|_errors|_logs"
+                             r"|\.part-\d{5,}.*\.tmp|\._SUCCESS\..*\.tmp)$")
+"""Names blockproc writes at the top of an output directory; ``overwrite`` removes only
+these, and refuses a directory holding anything else."""
 
 
 def part_name(block_id: int, extension: str = ".txt") -> str:
@@ -68,7 +77,9 @@ class OutputDir:
         self.path = path.rstrip("/") or "/"
         self.job_id = job_id
         self.url = to_url(fs, self.path)
+        self.lock = OutputLock(fs, self._join(STATE_DIR), job_id, self.url)
         self._ledger: BinaryIO | None = None
+        self._renew_failing_since: float | None = None
 
     def _join(self, *parts: str) -> str:
         return posixpath.join(self.path, *parts)
@@ -85,100 +96,131 @@ class OutputDir:
         already committed.
 
         ``if_exists``: ``"error"`` refuses a non-empty directory, ``"overwrite"`` empties
-        it, ``"resume"`` keeps the blocks committed by a run with the same plan. A
-        directory that a live job is writing is always refused.
+        an earlier blockproc output, ``"resume"`` keeps the blocks committed by a run with
+        the same plan. A directory that a live job is writing is always refused, and so
+        is one holding files blockproc did not write: nothing of the user's is deleted.
         """
         if if_exists not in ("error", "overwrite", "resume"):
             raise ConfigError(
                 f"if_exists must be 'error', 'overwrite' or 'resume', got {if_exists!r}")
         self._check_not_input(inputs)
-        entries: list[str] = []
-        if self.fs.exists(self.path):
-            if not self.fs.isdir(self.path):
-                raise OutputExistsError(
-                    f"output {self.url!r} is a file, not a directory; choose another output path"
-                )
-            entries = self.fs.ls(self.path, detail=False)
-        self._check_lock()  # a live job's output is refused whatever if_exists says
-        if entries and if_exists == "error":
-            raise OutputExistsError(
-                f"output {self.url!r} already exists and {self._describe(entries)}; "
-                f"pass if_exists='overwrite' (CLI: --if-exists overwrite) to replace "
-                f"it, or if_exists='resume' (CLI: --resume) to finish an unfinished job"
-            )
-        self.fs.makedirs(self._join(STATE_DIR, LEDGER), exist_ok=True)
-        self._take_lock()  # from here on no other job writes this output
-        committed: dict[int, BlockResult] = {}
-        if entries and if_exists == "overwrite":
-            self._empty_but_lock()
-        elif entries and if_exists == "resume":
-            committed = self._load_committed(plan)
-        write_json_atomic(self.fs, self._join(STATE_DIR, "plan.json"),
-                          {"job_id": self.job_id, "plan": plan.to_dict()}, indent=None)
+        with self._storage("to open the output", setup=True):
+            entries = self._entries()
+            if entries:
+                self._refuse_foreign(entries, if_exists)
+                if if_exists == "error":
+                    self.lock.check_free()  # a live job is named before "already exists"
+                    raise self._exists_error(entries)
+            self.lock.acquire()  # from here on no other job writes this output
+        with self._storage("to prepare the output"):
+            committed: dict[int, BlockResult] = {}
+            if entries and if_exists == "overwrite":
+                self._empty_but_state()
+            elif entries and if_exists == "resume":
+                committed = self._load_committed(plan)
+            self.lock.guard()
+            self.fs.makedirs(self._join(STATE_DIR, LEDGER), exist_ok=True)
+            write_json_atomic(self.fs, self._join(STATE_DIR, "plan.json"),
+                              {"job_id": self.job_id, "plan": plan.to_dict()}, indent=None)
         return committed
+
+    def _entries(self) -> list[str]:
+        if not self.fs.exists(self.path):
+            return []
+        if not self.fs.isdir(self.path):
+            raise OutputExistsError(
+                f"output {self.url!r} is a file, not a directory; choose another output path")
+        return [e for e in self.fs.ls(self.path, detail=False)
+                if e.rstrip("/") != self.path]
+
+    def _refuse_foreign(self, entries: Sequence[str], if_exists: IfExists) -> None:
+        """Refuse a directory holding entries blockproc did not write, naming a few."""
+        foreign = sorted(n for n in _names(entries) if not BLOCKPROC_ENTRY.match(n))
+        if not foreign:
+            return
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more"
+                                          if len(foreign) > 5 else "")
+        what = ("blockproc never deletes files it did not write"
+                if if_exists == "overwrite" else "blockproc writes only into its own outputs")
+        raise OutputExistsError(
+            f"output {self.url!r} holds files blockproc did not write ({shown}); {what}, "
+            f"so choose a new or empty output directory (or move those files away)")
+
+    def _exists_error(self, entries: Sequence[str]) -> OutputExistsError:
+        names = set(_names(entries))
+        if STATE_DIR in names and SUCCESS not in names:
+            done = len(read_ledger(self.fs, self.path))
+            return UnfinishedOutputError(
+                f"output {self.url!r} already exists and holds an unfinished blockproc job "
+                f"({done} blocks committed); pass if_exists='resume' (CLI: --resume) to "
+                f"finish it, or if_exists='overwrite' (CLI: --if-exists overwrite) to "
+                f"start over")
+        what = "holds a finished blockproc job" if SUCCESS in names else \
+            "holds blockproc part-files"
+        return OutputExistsError(
+            f"output {self.url!r} already exists and {what}; pass if_exists='overwrite' "
+            f"(CLI: --if-exists overwrite) to replace it, or choose another output")
+
+    @contextlib.contextmanager
+    def _storage(self, what: str, *, setup: bool = False) -> Iterator[None]:
+        """Turn a storage failure outside a block into a one-line blockproc error: an
+        :class:`~blockproc.AccessError` before any work (``setup``), else a resumable
+        :class:`~blockproc.StorageError`."""
+        try:
+            yield
+        except BlockprocError:
+            raise
+        except Exception as exc:
+            raise self._storage_error(what, exc, setup=setup) from exc
+
+    def _storage_error(self, what: str, exc: BaseException, *,
+                       setup: bool = False) -> BlockprocError:
+        reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        if setup:
+            return AccessError(
+                f"cannot write the output {self.url!r} ({what}): {reason}; check that the "
+                f"path is writable, the store reachable and its credentials set")
+        return StorageError(
+            f"the storage of output {self.url!r} failed {what}: {reason}; the committed "
+            f"blocks are kept")
 
     # -- one job per output ----------------------------------------------------------------
 
-    def _lock_path(self) -> str:
-        return self._join(STATE_DIR, LOCK)
-
-    def _read_lock(self) -> dict[str, Any] | None:
-        try:
-            return dict(read_json(self.fs, self._lock_path()))
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def _check_lock(self) -> None:
-        lock = self._read_lock()
-        if lock is None or lock.get("job_id") == self.job_id or _lock_is_stale(lock):
-            return
-        age = time.time() - float(lock.get("heartbeat", 0))
-        raise OutputExistsError(
-            f"output {self.url!r} is being written by job {lock.get('job_id')} (pid "
-            f"{lock.get('pid')} on {lock.get('host')}, last heartbeat {age:.0f}s ago); wait "
-            f"for it to finish or stop it, or choose another output. A lock with no "
-            f"heartbeat for {LOCK_LEASE:g}s is taken over automatically"
-        )
-
-    def _take_lock(self) -> None:
-        """Create the lock exclusively; replace it only if it is stale."""
-        for _ in range(2):
-            try:
-                with self.fs.open(self._lock_path(), "xb") as f:
-                    f.write(json.dumps(self._lock_doc()).encode())
-                return
-            except FileExistsError:
-                self._check_lock()  # raises if a live job holds it
-                with contextlib.suppress(FileNotFoundError):
-                    self.fs.rm(self._lock_path())  # stale: take it over
-        self._check_lock()
-        raise OutputExistsError(f"output {self.url!r}: another job took the lock at the same "
-                                f"time; try again")
-
-    def _lock_doc(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "host": socket.gethostname(), "pid": os.getpid(),
-                "heartbeat": time.time()}
-
     def heartbeat(self) -> None:
-        """Renew this job's lock on the output (the master calls it every few seconds)."""
-        write_json_atomic(self.fs, self._lock_path(), self._lock_doc())
+        """Renew this job's lock on the output (the master calls it every few seconds).
+
+        A renewal that fails (the store is unreachable) is tried again at the next call;
+        once renewals have failed for two thirds of the lease, another job may soon take
+        the output over, so the job stops with a :class:`~blockproc.StorageError`.
+        """
+        try:
+            self.lock.renew()
+            self._renew_failing_since = None
+        except BlockprocError:
+            raise
+        except Exception as exc:
+            now = time.monotonic()
+            self._renew_failing_since = self._renew_failing_since or now
+            if now - self._renew_failing_since > self.lock.lease * 2 / 3:
+                raise self._storage_error(
+                    f"to renew the job's lock for {now - self._renew_failing_since:.0f}s",
+                    exc) from exc
 
     def release(self) -> None:
-        """Drop the lock if this job still holds it."""
-        lock = self._read_lock()
-        if lock is not None and lock.get("job_id") == self.job_id:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(self._lock_path())
+        """Drop the lock if this job still holds it; never raises (an unreachable store
+        leaves a lock that goes stale after the lease)."""
+        with contextlib.suppress(Exception):
+            self.lock.release()
 
-    def _empty_but_lock(self) -> None:
+    def _empty_but_state(self) -> None:
+        """Remove an earlier job's files (all of them blockproc's), keeping the lock."""
         state = self._join(STATE_DIR)
-        for entry in self.fs.ls(self.path, detail=False):
+        for entry in self._entries():
             if entry.rstrip("/") != state:
                 self.fs.rm(entry, recursive=True)
         for entry in self.fs.ls(state, detail=False):
-            if entry.rstrip("/") != self._lock_path():
+            if posixpath.basename(entry.rstrip("/")) != "lock":
                 self.fs.rm(entry, recursive=True)
-        self.fs.makedirs(self._join(STATE_DIR, LEDGER), exist_ok=True)
 
     def _check_not_input(self, inputs: Sequence[str]) -> None:
         root = self.path.rstrip("/") + "/"
@@ -189,21 +231,12 @@ class OutputDir:
                     f"over its inputs, so choose an output directory outside them"
                 )
 
-    def _describe(self, entries: Sequence[str]) -> str:
-        names = {posixpath.basename(e.rstrip("/")) for e in entries}
-        if SUCCESS in names:
-            return "holds a finished blockproc job"
-        if STATE_DIR in names:
-            done = len(read_ledger(self.fs, self.path))
-            return f"holds an unfinished blockproc job ({done} blocks committed)"
-        return f"is not empty ({len(entries)} entries)"
-
     def _load_committed(self, plan: Plan) -> dict[int, BlockResult]:
         state = self._join(STATE_DIR, "plan.json")
         if not self.fs.exists(state):
             raise OutputExistsError(
-                f"cannot resume into {self.url!r}: it is not empty and holds no blockproc job "
-                f"state ({STATE_DIR}/plan.json); choose an empty output or if_exists='overwrite'"
+                f"cannot resume into {self.url!r}: it holds no blockproc job state "
+                f"({STATE_DIR}/plan.json); choose an empty output or if_exists='overwrite'"
             )
         previous = read_json(self.fs, state)["plan"]
         if previous.get("fingerprint") != plan.fingerprint:
@@ -219,6 +252,7 @@ class OutputDir:
             part = self._join(result.part)
             if self.fs.exists(part) and self.fs.size(part) == result.bytes_written:
                 committed[result.block.id] = result
+        self.lock.guard()
         for leftover in (self._join(TEMPORARY), self._join(SUCCESS)):
             if self.fs.exists(leftover):
                 self.fs.rm(leftover, recursive=True)
@@ -229,14 +263,18 @@ class OutputDir:
 
         On an object store the publish is a server-side copy of the one object (no rename,
         no listing); readers see no part-file before it is complete. The ledger entry,
-        written after it, is what resume trusts.
+        written after it, is what resume trusts. Raises
+        :class:`~blockproc.LockLostError` instead if another job took the output over.
         """
-        publish(self.fs, staging_path, self._join(result.part))
-        if result.bad_records:
-            stem = posixpath.splitext(result.part)[0]
-            self.fs.makedirs(self._join(ERRORS_DIR), exist_ok=True)
-            publish(self.fs, errors_path(staging_path), self._join(ERRORS_DIR, f"{stem}.jsonl"))
-        self._record(result)
+        self.lock.guard()
+        with self._storage(f"to commit {result.part}"):
+            publish(self.fs, staging_path, self._join(result.part))
+            if result.bad_records:
+                stem = posixpath.splitext(result.part)[0]
+                self.fs.makedirs(self._join(ERRORS_DIR), exist_ok=True)
+                publish(self.fs, errors_path(staging_path),
+                        self._join(ERRORS_DIR, f"{stem}.jsonl"))
+            self._record(result)
 
     def _record(self, result: BlockResult) -> None:
         """Add a committed block to the ledger that resume trusts.
@@ -258,32 +296,36 @@ class OutputDir:
         self._ledger.flush()
 
     def discard(self, staging_path: str) -> None:
-        """Remove what a losing or failed attempt staged."""
+        """Remove what a losing or failed attempt staged (best effort: it is garbage)."""
         for path in (staging_path, errors_path(staging_path)):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(Exception):
                 self.fs.rm(path)
 
-    def cleanup(self) -> None:
+    def cleanup(self, *, lost_lock: bool = False) -> None:
         """Close the ledger and remove this job's staging directory (whatever the job's
-        outcome)."""
+        outcome; best effort). A job that lost its lock removes nothing: the output is
+        another job's now."""
         if self._ledger is not None:
-            self._ledger.close()
+            with contextlib.suppress(OSError):
+                self._ledger.close()
             self._ledger = None
-        with contextlib.suppress(FileNotFoundError):
+        if lost_lock:
+            return
+        with contextlib.suppress(Exception):
             self.fs.rm(self._join(TEMPORARY, self.job_id), recursive=True)
         temporary = self._join(TEMPORARY)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(Exception):
             if self.fs.exists(temporary) and not self.fs.ls(temporary, detail=False):
                 self.fs.rm(temporary, recursive=True)
 
     def finish(self, plan: Plan, results: Sequence[BlockResult], job: Mapping[str, Any]) -> None:
-        """Write the ``_SUCCESS`` manifest, after removing ``_temporary/``.
+        """Write the ``_SUCCESS`` manifest, after removing ``_temporary/``, while this job
+        still holds the lock.
 
         The manifest lists ``results``, the committed blocks, never what a listing shows;
         removing ``_temporary/`` is garbage collection (on an object store it lists, and
         a stale listing may leave objects there, which readers ignore).
         """
-        remove_tree(self.fs, self._join(TEMPORARY))
         manifest = {
             "version": MANIFEST_VERSION,
             "job_id": self.job_id,
@@ -296,7 +338,14 @@ class OutputDir:
             "totals": blocks_summary(results),
             "blocks": [r.to_dict() for r in results],
         }
-        write_bytes_atomic(self.fs, self._join(SUCCESS), dumps_rows(manifest))
+        self.lock.renew()  # a fresh check right before the one write readers trust
+        with self._storage("to write _SUCCESS"):
+            remove_tree(self.fs, self._join(TEMPORARY))
+            write_bytes_atomic(self.fs, self._join(SUCCESS), dumps_rows(manifest))
+
+
+def _names(entries: Sequence[str]) -> list[str]:
+    return [posixpath.basename(e.rstrip("/")) for e in entries]
 
 
 def dumps_rows(doc: Mapping[str, Any]) -> bytes:
@@ -360,21 +409,6 @@ def read_ledger(fs: AbstractFileSystem, path: str) -> dict[int, dict[str, Any]]:
 def errors_path(staging_path: str) -> str:
     """Where an attempt logs the records it skipped (``max_bad_records``)."""
     return f"{staging_path}.errors.jsonl"
-
-
-def _lock_is_stale(lock: Mapping[str, Any]) -> bool:
-    """A lock is stale when its heartbeat is older than the lease, or when its job ran on
-    this host in a process that no longer exists (so a crashed job resumes at once)."""
-    if time.time() - float(lock.get("heartbeat", 0)) > LOCK_LEASE:
-        return True
-    if lock.get("host") == socket.gethostname():
-        try:
-            os.kill(int(lock.get("pid", 0)), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError):
-            return False
-    return False
 
 
 def verify_output(fs: AbstractFileSystem, path: str, manifest: Mapping[str, Any]) -> list[str]:

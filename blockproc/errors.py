@@ -91,7 +91,13 @@ class UnfinishedOutputError(OutputExistsError):
 
 
 class JobError(BlockprocError):
-    """The job ran but did not finish."""
+    """The job ran but did not finish.
+
+    ``resumable`` says whether ``if_exists="resume"`` can finish it once the cause is
+    fixed (False when the input changed, or another job owns the output now).
+    """
+
+    resumable = True
 
 
 class BlockFailedError(JobError):
@@ -142,6 +148,8 @@ class StorageError(JobError, OSError):
 class LockLostError(JobError):
     """Another job took the output's lock over (this job stalled past the lease); this
     job stopped without writing to the output again."""
+
+    resumable = False
 
 
 class JobCancelledError(JobError):

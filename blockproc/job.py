@@ -7,6 +7,7 @@ last. Data never passes through it: only task descriptors, counters and results.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
@@ -16,7 +17,7 @@ from typing import Any
 
 from blockproc._types import IfExists
 from blockproc.commit import OutputDir, part_name
-from blockproc.errors import BlockFailedError, JobCancelledError, JobError
+from blockproc.errors import BlockFailedError, JobCancelledError, JobError, LockLostError
 from blockproc.executors import Executor, Failed, Finished, Progress
 from blockproc.formats import DEFAULT_MAX_RECORD_SIZE
 from blockproc.formats import from_dict as format_from_dict
@@ -27,8 +28,6 @@ from blockproc.storage import AbstractFileSystem, filesystem
 from blockproc.worker import BlockTask, Mapper
 
 POLL_INTERVAL = 0.1
-HEARTBEAT_INTERVAL = 5.0
-"""Seconds between renewals of the output lock while a job runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,20 +363,20 @@ class Job:
         results: dict[int, BlockResult] = out.prepare(plan, self._if_exists, inputs)
         try:
             attempts = self._schedule(results)
+            ordered = tuple(results[b.id] for b in plan.blocks)
+            seconds = time.perf_counter() - started
+            out.finish(plan, ordered, {
+                "seconds": round(seconds, 6),
+                "mapper": self._mapper.kind,
+                "executor": self._executor.name,
+                "workers": self._executor.num_slots,
+                "max_attempts": options.max_attempts,
+                "speculation": options.speculation,
+                "max_bad_records": options.max_bad_records,
+                "attempts": [a.to_dict() for a in attempts],
+            })
         finally:
-            out.release()
-        ordered = tuple(results[b.id] for b in plan.blocks)
-        seconds = time.perf_counter() - started
-        out.finish(plan, ordered, {
-            "seconds": round(seconds, 6),
-            "mapper": self._mapper.kind,
-            "executor": self._executor.name,
-            "workers": self._executor.num_slots,
-            "max_attempts": options.max_attempts,
-            "speculation": options.speculation,
-            "max_bad_records": options.max_bad_records,
-            "attempts": [a.to_dict() for a in attempts],
-        })
+            out.release()  # after _SUCCESS: the manifest is written under the lock
         return JobResult(output=out.url, job_id=self.job_id, blocks=ordered, seconds=seconds,
                          attempts=tuple(attempts))
 
@@ -404,13 +403,14 @@ class Job:
             begun[key] = time.time()
             executor.run(tasks[key])
 
-        def end_attempt(key: AttemptKey, worker: str, status: str, error: str = "") -> None:
+        def end_attempt(key: AttemptKey, worker: str, status: str, error: str = "",
+                        discard: bool = True) -> None:
             task = tasks.pop(key)
             worker = worker or runs_on.pop(key, "")
             runs_on.pop(key, None)
             attempts.append(AttemptRecord(key[0], key[1], worker, begun.pop(key), time.time(),
                                           status, error, key in speculative))
-            if status != "committed":
+            if status != "committed" and discard:
                 out.discard(task.staging_path)
 
         executor.start(self._mapper)
@@ -466,7 +466,7 @@ class Job:
                     end_attempt(key, "", "lost", "lease expired")
                 if sched.failed_block is not None:
                     raise self._block_failed(sched.failed_block, sched, failures)
-                if time.monotonic() - last_heartbeat > HEARTBEAT_INTERVAL:
+                if time.monotonic() - last_heartbeat > out.lock.renew_every:
                     out.heartbeat()
                     last_heartbeat = time.monotonic()
                 running = sum(min(lease.bytes_done, _nominal(plan, k[0]))
@@ -474,11 +474,13 @@ class Job:
                 progress.update(committed_bytes + running, self._committed, sched.num_running,
                                 self._failed_attempts)
         finally:
+            # a job that lost its lock touches the output no more, not even to clean up
+            lost = isinstance(sys.exc_info()[1], LockLostError)
             executor.close()  # stops busy workers and waits, so nothing writes while we clean up
             for key in list(tasks):
-                end_attempt(key, "", "discarded", "job stopped")
+                end_attempt(key, "", "discarded", "job stopped", discard=not lost)
             progress.close()
-            out.cleanup()
+            out.cleanup(lost_lock=lost)
         return attempts
 
     def _task(self, key: AttemptKey) -> BlockTask:
@@ -511,7 +513,18 @@ class Job:
         )
         if failure and failure.traceback:
             error.__cause__ = RemoteTraceback(failure.traceback)
+        if failure and _error_class(failure.error) == "InputChangedError":
+            error.resumable = False  # the plan no longer matches the input: start over
         return error
+
+
+def _error_class(summary: str) -> str:
+    """The class name an error summary line starts with.
+
+    >>> _error_class("blockproc.errors.InputChangedError: a.log changed")
+    'InputChangedError'
+    """
+    return summary.partition(":")[0].rpartition(".")[2].strip()
 
 
 def _nominal(plan: Plan, block_id: int) -> int:

@@ -21,7 +21,9 @@ import os
 import posixpath
 import random
 import stat
+import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,7 +49,7 @@ else:
 
 __all__ = [
     "AbstractFileSystem", "InputChangedError", "is_local", "RangeSource", "RetryPolicy",
-    "InputListing", "compression_of", "credentials_message", "filesystem",
+    "InputListing", "compression_of", "create_exclusive", "credentials_message", "filesystem",
     "is_credentials_error", "is_retryable", "iter_whole_files", "list_inputs", "scan_inputs",
     "open_decompressed", "open_output", "protocol_of", "publish",
     "read_json", "read_whole", "remove_tree", "resolve", "retry_call", "to_url",
@@ -781,19 +783,88 @@ def write_bytes_atomic(fs: AbstractFileSystem, path: str, data: bytes) -> None:
         return
 
     def write() -> None:
-        staging = posixpath.join(directory, f".{name}.tmp")
-        if is_local(fs):  # a ledger entry per block: plain files, no fsspec round trips
-            os.makedirs(directory, exist_ok=True)
-            with open(staging, "wb") as f:
+        # a name of its own per writer: two writers of one path never share a staging file
+        staging = posixpath.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            if is_local(fs):  # a ledger entry per block: plain files, no fsspec round trips
+                os.makedirs(directory, exist_ok=True)
+                with open(staging, "wb") as f:
+                    f.write(data)
+                os.replace(staging, path)
+                return
+            fs.makedirs(directory, exist_ok=True)
+            with fs.open(staging, "wb") as f:
                 f.write(data)
-            os.replace(staging, path)
-            return
-        fs.makedirs(directory, exist_ok=True)
-        with fs.open(staging, "wb") as f:
-            f.write(data)
-        fs.mv(staging, path)
+            fs.mv(staging, path)
+        except BaseException:
+            with contextlib.suppress(Exception):  # nothing half-written stays behind
+                fs.rm_file(staging)
+            raise
 
     retry_call(write, f"to write {path!r}")
+
+
+_memory_create = threading.Lock()
+
+
+def create_exclusive(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Create ``path`` holding all of ``data`` if nothing exists there; return False if
+    something does. Readers never see the file partly written.
+
+    Local disks: the data goes to a staging file that is hard-linked to ``path`` (a link
+    fails if the name exists, atomically, also on NFS). Object stores: one PUT with
+    ``If-None-Match: *`` (s3fs's ``"xb"`` mode). Stores and clients report a refused
+    create differently (AWS and moto as ``FileExistsError``, SeaweedFS as a plain
+    ``OSError``), so a failed create is decided by reading ``path`` back: it holds our
+    data (an answer lost on the way: we won), other data (refused), or nothing (a real
+    error, raised). The memory filesystem lives in one process: a lock makes it exact.
+
+    Examples
+    --------
+    >>> fs = filesystem("memory")
+    >>> create_exclusive(fs, "/doc/excl/a", b"first"), create_exclusive(fs, "/doc/excl/a", b"x")
+    (True, False)
+    >>> fs.cat_file("/doc/excl/a")
+    b'first'
+    """
+    if is_local(fs):
+        return _create_local(path, data)
+    if protocol_of(fs) == "memory":
+        with _memory_create:
+            if fs.exists(path):
+                return False
+            fs.pipe_file(path, data)
+            return True
+    return retry_call(lambda: _put_if_absent(fs, path, data), f"to create {path!r}")
+
+
+def _put_if_absent(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
+    try:
+        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        with fs.open(path, "xb") as f:
+            f.write(data)
+        return True
+    except Exception as exc:
+        try:
+            existing = fs.cat_file(path)
+        except FileNotFoundError:
+            raise exc from None  # nothing there: the create failed for another reason
+        return bool(existing == data)
+
+
+def _create_local(path: str, data: bytes) -> bool:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    staging = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    with open(staging, "wb") as f:
+        f.write(data)
+    try:
+        os.link(staging, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(staging)
 
 
 def write_json_atomic(fs: AbstractFileSystem, path: str, obj: Any, *,

@@ -240,14 +240,38 @@ def test_resume_of_finished_job_runs_nothing(local_root: str) -> None:
 def test_existing_output_is_refused_then_overwritten(local_root: str) -> None:
     src = local_input(local_root)
     out = Path(local_root) / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("user data")
-    with pytest.raises(bp.OutputExistsError, match=r"not empty \(1 entries\).*overwrite"):
+    bp.map_lines(jobs.identity, src, output=str(out), executor="inline", block_size=1000)
+    with pytest.raises(bp.OutputExistsError, match=r"finished blockproc job.*overwrite"):
         bp.map_lines(jobs.upper, src, output=str(out), executor="inline")
-    assert (out / "keep.txt").read_text() == "user data"
+    assert read_parts(str(out)) == DATA
     bp.map_lines(jobs.upper, src, output=str(out), executor="inline", if_exists="overwrite")
-    assert not (out / "keep.txt").exists()
     assert read_parts(str(out)) == DATA.upper()
+    assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.txt"]  # none stale
+
+
+@pytest.mark.parametrize("if_exists", ["error", "overwrite", "resume"])
+@pytest.mark.parametrize("foreign", [["keep.txt"], ["part-00000.txt", "notes.md"],
+                                     ["_SUCCESS", "photos/"]])
+def test_a_folder_of_the_users_files_is_never_touched(local_root: str, if_exists: str,
+                                                       foreign: list[str]) -> None:
+    src = local_input(local_root)
+    out = Path(local_root) / "out"
+    for name in foreign:
+        if name.endswith("/"):
+            (out / name).mkdir(parents=True)
+            (out / name / "a.jpg").write_bytes(b"jpeg")
+        else:
+            out.mkdir(exist_ok=True)
+            (out / name).write_text(f"user data {name}")
+    before = sorted((str(p.relative_to(out)), p.is_file() and p.read_bytes())
+                    for p in out.rglob("*"))
+    user_names = [n.rstrip("/") for n in foreign if n not in ("part-00000.txt", "_SUCCESS")]
+    with pytest.raises(bp.OutputExistsError, match=f"did not write \\({user_names[0]}"):
+        bp.map_lines(jobs.upper, src, output=str(out), executor="inline",
+                     if_exists=if_exists)  # type: ignore[arg-type]
+    after = sorted((str(p.relative_to(out)), p.is_file() and p.read_bytes())
+                   for p in out.rglob("*"))
+    assert after == before  # nothing deleted, nothing added (not even a lock)
 
 
 def test_output_that_contains_the_input_is_refused(local_root: str) -> None:

@@ -171,35 +171,51 @@ def test_second_job_on_a_live_output_is_refused_naming_the_first(tmp_path: Path)
     assert read_parts(out) == DATA and res.num_records <= len(LINES)
 
 
+def plant_lock(out: Path, generation: int, **holder: object) -> Path:
+    """Write generation ``generation`` of an output's lock, as a job would have taken it."""
+    lock = out / "_blockproc" / "lock" / f"{generation:010d}.json"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"generation": generation, **holder}))
+    return lock
+
+
 @pytest.mark.parametrize("stale", ["dead_pid", "old_heartbeat"])
 def test_lock_of_a_dead_job_is_taken_over(tmp_path: Path, stale: str) -> None:
     src = write_input(tmp_path)
     out = tmp_path / "out"
-    (out / "_blockproc").mkdir(parents=True)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    lock = {"job_id": "job-dead", "host": os.uname().nodename, "pid": dead.pid,
-            "heartbeat": time.time()}
+    holder = {"job_id": "job-dead", "host": os.uname().nodename, "pid": dead.pid,
+              "created": time.time()}
     if stale == "old_heartbeat":
-        lock.update(host="elsewhere", pid=1, heartbeat=time.time() - 3600)
-    (out / "_blockproc" / "lock.json").write_text(json.dumps(lock))
-    bp.map_lines(jobs.upper, src, output=str(out), executor="inline", if_exists="overwrite")
+        holder.update(host="elsewhere", pid=1, created=time.time() - 3600)
+    plant_lock(out, 1, **holder)
+    res = bp.map_lines(jobs.upper, src, output=str(out), executor="inline",
+                       if_exists="overwrite")
     assert read_parts(str(out)) == DATA.upper()
-    assert not (out / "_blockproc" / "lock.json").exists()
+    taken = json.loads((out / "_blockproc" / "lock" / "0000000002.json").read_text())
+    assert taken["job_id"] == res.job_id  # the next generation, never a rewrite of the old
+    assert json.loads((out / "_blockproc" / "lock" / "0000000001.json").read_text()) == \
+        {"generation": 1, **holder}
+    released = json.loads((out / "_blockproc" / "lock" / "0000000002.heartbeat").read_text())
+    assert released["released"] is True
 
 
-def test_lock_of_a_live_job_elsewhere_is_respected(tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", ["live", "half_written"])
+def test_lock_of_a_live_job_elsewhere_is_respected(tmp_path: Path, content: str) -> None:
     src = write_input(tmp_path)
     out = tmp_path / "out"
-    (out / "_blockproc").mkdir(parents=True)
-    lock = {"job_id": "job-elsewhere", "host": "elsewhere", "pid": 1,
-            "heartbeat": time.time()}
-    (out / "_blockproc" / "lock.json").write_text(json.dumps(lock))
-    with pytest.raises(bp.OutputExistsError, match=r"job-elsewhere.*on elsewhere"):
+    lock = plant_lock(out, 1, job_id="job-elsewhere", host="elsewhere", pid=1,
+                      created=time.time())
+    if content == "half_written":  # unreadable, but recent: held until its age says not
+        lock.write_bytes(b'{"job_id": "job-elsew')
+    before = lock.read_bytes()
+    match = r"job-elsewhere.*on elsewhere" if content == "live" else "being written by job"
+    with pytest.raises(bp.OutputLockedError, match=match):
         bp.map_lines(jobs.upper, src, output=str(out), executor="inline",
                      if_exists="overwrite")
-    assert json.loads((out / "_blockproc" / "lock.json").read_text())["job_id"] == \
-        "job-elsewhere"
+    assert lock.read_bytes() == before
+    assert sorted(p.name for p in lock.parent.iterdir()) == ["0000000001.json"]
 
 
 # -- cancellation ----------------------------------------------------------------------
