@@ -17,6 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from blockproc import formats
 from blockproc.errors import ConfigError, InputError
@@ -302,3 +304,52 @@ def test_compressed_files_stay_one_block_and_read_their_header() -> None:
 def test_a_header_that_cannot_be_parsed_is_an_input_error() -> None:
     with pytest.raises(InputError, match="cannot read the CSV header row"):
         CSV()._parse_names(b"a,b\nc\n")  # two rows of different widths
+
+
+# -- an unclosed quote -------------------------------------------------------------------
+
+_FIELDS = st.one_of(
+    st.text("ab ,", max_size=4).filter(lambda f: "," not in f),
+    st.text('ab ,\n"', max_size=5).map(lambda f: '"' + f.replace('"', '""') + '"'),
+)
+
+
+@st.composite
+def csv_with_an_unclosed_quote(draw: st.DrawFn) -> tuple[bytes, int]:
+    """A well-formed CSV (quoted fields with newlines and doubled quotes) followed by a
+    row whose last field opens a quote that is never closed; returns it and the offset
+    of that quote."""
+    rows = ["id,text"]
+    for _ in range(draw(st.integers(0, 6))):
+        rows.append(f"{draw(_FIELDS)},{draw(_FIELDS)}")
+    head = "".join(r + draw(st.sampled_from(["\n", "\r\n"])) for r in rows) + "9,"
+    tail = draw(st.text("ab ,\n", max_size=12))
+    return (head + '"' + tail).encode(), len(head.encode())
+
+
+@given(case=csv_with_an_unclosed_quote(), block_size=st.integers(1, 64),
+       escape=st.sampled_from([None, "\\"]))
+def test_an_unclosed_quote_fails_planning_naming_the_offset_of_that_quote(
+        case: tuple[bytes, int], block_size: int, escape: str | None) -> None:
+    data, offset = case
+    with pytest.raises(InputError, match=rf"'f.csv': the quote at byte offset {offset} is "
+                                         rf"never closed, so the rest of the file "
+                                         rf"\({len(data) - offset} bytes\).*"
+                                         rf"allow_unclosed_quote=True"):
+        plan_csv({"f.csv": data}, CSV(escape_char=escape), block_size)
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 1000])
+def test_allow_unclosed_quote_reads_the_rest_as_one_field_as_pyarrow_does(
+        block_size: int) -> None:
+    data = b'id,text\n1,"ok"\n2,"open\n3,x\n'
+    fmt = CSV(allow_unclosed_quote=True)
+    assert rows_of({"f.csv": data}, fmt, block_size) == [
+        {"id": "1", "text": "ok"}, {"id": "2", "text": "open\n3,x\n"}]
+    assert pa_csv.read_csv(io.BytesIO(data)).to_pylist()[-1]["text"] == "open\n3,x\n"
+    assert formats.from_dict(json.loads(json.dumps(fmt.to_dict()))) == fmt
+
+
+def test_a_closed_quote_at_the_very_end_is_not_refused() -> None:
+    data = b'id,text\n1,"a\nb"'
+    assert rows_of({"f.csv": data}, CSV(), 3) == [{"id": "1", "text": "a\nb"}]

@@ -1,0 +1,247 @@
+"""What a block's attempt ends with: the return values each output format accepts, the
+errors that are retried and those that fail the job at once, and what a ``--cmd``
+writes to stderr."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import blockproc as bp
+from blockproc.executors import make_executor
+from blockproc.job import Job, JobOptions
+from blockproc.storage import resolve
+from blockproc.worker import Mapper
+from blockproc.writers import ACCEPTED_RETURNS, OUTPUT_FORMATS
+
+LINES = b"alpha\nbeta\ngamma\n"
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def fails_at_once(call: Any) -> bp.BlockFailedError:
+    """Run ``call()`` and return its BlockFailedError, checking it was not retried."""
+    with pytest.raises(bp.BlockFailedError) as info:
+        call()
+    assert "was not retried (the same error would happen again)" in str(info.value)
+    assert info.value.attempt == 1
+    return info.value
+
+
+# -- return values -----------------------------------------------------------------------
+
+REFUSED_PER_RECORD = [
+    ("text", {"k": "beta"}, "dict"),
+    ("text", 5, "int"),
+    ("text", {"a", "b"}, "set"),
+    ("text", ["ok", 3.5], "float"),
+    ("csv", "beta", "str"),
+    ("csv", 7, "int"),
+    ("jsonl", {1, 2}, "set"),
+    ("jsonl", object(), "object"),
+    ("parquet", "beta", "str"),
+    ("parquet", 1.5, "float"),
+    ("npy", "beta", "str"),
+    ("npy", {"a": 1}, "dict"),
+]
+
+
+@pytest.mark.parametrize(("output_format", "value", "kind"), REFUSED_PER_RECORD,
+                         ids=[f"{f}-{k}" for f, _, k in REFUSED_PER_RECORD])
+def test_a_refused_return_value_fails_at_once_naming_record_offset_type_and_accepted(
+        tmp_path: Path, output_format: str, value: Any, kind: str) -> None:
+    src = write(tmp_path, "in.txt", LINES)
+    good = {"text": "x", "csv": {"a": 1}, "jsonl": {"a": 1}, "parquet": {"a": 1},
+            "npy": np.float64(1.0)}[output_format]
+
+    def fn(line: str) -> Any:
+        return value if line == "beta" else good
+
+    error = fails_at_once(lambda: bp.map_lines(
+        fn, src, output=str(tmp_path / "out"), executor="inline",
+        output_format=output_format))
+    message = str(error)
+    assert "ReturnTypeError" in message
+    assert "record 1 of block 0 of 1" in message and "at byte offset 6 ('beta')" in message
+    assert re.search(rf"returned {kind}\b", message) or f"cannot write {kind}" in message
+    assert f"output_format='{output_format}'" in message
+    assert ACCEPTED_RETURNS[output_format, "record"] in message
+    assert not (tmp_path / "out" / "_SUCCESS").exists()
+
+
+REFUSED_PER_BLOCK = [
+    ("text", 5, "int"),
+    ("text", {"k": "v"}, "dict"),
+    ("text", ["line", 7], "int"),
+    ("csv", 5, "int"),
+    ("jsonl", {1, 2}, "set"),
+    ("parquet", 5, "int"),
+    ("parquet", "text", "str"),
+    ("npy", "text", "str"),
+    ("npy", [{"a": 1}], "list"),
+]
+
+
+@pytest.mark.parametrize(("output_format", "value", "kind"), REFUSED_PER_BLOCK,
+                         ids=[f"{f}-{k}" for f, _, k in REFUSED_PER_BLOCK])
+def test_a_refused_block_result_fails_at_once_naming_the_block(
+        tmp_path: Path, output_format: str, value: Any, kind: str) -> None:
+    src = write(tmp_path, "in.txt", LINES)
+    error = fails_at_once(lambda: bp.map_blocks(
+        lambda batch: value, src, output=str(tmp_path / "out"), executor="inline",
+        output_format=output_format))
+    message = str(error)
+    assert f"for block 0 of 1 ({src} [0, {len(LINES)}))" in message
+    assert kind in message and f"output_format='{output_format}'" in message
+
+
+@pytest.mark.parametrize(("output_format", "value", "expected"), [
+    ("text", ["a", None, b"b"], b"a\nb\n"),
+    ("text", (s for s in ["g"]), b"g\n"),
+    ("jsonl", 5, b"5\n"),
+    ("csv", [{"a": 1}], b"a\n1\n"),
+])
+def test_accepted_block_results_are_written(tmp_path: Path, output_format: str, value: Any,
+                                            expected: bytes) -> None:
+    src = write(tmp_path, "in.txt", LINES)
+    res = bp.map_blocks(lambda batch: value, src, output=str(tmp_path / "out"),
+                        executor="inline", output_format=output_format)
+    assert Path(res.parts[0]).read_bytes() == expected
+
+
+def test_every_output_format_documents_what_it_accepts_in_the_readme() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    for name in OUTPUT_FORMATS:
+        for mode in ("record", "block"):
+            assert ACCEPTED_RETURNS[name, mode] in readme, (name, mode)
+
+
+def test_a_user_exception_is_still_retried(tmp_path: Path) -> None:
+    src = write(tmp_path, "in.txt", LINES)
+
+    def fn(line: str) -> str:
+        raise TypeError("the user's own bug")
+
+    with pytest.raises(bp.BlockFailedError, match="failed on all 2 attempts") as info:
+        bp.map_lines(fn, src, output=str(tmp_path / "out"), executor="inline",
+                     max_attempts=2)
+    assert info.value.attempt == 2
+
+
+# -- errors that would repeat ------------------------------------------------------------
+
+
+def test_undecodable_bytes_fail_at_once(tmp_path: Path) -> None:
+    src = write(tmp_path, "in.txt", b"ok\n\xff\xfe bad\n")
+    error = fails_at_once(lambda: bp.map_lines(str.upper, src, output=str(tmp_path / "out"),
+                                               executor="inline"))
+    assert "TextDecodeError" in str(error) and "at byte 3 of the file" in str(error)
+
+
+def test_a_truncated_gz_fails_at_once(tmp_path: Path) -> None:
+    src = write(tmp_path, "in.txt.gz", gzip.compress(LINES * 100)[:-12])
+    error = fails_at_once(lambda: bp.map_lines(str.upper, src, output=str(tmp_path / "out"),
+                                               executor="inline"))
+    assert "is not a complete gzip stream" in str(error)
+    assert "truncated or corrupt" in str(error)
+
+
+def test_a_parquet_file_without_its_footer_fails_at_once(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"a": list(range(100))}), tmp_path / "whole.parquet")
+    data = (tmp_path / "whole.parquet").read_bytes()
+    src = write(tmp_path, "cut.parquet", data[:-30])
+    error = fails_at_once(lambda: bp.map_blocks(
+        lambda t: t, src, output=str(tmp_path / "out"), executor="inline",
+        format="parquet", output_format="parquet"))
+    assert "does not end with a Parquet footer" in str(error)
+
+
+def test_a_malformed_csv_row_fails_at_once(tmp_path: Path) -> None:
+    src = write(tmp_path, "in.csv", b"a,b\n1,2\n3,4,5\n")
+    error = fails_at_once(lambda: bp.map_lines(
+        lambda row: row["a"], src, output=str(tmp_path / "out"), executor="inline",
+        format="csv"))
+    assert "cannot parse the rows as CSV" in str(error) and "Expected 2 columns" in str(error)
+
+
+@pytest.mark.parametrize(("command", "what"), [
+    ("no-such-command-blockproc", "was not found: sh exited with code 127"),
+    ("./not-executable.sh", "cannot be run (not executable): sh exited with code 126"),
+])
+def test_a_command_that_cannot_run_fails_at_once(tmp_path: Path, monkeypatch: Any,
+                                                 command: str, what: str) -> None:
+    (tmp_path / "not-executable.sh").write_text("echo hi\n")
+    monkeypatch.chdir(tmp_path)
+    src = write(tmp_path, "in.txt", LINES)
+    error = fails_at_once(lambda: bp.map_command(command, src, output=str(tmp_path / "out"),
+                                                 executor="inline"))
+    assert "CommandNotFoundError" in str(error) and what in str(error)
+
+
+def test_a_failing_command_is_still_retried(tmp_path: Path) -> None:
+    src = write(tmp_path, "in.txt", LINES)
+    with pytest.raises(bp.BlockFailedError, match="failed on all 2 attempts"):
+        bp.map_command("exit 3", src, output=str(tmp_path / "out"), executor="inline",
+                       max_attempts=2)
+
+
+class DiskFull:
+    """A fault plan whose part-file write fails with ENOSPC (errno 28), as on a full disk.
+
+    Simulated: making a real file system full needs root (a small tmpfs)."""
+
+    def fire(self, point: str, task: Any) -> None:
+        if point == "during_write":
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_fails_at_once(tmp_path: Path) -> None:
+    src = write(tmp_path, "in.txt", LINES)
+    fs, path = resolve(str(tmp_path / "out"))
+    job = Job(bp.plan(src), Mapper("record", str.upper), output_fs=fs, output_path=path,
+              executor=make_executor("inline", 1), options=JobOptions(max_attempts=4),
+              faults=DiskFull())
+    job.run()
+    error = fails_at_once(job.result)
+    assert "No space left on device" in str(error)
+
+
+# -- a command's stderr ------------------------------------------------------------------
+
+
+def test_a_commands_stderr_is_staged_and_counted(tmp_path: Path) -> None:
+    src = write(tmp_path, "in.txt", LINES)
+    res = bp.map_command("echo warning: odd line >&2; cat", src, block_size=6,
+                         output=str(tmp_path / "out"), executor="inline")
+    assert [b.stderr_bytes for b in res.blocks] == [len(b"warning: odd line\n")] * 3
+    manifest = json.loads((tmp_path / "out" / "_SUCCESS").read_text())
+    assert [b["stderr_bytes"] for b in manifest["blocks"]] == [18] * 3
+    assert manifest["totals"]["blocks_with_stderr"] == 3
+    quiet = bp.map_command("cat", src, output=str(tmp_path / "quiet"), executor="inline")
+    assert [b.stderr_bytes for b in quiet.blocks] == [0]
+
+
+@pytest.mark.xfail(strict=True, reason="needs the commit.py hook that publishes the staged "
+                                       "stderr with the committed attempt (see worker.py)")
+def test_a_commands_stderr_is_kept_per_block_under_logs(tmp_path: Path) -> None:
+    src = write(tmp_path, "in.txt", LINES)
+    bp.map_command("echo warning >&2; cat", src, block_size=6, output=str(tmp_path / "out"),
+                   executor="inline")
+    logs = tmp_path / "out" / "_logs"
+    assert sorted(p.name for p in logs.iterdir()) == [
+        "part-00000.stderr", "part-00001.stderr", "part-00002.stderr"]
+    assert (logs / "part-00001.stderr").read_bytes() == b"warning\n"
