@@ -29,6 +29,7 @@ from blockproc.errors import (
     BlockprocError,
     ConfigError,
     OutputExistsError,
+    OutputLockedError,
     StorageError,
     UnfinishedOutputError,
 )
@@ -148,6 +149,12 @@ class OutputDir:
 
     def _exists_error(self, entries: Sequence[str]) -> OutputExistsError:
         names = set(_names(entries))
+        if STATE_DIR in names and SUCCESS not in names and \
+                not self.fs.exists(self._join(STATE_DIR, "plan.json")):
+            return OutputLockedError(
+                f"output {self.url!r} is being set up by another job right now (or by one "
+                f"that crashed while starting); try again in a moment, or pass "
+                f"if_exists='overwrite' (CLI: --if-exists overwrite) to start over")
         if STATE_DIR in names and SUCCESS not in names:
             done = len(read_ledger(self.fs, self.path))
             return UnfinishedOutputError(

@@ -421,6 +421,11 @@ class Job:
                         f"job {self.job_id} was cancelled with {self._committed} of "
                         f"{len(plan.blocks)} blocks committed; resume it with "
                         f"if_exists='resume'")
+                if time.monotonic() - last_heartbeat > out.lock.renew_every:
+                    # before any new attempt: a job back from a stall past the lease
+                    # learns here that it was taken over, and starts nothing more
+                    out.heartbeat()
+                    last_heartbeat = time.monotonic()
                 while sched.num_running < executor.num_slots and (key := sched.assign()):
                     start(key)
                 while (options.speculation and sched.num_running < executor.num_slots
@@ -466,9 +471,6 @@ class Job:
                     end_attempt(key, "", "lost", "lease expired")
                 if sched.failed_block is not None:
                     raise self._block_failed(sched.failed_block, sched, failures)
-                if time.monotonic() - last_heartbeat > out.lock.renew_every:
-                    out.heartbeat()
-                    last_heartbeat = time.monotonic()
                 running = sum(min(lease.bytes_done, _nominal(plan, k[0]))
                               for k, lease in sched.running.items())
                 progress.update(committed_bytes + running, self._committed, sched.num_running,
