@@ -207,10 +207,16 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _summary(result: JobResult) -> str:
-    return (f"committed {_plural(len(result.blocks), 'block')}: {result.num_records:,} records in, "
-            f"{result.num_records_out:,} out, {format_size(result.num_bytes_written)} written "
-            f"in {result.seconds:.2f}s (retries: {result.num_retries})\n"
-            f"output: {result.output}")
+    from blockproc import report
+
+    kept = report.what_was_kept(
+        result.output, sum(b.bad_records for b in result.blocks),
+        sum(1 for b in result.blocks if b.stderr_bytes), len(result.blocks))
+    return "\n".join([
+        f"committed {_plural(len(result.blocks), 'block')}: {result.num_records:,} records "
+        f"in, {result.num_records_out:,} out, {format_size(result.num_bytes_written)} "
+        f"written in {result.seconds:.2f}s (retries: {result.num_retries})",
+        *kept, f"output: {result.output}"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -517,12 +523,21 @@ def status(output: str, as_json: bool, verify: bool, timeline: str | None,
         click.echo(f"blocks: {totals['num_blocks']}; records {totals['records_in']:,} in, "
                    f"{totals['records_out']:,} out; {format_size(totals['bytes_read'])} read, "
                    f"{format_size(totals['bytes_written'])} written")
+        for line in report.what_was_kept(output, int(totals.get("bad_records", 0)),
+                                         int(totals.get("blocks_with_stderr", 0)),
+                                         int(totals["num_blocks"])):
+            click.echo(line)
     attempts = report.attempts_from_manifest(manifest)
     if attempts and not as_json:
         counts = ", ".join(f"{n} {s}" for s in report.STATUSES
                            if (n := sum(a.status == s for a in attempts)))
         click.echo(f"attempts: {len(attempts)} ({counts}); "
                    f"{sum(map(report.is_speculative, attempts))} speculative")
+        blocks, earlier = report.earlier_runs(manifest)
+        if blocks:
+            in_all = _plural(len(attempts) + earlier, "attempt")
+            click.echo(f"resumed: earlier runs committed {_plural(blocks, 'block')} in "
+                       f"{_plural(earlier, 'attempt')}; {in_all} in all runs")
     if timeline is not None:
         if not attempts:
             raise click.ClickException(

@@ -73,6 +73,7 @@ def summary(result: JobResult) -> dict[str, Any]:
         "records_in": result.num_records,
         "records_out": result.num_records_out,
         "bad_records": sum(int(getattr(b, "bad_records", 0)) for b in blocks),
+        "blocks_with_stderr": sum(1 for b in blocks if b.stderr_bytes),
         "bytes_read": result.num_bytes_read,
         "bytes_written": result.num_bytes_written,
         "seconds": result.seconds,
@@ -84,6 +85,49 @@ def summary(result: JobResult) -> dict[str, Any]:
         "num_workers": len({a.worker for a in result.attempts} | {b.worker for b in blocks}),
         "slowest": [_slow_block(b) for b in slowest],
     }
+
+
+def what_was_kept(output: str, bad_records: int, blocks_with_stderr: int,
+                  num_blocks: int) -> list[str]:
+    """Return the lines that say what a job kept besides its part-files: the records it
+    skipped (``max_bad_records``) and the stderr of a ``--cmd``.
+
+    Examples
+    --------
+    >>> print("\\n".join(what_was_kept("out", 2, 3, 5)))
+    bad records: 2 skipped, logged in out/_errors/
+    stderr: kept for 3 of 5 blocks in out/_logs/
+    >>> what_was_kept("out", 0, 0, 5)
+    []
+    """
+    base = output.rstrip("/")
+    lines = []
+    if bad_records:
+        lines.append(f"bad records: {bad_records:,} skipped, logged in {base}/_errors/")
+    if blocks_with_stderr:
+        lines.append(f"stderr: kept for {blocks_with_stderr:,} of {num_blocks:,} blocks in "
+                     f"{base}/_logs/")
+    return lines
+
+
+def earlier_runs(manifest: Mapping[str, Any]) -> tuple[int, int]:
+    """Return ``(blocks, attempts)``: the blocks of a resumed job that earlier runs
+    committed, and the attempts those runs made of them (each block's committed attempt
+    number: its failed attempts before it count, attempts of blocks an earlier run did
+    not commit are not recorded).
+
+    Examples
+    --------
+    >>> earlier_runs({"blocks": [{"id": 0, "attempt": 2}, {"id": 1, "attempt": 1}],
+    ...               "attempts": [{"block_id": 1, "attempt": 1, "status": "committed"}]})
+    (1, 2)
+    """
+    this_run = {a["block_id"] for a in manifest.get("attempts", ())
+                if a.get("status") == "committed"}
+    if not manifest.get("attempts"):
+        return 0, 0  # an older manifest: no attempts recorded, runs cannot be told apart
+    earlier = [b for b in manifest["blocks"] if b["id"] not in this_run]
+    return len(earlier), sum(int(b.get("attempt", 1)) for b in earlier)
 
 
 def _slow_block(b: BlockResult) -> dict[str, Any]:
@@ -120,7 +164,10 @@ def html_summary(result: JobResult) -> str:
         ("speculative attempts", f"{s['num_speculative']:,}"),
     ]
     if s["bad_records"]:
-        rows.append(("bad records", f"{s['bad_records']:,}"))
+        rows.append(("bad records", f"{s['bad_records']:,} skipped, logged in _errors/"))
+    if s["blocks_with_stderr"]:
+        rows.append(("stderr", f"kept for {s['blocks_with_stderr']:,} of "
+                               f"{s['num_blocks']:,} blocks in _logs/"))
     style = 'style="text-align:left"'
     head = "".join(f"<tr><th {style}>{name}</th><td {style}>{value}</td></tr>"
                    for name, value in rows)

@@ -245,3 +245,76 @@ def test_a_commands_stderr_is_kept_per_block_under_logs(tmp_path: Path) -> None:
     assert sorted(p.name for p in logs.iterdir()) == [
         "part-00000.stderr", "part-00001.stderr", "part-00002.stderr"]
     assert (logs / "part-00001.stderr").read_bytes() == b"warning\n"
+
+
+# -- what the CLI shows ------------------------------------------------------------------
+
+MAPPER = '''
+def skip_beta(line):
+    if line == "beta":
+        raise ValueError("beta is bad")
+    return line
+'''
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    from blockproc.cli import main
+
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def test_summary_and_status_show_skipped_bad_records_and_where_they_are(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mapper_skip.py").write_text(MAPPER)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    src, out = write(tmp_path, "in.txt", LINES), str(tmp_path / "out")
+    code, text = run_cli(capsys, "run", src, "-o", out, "--map", "mapper_skip:skip_beta",
+                         "--max-bad-records", "3", "--executor", "inline")
+    assert code == 0
+    line = f"bad records: 1 skipped, logged in {out}/_errors/"
+    assert line in text.splitlines()
+    code, text = run_cli(capsys, "status", out)
+    assert code == 0 and line in text.splitlines()
+    assert (tmp_path / "out" / "_errors" / "part-00000.jsonl").exists()
+
+
+def test_summary_and_status_count_the_blocks_that_wrote_to_stderr(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, out = write(tmp_path, "in.txt", LINES), str(tmp_path / "out")
+    code, text = run_cli(capsys, "run", src, "-o", out, "--cmd", "echo warn >&2; cat",
+                         "--block-size", "6", "--executor", "inline")
+    assert code == 0
+    line = f"stderr: kept for 3 of 3 blocks in {out}/_logs/"
+    assert line in text.splitlines()
+    assert line in run_cli(capsys, "status", out)[1].splitlines()
+    code, text = run_cli(capsys, "run", src, "-o", str(tmp_path / "quiet"), "--cmd", "cat",
+                         "--executor", "inline")
+    assert code == 0 and "stderr" not in text and "bad records" not in text
+
+
+def test_status_counts_the_attempts_of_every_run_of_a_resumed_job(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, out = write(tmp_path, "in.txt", LINES), str(tmp_path / "out")
+    marker = tmp_path / "failed-once"
+
+    def flaky(line: str) -> str:
+        if line == "alpha" and not marker.exists():
+            marker.touch()
+            raise ValueError("first attempt of block 0 fails")
+        if line == "gamma":
+            raise ValueError("block 1 fails in the first run")
+        return line
+
+    with pytest.raises(bp.BlockFailedError):  # block 0 committed at its 2nd attempt
+        bp.map_lines(flaky, src, output=out, block_size=6, executor="inline",
+                     max_attempts=2)
+    res = bp.map_lines(str.upper, src, output=out, block_size=6, executor="inline",
+                       if_exists="resume")
+    assert len(res.attempts) == 2  # this run: blocks 1 and 2
+    text = run_cli(capsys, "status", out)[1]
+    assert "attempts: 2 (2 committed); 0 speculative" in text
+    assert "resumed: earlier runs committed 1 block in 2 attempts; 4 attempts in all runs" \
+        in text

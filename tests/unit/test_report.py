@@ -155,7 +155,14 @@ def test_html_summary_shows_bad_records_when_there_are_some() -> None:
         pytest.skip("BlockResult has no bad_records")
     blocks = (dataclasses.replace(BLOCKS[0], bad_records=7),)  # type: ignore[call-arg]
     rows = dict(_tables(report.html_summary(JobResult("out", "job-4", blocks, 1.0)))[0])
-    assert rows["bad records"] == "7"
+    assert rows["bad records"] == "7 skipped, logged in _errors/"
+    assert "stderr" not in rows
+
+
+def test_html_summary_shows_the_blocks_that_wrote_to_stderr() -> None:
+    blocks = (dataclasses.replace(BLOCKS[0], stderr_bytes=12), BLOCKS[1])
+    rows = dict(_tables(report.html_summary(JobResult("out", "job-5", blocks, 1.0)))[0])
+    assert rows["stderr"] == "kept for 1 of 2 blocks in _logs/"
 
 
 # --- timeline -----------------------------------------------------------------------------
