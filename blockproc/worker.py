@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
-from blockproc.commit import errors_path
+from blockproc.commit import LOGS_DIR, errors_path
 from blockproc.errors import InputError
 from blockproc.formats import RecordFormat
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, Boundary, has_border
@@ -34,9 +34,6 @@ from blockproc.storage import (
     verify_unchanged,
 )
 from blockproc.writers import OutputFormat, PartWriter, ReturnTypeError, TextOutput
-
-LOGS_DIR = "_logs"
-"""Where a committed block's ``--cmd`` stderr is kept: ``_logs/part-00042.stderr``."""
 
 
 def stderr_path(staging_path: str) -> str:

@@ -59,8 +59,9 @@ ACCEPTED_RETURNS: dict[tuple[str, str], str] = {
     ("jsonl", "record"): "any JSON value (dict, str, number, bool; numpy numbers and arrays, "
                          "dates, Decimal and bytes are converted), None, or a list, tuple or "
                          "generator of them (one line each)",
-    ("jsonl", "block"): "a pyarrow Table, a dict or a list, tuple or generator of JSON "
-                        "values, str or bytes (written as is), None",
+    ("jsonl", "block"): "a pyarrow Table or RecordBatch, a dict, a number or bool, a list, "
+                        "tuple or generator of JSON values, str or bytes (written as is), "
+                        "None",
     ("parquet", "record"): "a dict (one row), None, or a list, tuple or generator of dicts",
     ("parquet", "block"): "a pyarrow Table or RecordBatch, a pandas DataFrame, a dict or a "
                           "list, tuple or generator of dicts, None",
@@ -449,7 +450,9 @@ class _JSONLinesWriter(PartWriter):
         if isinstance(result, (str, bytes)):
             PartWriter.write_block(self, result)
         elif _is_table(result):
-            for batch in result.to_batches(max_chunksize=_ROWS_PER_FLUSH):
+            batches = (result.to_batches(max_chunksize=_ROWS_PER_FLUSH)
+                       if hasattr(result, "to_batches") else [result])  # a RecordBatch
+            for batch in batches:
                 self._dump(batch.to_pylist())
         elif isinstance(result, Mapping):
             self._dump([result])

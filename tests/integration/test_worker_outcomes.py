@@ -112,6 +112,7 @@ def test_a_refused_block_result_fails_at_once_naming_the_block(
     ("text", (s for s in ["g"]), b"g\n"),
     ("jsonl", 5, b"5\n"),
     ("csv", [{"a": 1}], b"a\n1\n"),
+    ("jsonl", pa.record_batch({"x": [1, 2]}), b'{"x": 1}\n{"x": 2}\n'),
 ])
 def test_accepted_block_results_are_written(tmp_path: Path, output_format: str, value: Any,
                                             expected: bytes) -> None:
@@ -235,8 +236,6 @@ def test_a_commands_stderr_is_staged_and_counted(tmp_path: Path) -> None:
     assert [b.stderr_bytes for b in quiet.blocks] == [0]
 
 
-@pytest.mark.xfail(strict=True, reason="needs the commit.py hook that publishes the staged "
-                                       "stderr with the committed attempt (see worker.py)")
 def test_a_commands_stderr_is_kept_per_block_under_logs(tmp_path: Path) -> None:
     src = write(tmp_path, "in.txt", LINES)
     bp.map_command("echo warning >&2; cat", src, block_size=6, output=str(tmp_path / "out"),
