@@ -281,6 +281,11 @@ class OutputDir:
                 self.fs.makedirs(self._join(ERRORS_DIR), exist_ok=True)
                 publish(self.fs, errors_path(staging_path),
                         self._join(ERRORS_DIR, f"{stem}.jsonl"))
+            if result.stderr_bytes:  # what a --cmd wrote to stderr, kept with its part
+                stem = posixpath.splitext(result.part)[0]
+                self.fs.makedirs(self._join(LOGS_DIR), exist_ok=True)
+                publish(self.fs, f"{staging_path}.stderr",
+                        self._join(LOGS_DIR, f"{stem}.stderr"))
             self._record(result)
 
     def _record(self, result: BlockResult) -> None:
@@ -304,7 +309,7 @@ class OutputDir:
 
     def discard(self, staging_path: str) -> None:
         """Remove what a losing or failed attempt staged (best effort: it is garbage)."""
-        for path in (staging_path, errors_path(staging_path)):
+        for path in (staging_path, errors_path(staging_path), f"{staging_path}.stderr"):
             with contextlib.suppress(Exception):
                 self.fs.rm(path)
 
