@@ -186,3 +186,27 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     for option in ("--map", "--map-blocks", "--cmd", "--block-size", "--workers", "--resume",
                    "--if-exists", "--executor", "--format"):
         assert option in out
+
+
+GROWER = '''
+import os
+
+def grow(line):
+    path = os.environ["GROW_INPUT"]
+    if line.startswith("0 "):  # the first record: the input grows while the job runs
+        with open(path, "ab") as f:
+            f.write(b"appended while the job ran\\n")
+    return line
+'''
+
+
+def test_input_changed_mid_job_advises_starting_over_not_resume(workdir: Path) -> None:
+    (workdir / "grower.py").write_text(GROWER)
+    env = {**os.environ, "GROW_INPUT": str(workdir / "data" / "access.log"),
+           "PYTHONPATH": str(workdir)}
+    proc = blockproc("run", "data/access.log", "-o", "out", "--map", "grower:grow",
+                     "--block-size", "4KiB", "--executor", "inline", cwd=workdir, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "changed" in proc.stderr and "--if-exists overwrite" in proc.stderr
+    assert "--resume" not in proc.stderr  # a resume would be refused: the plan is stale
+    assert "Traceback" not in proc.stderr
