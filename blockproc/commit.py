@@ -273,8 +273,8 @@ class OutputDir:
         written after it, is what resume trusts. Raises
         :class:`~blockproc.LockLostError` instead if another job took the output over.
         """
-        self.lock.guard()
         with self._storage(f"to commit {result.part}"):
+            self.lock.guard()
             publish(self.fs, staging_path, self._join(result.part))
             if result.bad_records:
                 stem = posixpath.splitext(result.part)[0]
@@ -350,8 +350,8 @@ class OutputDir:
             "totals": blocks_summary(results),
             "blocks": [r.to_dict() for r in results],
         }
-        self.lock.renew()  # a fresh check right before the one write readers trust
         with self._storage("to write _SUCCESS"):
+            self.lock.renew()  # a fresh check right before the one write readers trust
             remove_tree(self.fs, self._join(TEMPORARY))
             write_bytes_atomic(self.fs, self._join(SUCCESS), dumps_rows(manifest))
 
