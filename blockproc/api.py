@@ -376,7 +376,8 @@ def _check_picklable(mapper: Mapper) -> None:
             f"pickled (open files, locks, clients), or use executor='threads'"
         ) from exc
     if len(payload) > LARGE_FUNCTION_SIZE:
-        name = getattr(mapper.fn, "__qualname__", None) or type(mapper.fn).__name__
+        inner = getattr(mapper.fn, "func", mapper.fn)  # functools.partial: name its function
+        name = getattr(inner, "__qualname__", None) or type(mapper.fn).__name__
         warnings.warn(
             f"the function {name} pickles to {format_size(len(payload))} (more than "
             f"{format_size(LARGE_FUNCTION_SIZE)}), which is copied to every worker process; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import functools
 import importlib
+import inspect
 import json
 import os
 import posixpath
@@ -110,7 +111,8 @@ def _make_format(format_name: str, delimiter: str | None, encoding: str | None,
         except (TypeError, ValueError) as exc:
             if isinstance(exc, ConfigError):
                 raise
-            raise ConfigError(f"--format-option for --format {format_name}: {exc}") from None
+            raise ConfigError(f"--format-option for --format {format_name}: {exc}"
+                              f"{_options_of(format_name, formats.get_format)}") from None
     if extra:
         raise ConfigError(f"--format-option is for csv, jsonl, parquet and fixed, not "
                           f"--format {format_name}")
@@ -156,15 +158,26 @@ def _import_function(spec: str, option: str) -> Callable[..., Any]:
             f"{type(exc).__name__}: {exc}; fix the module (check with `python -c 'import "
             f"{module_name}'`)"
         ) from None
+    module = obj
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise ConfigError(
-                f"{option} {spec!r}: module {module_name!r} has no {attr!r}") from None
+                f"{option} {spec!r}: module {module_name!r} has no {attr!r}; "
+                f"{_callables_of(module)}") from None
     if not callable(obj):
-        raise ConfigError(f"{option} {spec!r} is not callable")
+        raise ConfigError(f"{option} {spec!r} is not callable ({type(obj).__name__}); name "
+                          f"a function: {_callables_of(module)}")
     return obj  # type: ignore[no-any-return]
+
+
+def _callables_of(module: Any) -> str:
+    """Return ``"it has: f, g"``: the public functions defined in ``module``."""
+    names = sorted(n for n, v in vars(module).items() if not n.startswith("_") and callable(v)
+                   and getattr(v, "__module__", None) == module.__name__)
+    shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    return f"it has: {shown}" if names else "it defines no public function"
 
 
 def _parse_key_values(values: Sequence[str], option: str) -> dict[str, Any]:
@@ -192,7 +205,18 @@ def _make_output(output_format: str, output_option: Sequence[str]) -> writers.Ou
     try:
         return type(spec)(**extra)
     except TypeError as exc:
-        raise ConfigError(f"--output-option for --output-format {output_format}: {exc}") from None
+        raise ConfigError(f"--output-option for --output-format {output_format}: {exc}"
+                          f"{_options_of(output_format, writers.get_output_format)}") from None
+
+
+def _options_of(name: str, make: Callable[[str], Any]) -> str:
+    """Return ``"; options of NAME: a, b"`` listing what the format ``name`` takes."""
+    try:
+        params = inspect.signature(type(make(name))).parameters
+    except (ConfigError, TypeError, ValueError):  # fixed cannot be made without options
+        return ""
+    names = [p for p in params if p != "name" and not p.startswith("_")]
+    return f"; options of {name}: {', '.join(names)}" if names else ""
 
 
 def _plural(count: int, noun: str) -> str:
@@ -606,8 +630,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                      standalone_mode=False)
         except click.exceptions.Exit as exc:
             return int(exc.exit_code)
-        except click.ClickException as exc:
-            exc.show()
+        except click.ClickException as exc:  # one line, as every other error
+            message = exc.format_message()
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                message = f"{message.rstrip('.')}; see '{exc.ctx.command_path} --help'"
+            click.echo(f"error: {message}", err=True)
             return int(exc.exit_code)
         except click.exceptions.Abort as exc:  # click turns KeyboardInterrupt into Abort
             if isinstance(exc.__cause__, Terminated):
@@ -645,6 +672,8 @@ def _report(exc: Exception) -> int:
                    f"it; rerun with --debug for the traceback)")
     lines = message.strip().splitlines() or [type(exc).__name__]
     click.echo(f"error: {lines[0]}", err=True)
+    for line in lines[1:]:  # such as a command's stderr: indented under the error
+        click.echo(f"  {line}", err=True)
     for note in getattr(exc, "__notes__", []):
         click.echo(note, err=True)
     return code

@@ -386,6 +386,7 @@ def scan_inputs(
     directories: list[str] = []
     skipped: list[str] = []
     for url in urlpaths:
+        _check_protocol(url)
         this_fs, path = resolve(url, storage_options)
         if fs is None:
             fs = this_fs
@@ -419,6 +420,16 @@ def scan_inputs(
             )
     return InputListing(fs, [found[name] for name in sorted(found)],
                         tuple(dict.fromkeys(directories)), tuple(sorted(set(skipped))))
+
+
+def _check_protocol(url: str) -> None:
+    """Refuse a URL whose protocol fsspec does not know, naming the ones it does."""
+    protocol = split_protocol(url)[0]
+    if protocol is None or protocol in fsspec.available_protocols():
+        return
+    common = "file, s3, gs, az, hdfs, http, https, sftp, memory"
+    raise ConfigError(f"cannot open {url!r}: unknown protocol {protocol!r}; check the URL "
+                      f"(fsspec knows {common} and more: fsspec.available_protocols())")
 
 
 _CREDENTIALS_ERRORS = frozenset({
