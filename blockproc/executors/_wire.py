@@ -414,10 +414,16 @@ class Gate:
                     oldest = next(iter(self._callers.values()))
                     wait_for = min(wait_for, max(0.0, oldest.deadline - now))
                 for ready, _ in self._selector.select(wait_for):
-                    if ready.fileobj is self._server:
-                        out_of_files = self._accept() or out_of_files
-                    else:
-                        self._read(ready.data)
+                    try:
+                        if ready.fileobj is self._server:
+                            out_of_files = self._accept() or out_of_files
+                        elif self._callers.get(ready.fileobj) is ready.data:  # type: ignore[call-overload]
+                            self._read(ready.data)  # (not dropped by an earlier event)
+                    except Exception as exc:  # a bug here must not close the door for good
+                        self._log(f"error in the cluster port's handshake loop (it goes on): "
+                                  f"{exc!r}")
+                        if isinstance(ready.data, _Caller) and ready.data.sock in self._callers:
+                            self._drop(ready.data, "closed", "")
                 now = time.monotonic()
                 while self._callers:
                     caller = next(iter(self._callers.values()))
