@@ -84,7 +84,9 @@ def plan(
     ----------
     urlpath : str, PathLike or list of them
         Files, globs (``"data/*.log"``) or directories (read recursively; names starting
-        with ``_`` or ``.`` are skipped), on any fsspec filesystem.
+        with ``_`` or ``.`` are skipped, and so are subdirectories that are blockproc
+        outputs: ``Plan.skipped`` lists them), on any fsspec filesystem. FIFOs, devices
+        and sockets are refused (:class:`~blockproc.InputError`).
     block_size : int or str, default "64MiB"
         Nominal bytes per block: ``"64MiB"`` is 64·2**20, ``"64MB"`` 64·10**6.
     format : str or format instance, default "lines"
