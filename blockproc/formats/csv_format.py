@@ -226,7 +226,8 @@ class CSV:
             return pa_csv.read_csv(pa.BufferReader(pa.py_buffer(body)), read_options=read_opts,
                                    parse_options=parse_opts, convert_options=convert_opts)
         except pa.ArrowInvalid as exc:  # a malformed row, bad UTF-8, a value not of its type
-            raise InputError(f"cannot parse the rows as CSV: {exc}") from None
+            raise InputError(f"cannot parse the rows as CSV: {exc}; fix the input, or check "
+                             f"the format options (sep, quote_char, column_types)") from None
 
     def count_records(self, data: bytes, *, at_file_start: bool) -> int:
         """Return how many rows an aligned range holds (parses it)."""

@@ -181,13 +181,15 @@ class Parquet:
         length = int.from_bytes(tail[:4], "little") if len(tail) == 8 else -1
         if tail[4:] != b"PAR1" or not 0 < length <= size - 12:
             raise InputError(f"cannot read the input as Parquet: it does not end with a "
-                             f"Parquet footer ({size} bytes, tail {tail!r})")
+                             f"Parquet footer ({size} bytes, tail {tail!r}); the file is "
+                             f"truncated or not Parquet: re-create it, or pick its format")
         footer = read(size - 8 - length, size - 8)
         try:
             metadata = pq.read_metadata(pa.BufferReader(b"PAR1" + footer + tail))
             return pq.ParquetFile(RangeFile(read, size), metadata=metadata, pre_buffer=False)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"cannot read the input as Parquet: {exc}") from None
+            raise InputError(f"cannot read the input as Parquet: {exc}; the file is corrupt "
+                             f"or not Parquet: re-create it, or pick its format") from None
 
     @staticmethod
     def _stream(chunks: Iterable[bytes]) -> Any:
