@@ -74,6 +74,10 @@ def returns_int(line):
     return 7
 
 
+def returns_dict(line):
+    return {"line": line}
+
+
 def _echo(lock, line):
     return line
 
@@ -179,6 +183,34 @@ def _undo_read_only(ws: Path) -> None:
 def _latin1(ws: Path) -> None:
     (ws / "latin").mkdir()
     (ws / "latin" / "names.txt").write_bytes("José\nZoë\n".encode("latin-1"))
+
+
+def _truncated_gz(ws: Path) -> None:
+    import gzip
+
+    (ws / "gz").mkdir()
+    (ws / "gz" / "access.log.gz").write_bytes(gzip.compress(DATA * 50)[:-40])
+
+
+def _parquet_without_footer(ws: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (ws / "pq").mkdir()
+    pq.write_table(pa.table({"line": LINES}), ws / "pq" / "whole.parquet")
+    data = (ws / "pq" / "whole.parquet").read_bytes()
+    (ws / "pq" / "whole.parquet").unlink()
+    (ws / "pq" / "cut.parquet").write_bytes(data[:-30])
+
+
+def _csv_unclosed_quote(ws: Path) -> None:
+    (ws / "csvq").mkdir()
+    (ws / "csvq" / "bad.csv").write_bytes(b'id,text\n1,"ok"\n2,"never closed\n3,x\n')
+
+
+def _csv_malformed_row(ws: Path) -> None:
+    (ws / "csvm").mkdir()
+    (ws / "csvm" / "bad.csv").write_bytes(b"id,text\n1,a\n2,b,extra\n")
 
 
 # -- the cases ------------------------------------------------------------------------------
@@ -473,6 +505,56 @@ CASES: list[Case] = [
     Case("too-many-bad-records", (*RUN, "--map", "mymod:fail", "--max-bad-records", "0",
                                   "--max-attempts", "1"), 1,
          r"failed.*ValueError: bad record '7 ", r"resume with:"),
+    # jobs that fail at once: the same error would happen on every attempt
+    Case("return-int-for-text", (*RUN, "--map", "mymod:returns_int"), 1,
+         r"block 0 of 1 .*failed and was not retried.*ReturnTypeError: for record 0 of block "
+         r"0 of 1 \(.*access\.log \[0, \d+\)\) at byte offset 0 \('0 POST 500'\): the "
+         r"function returned int 7", r"output_format='text' accepts str or bytes \(one line\)",
+         api=lambda ws: bp.map_lines(lambda line: 7, "data/access.log", output="out",
+                                     executor="inline"),
+         error=bp.BlockFailedError, api_message=r"not retried.*returned int 7"),
+    Case("return-dict-for-text", (*RUN, "--map", "mymod:returns_dict"), 1,
+         r"failed and was not retried.*at byte offset 0 .*returned dict \{'line': '0 POST 500'\}",
+         r"output_format='text' accepts str or bytes",
+         api=lambda ws: bp.map_lines(lambda line: {"line": line}, "data/access.log",
+                                     output="out", executor="inline"),
+         error=bp.BlockFailedError, api_message=r"not retried.*returned dict"),
+    Case("return-int-per-block", (*RUN, "--map-blocks", "mymod:returns_int"), 1,
+         r"failed and was not retried.*for block 0 of 1 \(.*access\.log \[0, \d+\)\): the "
+         r"function returned int 7", r"accepts str or bytes \(written as is\)",
+         api=lambda ws: bp.map_blocks(lambda batch: 7, "data/access.log", output="out",
+                                      executor="inline"),
+         error=bp.BlockFailedError, api_message=r"not retried.*returned int 7"),
+    Case("cmd-not-executable", (*RUN, "--cmd", "./notes.txt"), 1,
+         r"failed and was not retried.*command './notes.txt' cannot be run \(not executable\)",
+         r"on the PATH of every worker",
+         api=lambda ws: bp.map_command("./notes.txt", "data/access.log", output="out",
+                                       executor="inline"),
+         error=bp.BlockFailedError, api_message=r"not retried.*exited with code 126"),
+    Case("truncated-gz", ("run", "gz/access.log.gz", "-o", "out", *MAP), 1,
+         r"failed and was not retried.*'.*access\.log\.gz' is not a complete gzip stream",
+         r"truncated or corrupt.*re-create or re-download it", setup=_truncated_gz,
+         api=lambda ws: run_upper(ws, src="gz/access.log.gz"), error=bp.BlockFailedError,
+         api_message=r"not retried.*not a complete gzip stream"),
+    Case("parquet-without-footer", ("run", "pq/cut.parquet", "-o", "out", *MAP,
+                                    "--format", "parquet"), 1,
+         r"failed and was not retried.*does not end with a Parquet footer",
+         r"truncated or not Parquet: re-create it", setup=_parquet_without_footer,
+         api=lambda ws: bp.map_lines(str, "pq/cut.parquet", output="out", executor="inline",
+                                     format="parquet"),
+         error=bp.BlockFailedError, api_message=r"not retried.*Parquet footer"),
+    Case("csv-malformed-row", ("run", "csvm/bad.csv", "-o", "out", *MAP, "--format", "csv"),
+         1, r"failed and was not retried.*cannot parse the rows as CSV.*Expected 2 columns",
+         r"fix the input, or check the format options", setup=_csv_malformed_row,
+         api=lambda ws: bp.map_lines(str, "csvm/bad.csv", output="out", executor="inline",
+                                     format="csv"),
+         error=bp.BlockFailedError, api_message=r"not retried.*cannot parse the rows as CSV"),
+    # refused at plan time
+    Case("csv-unclosed-quote", ("run", "csvq/bad.csv", "-o", "out", *MAP, "--format", "csv"),
+         2, r"'.*bad\.csv': the quote at byte offset 17 is never closed, so the rest of the "
+            r"file \(18 bytes\) would be read as one field",
+         r"--format-option allow_unclosed_quote=true", setup=_csv_unclosed_quote,
+         api=lambda ws: bp.plan("csvq/bad.csv", format="csv"), error=bp.InputError),
     # interrupted
     Case("ctrl-c", (*RUN, "--map", "mymod:slow", "--block-size", "64", "--workers", "1"),
          130, r"interrupted: committed blocks are kept\. Resume with:",
