@@ -104,14 +104,14 @@ def run_worker(address: str, *, authkey: bytes, slots: int, once: bool = False,
             delay = dropped.next_delay()
             if delay is None:
                 log(f"error: gave up joining the master at {where}: it accepted "
-                    f"{dropped.tries} connections in {dropped.elapsed():.0f}s and closed each "
-                    f"before the authkey handshake finished (last: {exc}). It may be flooded "
+                    f"{dropped.tries} connections in {dropped.elapsed():.0f}s and dropped each "
+                    f"during the authkey handshake (the last one {exc}). It may be flooded "
                     f"with connections from this machine's address, or not be a blockproc "
                     f"master; its log names what it dropped")
                 return 1
             if dropped.tries == 1 or dropped.tries % 10 == 0:
-                log(f"the master at {where} closed the connection before the authkey "
-                    f"handshake finished ({exc}); trying again with backoff for up to "
+                log(f"the master at {where} dropped the connection during the authkey "
+                    f"handshake ({exc}); trying again with backoff for up to "
                     f"{handshake_patience:g}s (attempt {dropped.tries})")
             time.sleep(delay)
             continue

@@ -225,7 +225,7 @@ def client_handshake(sock: socket.socket, key: bytes, *,
     (``"rejected"`` in its text when the master refused the key) otherwise.
     """
     deadline = time.monotonic() + timeout
-    step = "before sending its challenge"
+    step = "before its challenge"
     try:
         challenge = _recv_frame(sock, deadline)
         if not challenge.startswith(CHALLENGE) or len(challenge) != len(CHALLENGE) + NONCE_SIZE:
@@ -236,12 +236,14 @@ def client_handshake(sock: socket.socket, key: bytes, *,
         ours = os.urandom(NONCE_SIZE)
         sock.settimeout(max(0.001, deadline - time.monotonic()))
         sock.sendall(_frame(ANSWER + _mac(key, b"worker", challenge[len(CHALLENGE):]) + ours))
-        step = "before answering this worker's proof"
+        step = "before it answered this worker's proof"
         reply = _recv_frame(sock, deadline)
-    except (EOFError, ConnectionResetError, BrokenPipeError) as exc:
-        raise HandshakeDropped(f"the connection closed {step} ({exc})") from None
+    except EOFError:
+        raise HandshakeDropped(f"closed {step}") from None
+    except (ConnectionResetError, BrokenPipeError):
+        raise HandshakeDropped(f"reset {step}") from None
     except TimeoutError:
-        raise HandshakeDropped(f"no answer {step} within {timeout:g}s") from None
+        raise HandshakeDropped(f"silent {step} for {timeout:g}s") from None
     if reply == FAILURE:
         raise AuthenticationError("digest sent was rejected")
     if not reply.startswith(WELCOME) or not hmac.compare_digest(
@@ -284,8 +286,7 @@ def connect(host: str, port: int, key: bytes, *, timeout: float = HANDSHAKE_TIME
         raise
     except OSError as exc:
         sock.close()
-        raise HandshakeDropped(f"the connection failed during the handshake ({exc})") \
-            from None
+        raise HandshakeDropped(f"failed: {exc}") from None
     return Link.wrap(sock, where)
 
 

@@ -349,7 +349,8 @@ def test_worker_retries_a_dropped_handshake_and_joins(
     finally:
         bouncer.close()
     assert bouncer.accepted == 4
-    assert "closed the connection before the authkey handshake finished" in worker.stderr
+    assert "dropped the connection during the authkey handshake (closed before its " \
+        "challenge); trying again with backoff" in worker.stderr
     assert "after 3 dropped connections" in worker.stderr
     assert read_parts(str(work / "out")) == DATA.upper()
 
@@ -366,7 +367,8 @@ def test_worker_gives_up_on_a_master_that_always_drops_it() -> None:
     assert bouncer.accepted >= 2  # it did try again
     assert lines[-1].startswith(f"error: gave up joining the master at 127.0.0.1:"
                                 f"{bouncer.port}: it accepted {bouncer.accepted} connections")
-    assert "closed each before the authkey handshake finished" in lines[-1]
+    assert "dropped each during the authkey handshake (the last one closed before its " \
+        "challenge)" in lines[-1]
 
 
 def test_worker_does_not_retry_a_peer_that_is_not_a_master() -> None:
@@ -498,7 +500,7 @@ def test_master_stays_joinable_under_a_flood_from_several_addresses(
     assert "more connections from 127.0.0." in log  # the rest were summarised
     noise = [line for line in master.lines if "127.0.0." in line]
     assert len(noise) < opened / 4, f"{len(noise)} log lines for {opened} connections"
-    retries = worker.stderr.count("closed the connection before the authkey handshake")
+    retries = worker.stderr.count("dropped the connection during the authkey handshake")
     print(f"\nflood: {opened} connections from {len(flood.opened)} addresses while the job "
           f"ran ({during} by the time the worker joined; {dropped} dropped by the master); "
           f"the worker joined {joined_after:.2f}s after it started (retry messages: "
