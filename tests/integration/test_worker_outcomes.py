@@ -317,3 +317,17 @@ def test_status_counts_the_attempts_of_every_run_of_a_resumed_job(
     assert "attempts: 2 (2 committed); 0 speculative" in text
     assert "resumed: earlier runs committed 1 block in 2 attempts; 4 attempts in all runs" \
         in text
+
+
+def test_errors_that_would_repeat_are_not_retried_on_any_executor(
+        tmp_path: Path, executor: str) -> None:
+    # the verdict is made where the attempt runs and travels back with its Failed event
+    src = write(tmp_path, "in.txt", LINES)
+    error = fails_at_once(lambda: bp.map_lines(lambda line: {"k": line}, src,
+                                               output=str(tmp_path / "out"),
+                                               executor=executor, workers=1))
+    assert "returned dict {'k': 'alpha'}" in str(error)
+    gz = write(tmp_path, "in.txt.gz", gzip.compress(LINES * 100)[:-12])
+    error = fails_at_once(lambda: bp.map_lines(str.upper, gz, output=str(tmp_path / "gz"),
+                                               executor=executor, workers=1))
+    assert "is not a complete gzip stream" in str(error)
