@@ -10,6 +10,11 @@ is lost, and its attempts are reported ``Failed(lost=True)``, so the master's sc
 runs those blocks again. Data never passes through the master: workers read and write
 the shared storage themselves.
 
+Connections that have not authenticated yet are held to a deadline and to a few per
+source address, the oldest dropped first (:class:`~blockproc.executors._wire.Gate`), so
+idle, garbage or unauthenticated connections, however many, cannot lock workers out; a
+worker whose handshake was dropped tries again with backoff.
+
 ``workers=N`` also starts N local worker processes on this machine (one slot each).
 """
 
@@ -341,13 +346,6 @@ class ClusterExecutor:
         if host in ("0.0.0.0", "::", ""):
             host = socket.gethostname()
         return format_address(host, self._port)
-
-    @property
-    def door(self) -> Mapping[str, int]:
-        """How the connections to this master ended so far: ``joined`` (authenticated),
-        ``wrong key``, ``closed``, ``idle``, ``evicted``, ``garbage``, ``pickle``,
-        ``version`` (see :class:`~blockproc.executors._wire.Gate`)."""
-        return dict(self._gate.counts) if self._gate is not None else {}
 
     def _joining(self, link: Link) -> None:
         """Called by the gate's thread with each authenticated connection."""
