@@ -1,0 +1,346 @@
+"""One object-store suite, run against two S3-compatible stores (the ``store`` fixture):
+moto, a mock of S3's API, and SeaweedFS, a real distributed store. Reads with ranged GETs,
+writes and ``_SUCCESS``, small-file packing, every ``if_exists`` mode and resume, the
+one-writer race, stale-lock takeover and fencing, the CLI end to end, and the cluster
+executor with a master and two worker processes.
+
+What a mock does better (injected 503s, request counting) stays in ``test_s3.py``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import blockproc as bp
+from blockproc.commit import read_ledger, verify_output
+from blockproc.formats.base import WINDOW_SIZE
+from blockproc.storage import RangeSource, resolve
+from blockproc.testing import read_parts
+from tests import jobs
+from tests.stores import StoreDir, slow_upper
+
+ROOT = Path(__file__).resolve().parents[2]
+LINES = [f"{i:05d} {'GET' if i % 3 else 'POST'} /item/{i % 97} {500 if i % 7 == 0 else 200}"
+         for i in range(3000)]
+DATA = ("\n".join(LINES) + "\n").encode()
+"""About 84 KiB: 21 blocks of 4 KiB."""
+
+
+def env() -> dict[str, str]:
+    """The environment of a blockproc process started by a test (the repository importable,
+    so ``tests.stores:slow_upper`` and ``tests.jobs:upper`` resolve)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def start_cli(args: list[str], **extra_env: str) -> subprocess.Popen[str]:
+    """``blockproc ARGS`` in its own process group (a kill takes its workers too)."""
+    return subprocess.Popen([sys.executable, "-m", "blockproc", *args], cwd=ROOT,
+                            env={**env(), **extra_env}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def run_cli(args: list[str], timeout: float = 120, **extra_env: str
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "blockproc", *args], cwd=ROOT,
+                          env={**env(), **extra_env}, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def wait_for_parts(store: StoreDir, out: str, at_least: int, proc: subprocess.Popen[str],
+                   timeout: float = 60) -> int:
+    """Wait until ``out`` shows ``at_least`` part-files (the job still running)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = len(store.parts(out))
+        if done >= at_least:
+            return done
+        if proc.poll() is not None:
+            raise AssertionError(f"the job ended ({proc.returncode}) before {at_least} parts "
+                                 f"were committed: {proc.communicate()[1]}")
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} parts committed in {timeout}s")
+
+
+def one_line_error(stderr: str) -> str:
+    """The error line of a failed CLI run; fails if it is not a single blockproc error."""
+    assert "Traceback" not in stderr, stderr
+    assert "this is a bug" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+def assert_exactly_once(store: StoreDir, out: str, expected: bytes) -> dict[str, Any]:
+    """The finished output holds every block once, byte-identical to ``expected``."""
+    manifest = store.manifest(out)
+    ids = [b["id"] for b in manifest["blocks"]]
+    assert ids == list(range(len(ids))), "a block is missing or listed twice"
+    assert store.parts(out) == [b["part"] for b in manifest["blocks"]], "stray part-files"
+    assert read_parts(store.url(out), storage_options=store.storage_options) == expected
+    assert sum(b["records_in"] for b in manifest["blocks"]) == expected.count(b"\n")
+    assert verify_output(*resolve(store.url(out), store.storage_options),
+                                   manifest) == []
+    assert not [k for k in store.keys(out) if "/_temporary/" in k]
+    return manifest
+
+
+# -- reads and writes ---------------------------------------------------------------------
+
+def test_ranged_reads_return_exactly_the_asked_bytes(store: StoreDir) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB
+    (url,) = store.put({"obj.bin": data})
+    fs, path = resolve(url, store.storage_options)
+    planned = bp.plan(url, storage_options=store.storage_options).files[0]
+    with RangeSource(fs, path, expected=planned) as source:
+        assert source.read(1000, 6000) == data[1000:6000]
+        assert source.read(500_000, 500_100) == data[500_000:500_100]
+        assert source.read(len(data) - 10, len(data) + 50) == data[-10:]  # short at EOF
+        assert source.read(0, 1) == data[:1]
+
+
+def test_map_blocks_reads_each_block_once(store: StoreDir) -> None:
+    lines = [*LINES, "L" * 9000, *LINES]  # one record across several blocks
+    data = ("\n".join(lines) + "\n").encode()
+    (url,) = store.put({"in/big.log": data})
+    res = bp.map_blocks(jobs.count_block, url, output=store.url("out"), block_size="16KiB",
+                        executor="processes", workers=2, storage_options=store.storage_options)
+    counts = read_parts(store.url("out"), storage_options=store.storage_options)
+    assert sum(int(row.split(b",")[1]) for row in counts.splitlines()) == len(lines)
+    blocks = len(res.blocks)
+    assert blocks == -(-len(data) // (16 * 1024))
+    # each byte once, plus at most a record and a window per block to finish the last one
+    assert len(data) <= res.num_bytes_read <= len(data) + blocks * (9001 + WINDOW_SIZE)
+
+
+def test_map_lines_writes_parts_and_success(store: StoreDir) -> None:
+    inputs = {f"in/{name}.log": DATA.replace(b"/item/", f"/{name}/".encode())
+              for name in ("a", "b")}
+    store.put(inputs | {"in/_ignored.log": b"metadata\n", "in/notes.txt": b"no match\n"})
+    res = bp.map_lines(jobs.upper, store.url("in/*.log"), output=store.url("out"),
+                       block_size="8KiB", executor="processes", workers=2,
+                       storage_options=store.storage_options)
+    expected = b"".join(inputs[k] for k in sorted(inputs)).upper()
+    manifest = assert_exactly_once(store, "out", expected)
+    assert res.num_records == 2 * len(LINES) == res.num_records_out
+    assert res.parts[0] == store.url("out/part-00000.txt")
+    assert [i["path"].rsplit("/", 1)[1] for i in manifest["inputs"]] == ["a.log", "b.log"]
+    assert all(i["token"].startswith("ETag=") for i in manifest["inputs"])
+    assert "out/_SUCCESS" in store.keys("out")
+
+
+def test_small_files_are_packed_into_few_blocks(store: StoreDir) -> None:
+    files = {f"small/f{i:03d}.log": f"file {i} line 1\nfile {i} line 2\n".encode()
+             for i in range(120)}
+    store.put(files)
+    res = bp.map_lines(jobs.upper, store.url("small/"), output=store.url("out"),
+                       block_size="1KiB", executor="threads", workers=2,
+                       storage_options=store.storage_options)
+    expected = b"".join(files[k] for k in sorted(files)).upper()
+    assert_exactly_once(store, "out", expected)
+    assert res.num_records == 240
+    assert len(res.blocks) <= 120 * 32 // 1024 + 4, "small files were not packed"
+
+
+# -- if_exists --------------------------------------------------------------------------
+
+def test_if_exists_error_refuses_a_finished_output_and_keeps_it(store: StoreDir) -> None:
+    (url,) = store.put({"in/a.log": DATA})
+    bp.map_lines(jobs.upper, url, output=store.url("out"), block_size="8KiB",
+                 executor="threads", storage_options=store.storage_options)
+    before = store.snapshot("out")
+    with pytest.raises(bp.OutputExistsError, match="already exists") as info:
+        bp.map_lines(jobs.identity, url, output=store.url("out"), block_size="8KiB",
+                     executor="threads", storage_options=store.storage_options)
+    assert not isinstance(info.value, bp.OutputLockedError)
+    assert "if_exists='overwrite'" in str(info.value)
+    after = store.snapshot("out")
+    assert {k: v for k, v in after.items() if "/_blockproc/lock" not in k} == \
+        {k: v for k, v in before.items() if "/_blockproc/lock" not in k}
+
+
+def test_if_exists_overwrite_replaces_every_part(store: StoreDir) -> None:
+    (url,) = store.put({"in/a.log": DATA})
+    first = bp.map_lines(jobs.upper, url, output=store.url("out"), block_size="2KiB",
+                         executor="threads", workers=2, storage_options=store.storage_options)
+    assert len(store.parts("out")) == len(first.blocks) >= 30
+    second = bp.map_lines(jobs.identity, url, output=store.url("out"), block_size="32KiB",
+                          executor="threads", workers=2, if_exists="overwrite",
+                          storage_options=store.storage_options)
+    assert len(second.blocks) == 3
+    assert_exactly_once(store, "out", DATA)  # no part of the first job is left
+
+
+def test_if_exists_resume_after_a_killed_job_is_byte_identical(store: StoreDir) -> None:
+    (url,) = store.put({"in/a.log": DATA})
+    args = ["run", url, "-o", store.url("out"), "--map", "tests.stores:slow_upper",
+            "--block-size", "4KiB", "--workers", "2", "-q", *store.cli_options()]
+    job = start_cli(args)
+    try:
+        wait_for_parts(store, "out", 3, job)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)  # the master and its workers, as a crash
+        job.communicate(timeout=30)
+    kept = set(read_ledger(*resolve(store.url("out"), store.storage_options)))
+    assert len(kept) >= 2
+    assert "out/_SUCCESS" not in store.keys("out")
+    # the dead job's lock does not block the resume: its process is gone on this host
+    res = bp.map_lines(jobs.upper, url, output=store.url("out"), block_size="4KiB",
+                       executor="threads", workers=2, if_exists="resume",
+                       storage_options=store.storage_options)
+    assert_exactly_once(store, "out", DATA.upper())
+    rerun = {a.block_id for a in res.attempts if a.status == "committed"}
+    assert not rerun & kept, "a committed block ran again"
+    assert rerun | kept == set(range(len(res.blocks)))
+
+
+# -- one writer per output --------------------------------------------------------------
+
+def _contend(barrier: Any, results: Any, url: str, out: str, options: dict[str, Any]) -> None:
+    """One contender of the race: wait for the others, then run a job on ``out``."""
+    barrier.wait(timeout=60)
+    try:
+        res = bp.map_lines(slow_upper, url, output=out, block_size="8KiB", executor="threads",
+                           workers=1, if_exists="overwrite", storage_options=options)
+        results.put(("admitted", res.num_records))
+    except bp.OutputLockedError as exc:
+        results.put(("locked", str(exc)))
+    except BaseException as exc:
+        results.put(("other", f"{type(exc).__name__}: {exc}"))
+
+
+@pytest.mark.parametrize("contenders", [4])
+def test_one_writer_race_admits_exactly_one(store: StoreDir, contenders: int) -> None:
+    data = DATA[:DATA.index(b"\n", 20_000) + 1]  # the winner runs for about 1 s
+    (url,) = store.put({"in/a.log": data})
+    ctx = multiprocessing.get_context("spawn")
+    trials = 1  # the lock's own tests race hundreds of times; this one is on each store
+    for trial in range(trials):
+        out = f"race-{trial}"
+        barrier, results = ctx.Barrier(contenders), ctx.Queue()
+        procs = [ctx.Process(target=_contend, args=(barrier, results, url, store.url(out),
+                                                    store.storage_options))
+                 for _ in range(contenders)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for proc in procs:
+            proc.join(timeout=30)
+        kinds = Counter(kind for kind, _ in outcomes)
+        assert kinds == {"admitted": 1, "locked": contenders - 1}, outcomes
+        for kind, message in outcomes:
+            if kind == "locked":
+                assert re.search(r"is being written by job \S+", str(message)), message
+                assert "\n" not in str(message)
+        assert_exactly_once(store, out, data.upper())
+
+
+def test_stale_lock_is_taken_over_and_the_stalled_job_is_fenced(
+        store: StoreDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job stopped (SIGSTOP) past the lease loses its lock to a resume; when it
+    continues, it stops with LockLostError and writes nothing more to the output.
+
+    The stalled job upper-cases and the one that takes over does not, so a part-file the
+    stalled job rewrote after the takeover would show, not only a new file.
+    """
+    lease = "2"
+    monkeypatch.setenv("BLOCKPROC_LOCK_LEASE", lease)  # for both jobs
+    (url,) = store.put({"in/a.log": DATA})
+    args = ["run", url, "-o", store.url("out"), "--map", "tests.stores:slow_upper",
+            "--block-size", "4KiB", "--workers", "2", "-q", *store.cli_options()]
+    stalled = start_cli(args)
+    try:
+        wait_for_parts(store, "out", 2, stalled)
+        os.killpg(stalled.pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        # within the lease, the lock is respected
+        with pytest.raises(bp.OutputLockedError, match="is being written by job"):
+            bp.map_lines(jobs.identity, url, output=store.url("out"), block_size="4KiB",
+                         executor="threads", if_exists="resume",
+                         storage_options=store.storage_options)
+        time.sleep(max(0.0, float(lease) + 1 - (time.monotonic() - stopped_at)))
+        bp.map_lines(jobs.identity, url, output=store.url("out"), block_size="4KiB",
+                     executor="threads", workers=2, if_exists="resume",
+                     storage_options=store.storage_options)
+        finished = {k: v for k, v in store.snapshot("out").items() if "/_temporary/" not in k}
+    finally:
+        os.killpg(stalled.pid, signal.SIGCONT)
+    _, stderr = stalled.communicate(timeout=60)
+    assert stalled.returncode == 1, stderr
+    line = one_line_error(stderr)
+    assert re.search(r"lost its lock", line), line
+    after = {k: v for k, v in store.snapshot("out").items() if "/_temporary/" not in k}
+    changed = sorted(k for k in finished.keys() | after.keys()
+                     if finished.get(k) != after.get(k) and "/_blockproc/lock/" not in k)
+    assert changed == [], f"the fenced job wrote to the output after the takeover: {changed}"
+    manifest = store.manifest("out")
+    assert verify_output(*resolve(store.url("out"), store.storage_options), manifest) == []
+    output = read_parts(store.url("out"), storage_options=store.storage_options)
+    assert output.upper() == DATA.upper()  # every line once, from one job or the other
+    assert [b["id"] for b in manifest["blocks"]] == list(range(len(manifest["blocks"])))
+
+
+# -- the CLI and the cluster executor ---------------------------------------------------------
+
+def test_cli_end_to_end(store: StoreDir) -> None:
+    (url,) = store.put({"in/a.log": DATA})
+    out = store.url("out")
+    run = run_cli(["run", url, "-o", out, "--map", "tests.jobs:upper", "--block-size", "8KiB",
+                   "--executor", "threads", "--workers", "2", "-q", *store.cli_options()])
+    assert run.returncode == 0, run.stderr
+    assert_exactly_once(store, "out", DATA.upper())
+    status = run_cli(["status", out, "--verify", *store.cli_options()])
+    assert status.returncode == 0, status.stderr
+    blocks = -(-len(DATA) // 8192)
+    assert f"verify: all {blocks} part-files match the manifest" in status.stdout
+    again = run_cli(["run", url, "-o", out, "--map", "tests.jobs:upper", "--block-size", "8KiB",
+                     "--executor", "inline", "-q", *store.cli_options()])
+    assert again.returncode == 2
+    assert "already exists" in one_line_error(again.stderr)
+
+
+def test_cluster_master_and_two_workers_commit_every_block_once(
+        store: StoreDir, tmp_path: Path) -> None:
+    (url,) = store.put({"in/a.log": DATA})
+    key = {"BLOCKPROC_AUTHKEY": "0123456789abcdef-store-test"}
+    master = start_cli(["run", url, "-o", store.url("out"), "--map", "tests.stores:slow_upper",
+                        "--executor", "cluster", "--listen", "127.0.0.1:0", "--block-size",
+                        "4KiB", "--no-progress", *store.cli_options()], **key)
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        assert master.stderr is not None
+        port = None
+        for line in master.stderr:  # bounded: the master prints this at once, or exits
+            if found := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
+                port = found.group(1)
+                break
+        assert port, "the master did not say where it listens"
+        workers = [start_cli(["worker", "--connect", f"127.0.0.1:{port}", "--slots", "1",
+                              "--once"], **key) for _ in range(2)]
+        _, rest = master.communicate(timeout=120)
+        assert master.returncode == 0, rest
+        outputs = [w.communicate(timeout=60) for w in workers]
+        assert [w.returncode for w in workers] == [0, 0], outputs
+    finally:
+        for proc in [master, *workers]:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate(timeout=30)
+    manifest = assert_exactly_once(store, "out", DATA.upper())
+    committed = Counter(a["block_id"] for a in manifest["attempts"]
+                        if a["status"] == "committed")
+    assert committed == Counter(range(len(manifest["blocks"])))
+    assert manifest["executor"] == "cluster"
+    assert len({b["worker"] for b in manifest["blocks"]}) == 2  # both workers ran blocks
