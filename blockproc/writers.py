@@ -93,12 +93,14 @@ class ReturnTypeError(TypeError):
     retryable = False
 
 
-def _refuse(name: str, mode: str, value: Any, hint: str = "") -> ReturnTypeError:
-    """Return the error for ``value`` returned to output format ``name``."""
+def _refuse(name: str, mode: str, value: Any, hint: str = "", *,
+            where: str = "") -> ReturnTypeError:
+    """Return the error for ``value`` returned to output format ``name`` (``where``: in
+    what it was returned, ``hint``: what to do)."""
     kind = type(value).__name__
     if _is_array(value):
         kind = f"numpy {kind} of dtype {value.dtype}"
-    return ReturnTypeError(f"the function returned {kind} {value!r:.80}; output_format="
+    return ReturnTypeError(f"the function returned {kind} {value!r:.80}{where}; output_format="
                            f"{name!r} accepts {ACCEPTED_RETURNS[name, mode]}{hint}")
 
 
@@ -228,7 +230,7 @@ class PartWriter:
                         if isinstance(line, (str, bytes)):
                             lines.append(line)
                         elif line is not None:
-                            raise _refuse("text", "record", line, " (inside a list)")
+                            raise _refuse("text", "record", line, where=" inside a list")
                 else:
                     raise _refuse("text", "record", result)
             self.write_lines(lines)
@@ -262,7 +264,7 @@ class PartWriter:
             if line is None:
                 continue
             if not isinstance(line, (str, bytes)):
-                raise _refuse("text", "block", line, " (inside the returned iterable)")
+                raise _refuse("text", "block", line, where=" inside an iterable")
             lines.append(line)
             if len(lines) >= _ROWS_PER_FLUSH:
                 self.write_lines(lines)

@@ -15,6 +15,7 @@ import pytest
 
 from blockproc.errors import ConfigError
 from blockproc.writers import (
+    ACCEPTED_RETURNS,
     OUTPUT_FORMATS,
     CSVOutput,
     JSONLinesOutput,
@@ -184,3 +185,44 @@ def test_an_error_abandons_the_part_and_later_writes_are_dropped() -> None:
     writer.close()  # what a garbage-collected pyarrow writer would do
     writer.write(b"more")
     assert len(buf.getvalue()) == size
+
+
+# -- what each format refuses ------------------------------------------------------------
+
+REFUSED = [
+    (TextOutput(), "write_results", [{"a": 1}], "returned dict"),
+    (TextOutput(), "write_results", [7], "returned int 7"),
+    (TextOutput(), "write_results", [["ok", {1}]],
+     r"returned set \{1\} inside a list; output_format='text'"),
+    (TextOutput(), "write_block", 7, "returned int 7"),
+    (TextOutput(), "write_block", {"k": "v"}, "returned dict"),
+    (TextOutput(), "write_block", ["a", 3], "returned int 3 inside an iterable; output_format"),
+    (CSVOutput(), "write_results", [3.5], "returned float 3.5"),
+    (CSVOutput(), "write_block", 7, "returned int 7"),
+    (JSONLinesOutput(), "write_results", [{(1, 2): "tuple key"}], "cannot write a record as JSON"),
+    (JSONLinesOutput(), "write_block", {1, 2}, r"returned set \{1, 2\}"),
+    (ParquetOutput(), "write_results", ["text"], "returned str 'text'"),
+    (ParquetOutput(), "write_block", 7, "returned int 7"),
+    (NpyOutput(), "write_results", ["text"], "returned str 'text'"),
+    (NpyOutput(), "write_results", [np.array([{"a": 1}])], "object array"),
+    (NpyOutput(), "write_block", [{"a": 1}], "object array"),
+    (NpyOutput(), "write_block", "text", "returned str"),
+]
+
+
+@pytest.mark.parametrize(("spec", "method", "value", "match"), REFUSED,
+                         ids=[f"{s.name}-{m}-{i}" for i, (s, m, _, _) in enumerate(REFUSED)])
+def test_a_refused_value_raises_return_type_error_naming_what_is_accepted(
+        spec: OutputFormat, method: str, value: Any, match: str) -> None:
+    with pytest.raises(ReturnTypeError, match=match) as info:
+        written(spec, (method, value))
+    assert info.value.retryable is False
+    mode = "record" if method == "write_results" else "block"
+    assert ACCEPTED_RETURNS[spec.name, mode] in str(info.value) or \
+        "cannot write" in str(info.value)
+
+
+def test_none_inside_a_list_writes_nothing_in_text() -> None:
+    data, w = written(TextOutput(), ("write_results", [["a", None, "b"]]),
+                      ("write_block", ["c", None]))
+    assert data == b"a\nb\nc\n" and w.records == 3
