@@ -202,9 +202,10 @@ def test_garbage_and_pickles_are_named_as_such_and_never_unpickled(
         door: Callable[..., Door], tmp_path: Path) -> None:
     d = door()
     marker = tmp_path / "unpickled"
-    payloads = [GARBAGE, pickle_frame(marker), pickle.dumps(Evil(marker)), os.urandom(300)]
-    for host, payload in zip(HOSTS[2:], payloads, strict=False):  # one address each: no
-        sock, _ = d.dial(host)                                       # line is summarised
+    payloads = [GARBAGE, pickle_frame(marker), pickle.dumps(Evil(marker)), bytes(range(256))]
+    # one source address each, so that no line is folded into a summary
+    for host, payload in zip(HOSTS[2:], payloads, strict=False):
+        sock, _ = d.dial(host)
         sock.sendall(payload)
         assert closed_by_master(sock)
     sock, _ = d.dial(HOSTS[-1])
@@ -439,31 +440,31 @@ class Flood(threading.Thread):
                     sock.bind((host, 0))
                     sock.connect_ex(("127.0.0.1", self.port))
                     payload = self.payloads[self.total % len(self.payloads)]
-                    selector.register(sock, selectors.EVENT_READ, [host, payload])
+                    selector.register(sock, selectors.EVENT_READ, [sock, host, payload])
                     live[host] += 1
                     self.opened[host] += 1
                 for key, _ in selector.select(0.02):
-                    sock, (host, payload) = key.fileobj, key.data  # type: ignore[misc]
+                    sock, host, payload = key.data
                     try:
-                        data = sock.recv(4096)  # type: ignore[union-attr]
+                        data = sock.recv(4096)
                     except BlockingIOError:
                         continue
                     except OSError:
                         data = b""
                     if data and payload:  # the challenge came: answer with rubbish
                         with contextlib.suppress(OSError):
-                            sock.send(payload)  # type: ignore[union-attr]
-                        key.data[1] = b""
+                            sock.send(payload)
+                        key.data[2] = b""
                     elif not data:
                         selector.unregister(sock)
-                        sock.close()  # type: ignore[union-attr]
+                        sock.close()
                         live[host] -= 1
                         self.dropped += 1
                 if self.total >= self.limit:
                     break
         finally:
             for key in list(selector.get_map().values()):
-                key.fileobj.close()  # type: ignore[union-attr]
+                key.data[0].close()
             selector.close()
 
 

@@ -85,9 +85,10 @@ def blockproc(work: Path, *args: str, **kwargs: object) -> subprocess.Popen[byte
     env = dict(os.environ, BLOCKPROC_AUTHKEY=KEY,
                PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                            os.environ.get("PYTHONPATH", "")]))
-    return subprocess.Popen([sys.executable, "-m", "blockproc", *args], cwd=work, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            **kwargs)  # type: ignore[call-overload]
+    process: subprocess.Popen[bytes] = subprocess.Popen(
+        [sys.executable, "-m", "blockproc", *args], cwd=work, env=env,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+    return process
 
 
 def run_master(work: Path, fn: str, *extra: str) -> subprocess.Popen[bytes]:
