@@ -425,7 +425,8 @@ def scan_inputs(
 def _check_protocol(url: str) -> None:
     """Refuse a URL whose protocol fsspec does not know, naming the ones it does."""
     protocol = split_protocol(url)[0]
-    if protocol is None or protocol in fsspec.available_protocols():
+    if (protocol is None or protocol in fsspec.available_protocols()
+            or protocol in fsspec.registry):  # registered at run time
         return
     common = "file, s3, gs, az, hdfs, http, https, sftp, memory"
     raise ConfigError(f"cannot open {url!r}: unknown protocol {protocol!r}; check the URL "
