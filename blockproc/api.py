@@ -50,6 +50,11 @@ MAX_WORKERS_ENV = "BLOCKPROC_MAX_WORKERS"
 LARGE_FUNCTION_SIZE = 10 * 2**20
 """A function that pickles to more than this (10 MiB, as Dask) is warned about."""
 
+READ_AMPLIFICATION = 4
+"""A job of at least 1 MiB whose blocks read more than this many times its input (records
+far longer than the block size: each block scans on to the end of its record) is warned
+about once it finishes."""
+
 
 def _ensure_urls(urlpath: InputsLike) -> list[str]:
     if isinstance(urlpath, (str, os.PathLike)):
@@ -406,7 +411,36 @@ def _run(urlpath: InputsLike, fn: Any, per: Literal["record", "block"], *,
     job = _make_job(job_plan, fn, output=output, per=per, storage_options=storage_options,
                     **options)
     job.run()  # in this thread, so pdb and Ctrl-C work as usual
-    return job.result()
+    result = job.result()
+    check_read_amplification(job_plan, result)
+    return result
+
+
+def check_read_amplification(plan: Plan, result: JobResult) -> None:
+    """Warn when the blocks of a finished job read several times its input: records much
+    longer than the block size, which only the workers could see.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import blockproc as bp
+    >>> _ = bp.testing.write_files("memory://doc/amp", {"in.log": b"x" * 2**21 + b"\\n"})
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     res = bp.map_lines(lambda s: str(len(s)), "memory://doc/amp", executor="inline",
+    ...                        output="memory://doc/amp-out", block_size="64KiB")
+    >>> print(caught[0].message)
+    the blocks read ...x the input (... MiB for 2.0 MiB): records are much longer than ...
+    """
+    read = sum(b.bytes_read for b in result.blocks)
+    if plan.num_bytes < 2**20 or read <= READ_AMPLIFICATION * plan.num_bytes:
+        return
+    warnings.warn(
+        f"the blocks read {read / plan.num_bytes:.0f}x the input ({format_size(read)} for "
+        f"{format_size(plan.num_bytes)}): records are much longer than "
+        f"block_size={format_size(plan.block_size)}, and each block reads on to the end of "
+        f"its record; pass a block size larger than the longest record (CLI: --block-size)",
+        UserWarning, stacklevel=_user_stacklevel())
 
 
 def map_lines(

@@ -383,6 +383,7 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
     except UnfinishedOutputError as exc:  # left by a crash or a Ctrl-C
         exc.add_note(f"to finish it, run:\n  {_resume_command()}")
         raise
+    api.check_read_amplification(plan, result)
     if not quiet:
         click.echo(_summary(result))
 

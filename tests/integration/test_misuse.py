@@ -180,6 +180,11 @@ def _undo_read_only(ws: Path) -> None:
         os.chmod(ws / "ro", 0o755)
 
 
+def _long_record(ws: Path) -> None:  # one 1.1 MiB record: every 64 KiB block reads to its end
+    (ws / "long").mkdir()
+    (ws / "long" / "one.log").write_bytes(b"a\n" + b"x" * (1100 * 2**10) + b"\nb\n")
+
+
 def _latin1(ws: Path) -> None:
     (ws / "latin").mkdir()
     (ws / "latin" / "names.txt").write_bytes("José\nZoë\n".encode("latin-1"))
@@ -481,6 +486,11 @@ CASES: list[Case] = [
          api=lambda ws: bp.plan("s3://blockproc-misuse/in.log",
                                 storage_options={"client_kwargs": {"region_name": "us-east-1"}}),
          error=bp.AccessError),
+    Case("s3-output-without-credentials", (*RUN[:3], "s3://blockproc-misuse/out", *MAP), 2,
+         r"no credentials to reach 's3://blockproc-misuse/out' \(NoCredentialsError",
+         r"AWS_ACCESS_KEY_ID .* anon=true",
+         api=lambda ws: run_upper(ws, output="s3://blockproc-misuse/out"),
+         error=bp.AccessError, output="s3://blockproc-misuse/out"),
     # warnings and notes: the job runs
     Case("large-function", (*RUN, "--map", "mymod:big", "--workers", "1"), 0,
          r"warning: the function _with_table pickles to 12\.0 MiB \(more than 10\.0 MiB\), "
@@ -489,6 +499,14 @@ CASES: list[Case] = [
     Case("blockproc-output-inside-input-directory", ("run", "data", "-o", "out", *MAP), 0,
          r"note: skipped '.*/data/old': a blockproc output", r"inside an input directory",
          setup=_old_output_in_data),
+    Case("records-longer-than-blocks", ("run", "long", "-o", "out", "--cmd", "cat",
+                                        "--block-size", "64KiB"), 0,
+         r"warning: the blocks read \d+x the input \(.* for 1\.1 MiB\): records are much "
+         r"longer than block_size=64\.0 KiB", r"pass a block size larger than the longest "
+                                                r"record \(CLI: --block-size\)",
+         setup=_long_record,
+         api=lambda ws: run_upper(ws, src="long", block_size="64KiB"), error=UserWarning,
+         api_message=r"the blocks read \d+x the input"),
     # jobs that fail
     Case("function-raises", (*RUN, "--map", "mymod:fail", "--max-attempts", "1"), 1,
          r"block 0 of 1 \(.*access\.log \[0, \d+\)\) failed.*ValueError: bad record '7 ",
