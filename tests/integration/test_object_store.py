@@ -28,6 +28,7 @@ from blockproc.formats.base import WINDOW_SIZE
 from blockproc.storage import RangeSource, resolve
 from blockproc.testing import read_parts
 from tests import jobs
+from tests.seaweed import SeaweedServer
 from tests.stores import StoreDir, slow_upper
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -344,3 +345,46 @@ def test_cluster_master_and_two_workers_commit_every_block_once(
     assert committed == Counter(range(len(manifest["blocks"])))
     assert manifest["executor"] == "cluster"
     assert len({b["worker"] for b in manifest["blocks"]}) == 2  # both workers ran blocks
+
+
+# -- the README's example ------------------------------------------------------------------
+
+def readme_store_blocks() -> tuple[str, str]:
+    """The README's ``weed server`` line and its Python example (the blocks that say this
+    file runs them)."""
+    from tests.test_readme import BLOCKS
+
+    ours = [b for b in BLOCKS if b.skip and "test_object_store.py" in b.skip]
+    assert [b.lang for b in ours] == ["bash", "python"], ours
+    return ours[0].code, ours[1].code
+
+
+def test_readme_weed_server_line_is_the_one_the_fixture_runs(
+        seaweed_server: SeaweedServer) -> None:
+    command, _ = readme_store_blocks()
+    readme = dict(arg.partition("=")[::2] for arg in command.split("weed server", 1)[1]
+                  .replace("\\\n", " ").split())
+    ours = dict(arg.partition("=")[::2] for arg in seaweed_server.command()[2:])
+    # the README's settings, but for the data directory and the ports, are the fixture's
+    for flag, value in readme.items():
+        assert flag in ours, f"the fixture does not pass {flag}"
+        if flag != "-dir" and ".port" not in flag:
+            assert ours[flag] == value, flag
+    extra = {f for f in ours.keys() - readme.keys() if ".port" not in f}
+    assert extra <= {"-volume.max", "-master.volumeSizeLimitMB", "-volume.preStopSeconds",
+                     "-master.electionTimeout"}, extra
+
+
+def test_readme_shared_storage_example_runs_on_seaweedfs(
+        seaweed_server: SeaweedServer, tmp_path: Path) -> None:
+    _, example = readme_store_blocks()
+    assert "http://127.0.0.1:8333" in example
+    script = tmp_path / "example.py"
+    script.write_text(example.replace("http://127.0.0.1:8333", seaweed_server.endpoint_url))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env(),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    expected = re.search(r"^# (.+)$", example, re.M)
+    assert expected is not None and done.stdout.strip() == expected.group(1)
+    options = seaweed_server.storage_options()
+    assert read_parts("s3://demo-logs/errors", storage_options=options) == b"GET /b 500\n" * 100_000

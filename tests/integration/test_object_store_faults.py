@@ -50,6 +50,7 @@ def test_store_killed_and_restarted_mid_job_loses_and_duplicates_nothing(
         time.sleep(1)
         weed.start()
         _, stderr = job.communicate(timeout=120)
+        print(f"store killed and restarted: job exit {job.returncode}")
     finally:
         if job.poll() is None:
             job.kill()
@@ -79,6 +80,8 @@ def test_store_killed_for_good_fails_clearly_and_resumes_after_it_is_back(
         if job.poll() is None:
             job.kill()
             job.communicate(timeout=30)
+    print(f"store killed for good: job exit {job.returncode} after {gave_up_after:.1f}s: "
+          f"{stderr.strip()}")
     assert job.returncode == 1, stderr
     line = one_line_error(stderr)
     assert "--resume" in stderr, stderr
