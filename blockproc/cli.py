@@ -539,7 +539,13 @@ def status(output: str, as_json: bool, verify: bool, timeline: str | None,
         click.echo(f"unfinished: {done} of {total} blocks committed, no {SUCCESS}; rerun the "
                    f"same `blockproc run ... -o {output}` command with --resume to finish it")
         raise SystemExit(1)
-    manifest = read_manifest(fs, path)
+    try:
+        manifest = read_manifest(fs, path)
+    except (ValueError, TypeError):  # not JSON, or not an object
+        manifest = {}
+    if not {"totals", "blocks"} <= manifest.keys():
+        raise ConfigError(f"{output!r} holds a {SUCCESS} that is not a blockproc manifest "
+                          f"(Hadoop and Spark write an empty one); check the path")
     if as_json:
         click.echo(json.dumps(manifest, indent=1))
     else:

@@ -185,6 +185,12 @@ def _long_record(ws: Path) -> None:  # one 1.1 MiB record: every 64 KiB block re
     (ws / "long" / "one.log").write_bytes(b"a\n" + b"x" * (1100 * 2**10) + b"\nb\n")
 
 
+def _hadoop_output(ws: Path) -> None:  # Hadoop and Spark mark success with an empty file
+    (ws / "spark-out").mkdir()
+    (ws / "spark-out" / "_SUCCESS").write_bytes(b"")
+    (ws / "spark-out" / "part-00000").write_text("a\n")
+
+
 def _latin1(ws: Path) -> None:
     (ws / "latin").mkdir()
     (ws / "latin" / "names.txt").write_bytes("José\nZoë\n".encode("latin-1"))
@@ -589,6 +595,9 @@ CASES: list[Case] = [
     # status
     Case("status-of-a-foreign-directory", ("status", "mine"), 2,
          r"'mine' holds no blockproc output", r"check the path"),
+    Case("status-of-a-hadoop-output", ("status", "spark-out"), 2,
+         r"'spark-out' holds a _SUCCESS that is not a blockproc manifest", r"check the path",
+         setup=_hadoop_output),
 ]
 
 
