@@ -24,7 +24,9 @@ from blockproc.commit import LOGS_DIR, errors_path
 from blockproc.errors import InputError
 from blockproc.formats import RecordFormat
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, Boundary, has_border
+from blockproc.formats.csv_format import CSV
 from blockproc.formats.hooks import BlockDecoder, BlockReader
+from blockproc.formats.text import code_unit
 from blockproc.model import Block, BlockResult, InputFile
 from blockproc.storage import (
     RangeSource,
@@ -409,34 +411,50 @@ class BadRecords:
 def record_offsets(task: BlockTask, numbers: list[int]) -> dict[int, int]:
     """Return the file byte offset of the given record numbers of a block (0 = its first).
 
-    Reads the block again (only on the error path) and follows the sequential parse of
-    the format's delimiter; empty for formats without one or compressed inputs.
+    Reads the block again (only on the error path) and follows the format's sequential
+    parse: one record per delimiter for ``lines`` and ``delimited``, non-blank lines for
+    ``jsonl``, rows by the quote-aware grammar after the header for ``csv``. Empty where
+    offsets within one file are unknown or not cheap: compressed inputs, packed small
+    files, UTF-16/32 text and the other formats.
     """
-    delimiter = getattr(task.format, "delimiter", None)
-    if not numbers or not isinstance(delimiter, bytes) or not delimiter or \
-            task.file.compression or \
-            task.block.files:
-        return {}  # compressed or packed small files: offsets within one file are unknown
+    fmt = task.format
+    name = getattr(fmt, "name", "")
+    if not numbers or task.file.compression or task.block.files or \
+            name not in ("lines", "delimited", "jsonl", "csv") or \
+            code_unit(getattr(fmt, "encoding", None) or "utf-8") > 1:
+        return {}
     wanted = set(numbers)
     offsets: dict[int, int] = {}
     with RangeSource(task.input_fs, task.file.path) as source:
-        first = task.format.boundary(source.read, task.block.start, task.file.size,
-                                     max_record_size=task.max_record_size).offset
+        first = fmt.boundary(source.read, task.block.start, task.file.size,
+                             max_record_size=task.max_record_size).offset
+        if isinstance(fmt, CSV):
+            data = b"".join(aligned_chunks(task, source))
+            for number, start in enumerate(
+                    fmt.row_starts(data, at_file_start=task.block.start == 0)):
+                if number in wanted:
+                    offsets[number] = first + start
+                if len(offsets) == len(wanted):
+                    break
+            return offsets
+        delimiter = fmt.delimiter
+        skip_blank = name == "jsonl"  # a blank line is no record there
         record, base, carry = 0, first, b""
-        if 0 in wanted:
-            offsets[0] = first
         for chunk in aligned_chunks(task, source):
             data = carry + chunk
             pos = 0
             while (found := data.find(delimiter, pos)) >= 0:
+                if not skip_blank or data[pos:found].strip():
+                    if record in wanted:
+                        offsets[record] = base + pos
+                    record += 1
                 pos = found + len(delimiter)
-                record += 1
-                if record in wanted:
-                    offsets[record] = base + pos
             base += pos
             carry = data[pos:]
             if len(offsets) == len(wanted):
-                break
+                return offsets
+        if carry and (not skip_blank or carry.strip()) and record in wanted:
+            offsets[record] = base  # the last record, without a final delimiter
     return offsets
 
 

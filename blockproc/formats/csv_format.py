@@ -229,6 +229,29 @@ class CSV:
             raise InputError(f"cannot parse the rows as CSV: {exc}; fix the input, or check "
                              f"the format options (sep, quote_char, column_types)") from None
 
+    def row_starts(self, data: bytes, *, at_file_start: bool) -> Iterator[int]:
+        """Yield where each row of an aligned range starts in it, as pyarrow reads the
+        rows: after the BOM and the header in block 0, empty lines skipped, a quoted
+        newline inside its row (for the byte offset of a record in error messages).
+
+        Examples
+        --------
+        >>> fmt = replace(CSV(), column_names=("a", "b"))
+        >>> list(fmt.row_starts(b'a,b\\n1,"x\\ny"\\n\\n2,z\\n', at_file_start=True))
+        [4, 13]
+        """
+        grammar = _grammar(self.dialect)
+        pos = self._body_start(data) if at_file_start else 0
+        while True:
+            while pos < len(data) and data[pos] in b"\r\n":
+                pos += 1
+            if pos >= len(data):
+                return
+            yield pos
+            pos, _, found = grammar.walk(data, pos, len(data), cs.S, cs.LINES, True)
+            if not found:
+                return
+
     def count_records(self, data: bytes, *, at_file_start: bool) -> int:
         """Return how many rows an aligned range holds (parses it)."""
         return int(self.decode_block(data, at_file_start=at_file_start).num_rows)

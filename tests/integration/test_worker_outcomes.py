@@ -8,12 +8,15 @@ import errno
 import gzip
 import json
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import blockproc as bp
 from blockproc.executors import make_executor
@@ -331,3 +334,66 @@ def test_errors_that_would_repeat_are_not_retried_on_any_executor(
     error = fails_at_once(lambda: bp.map_lines(str.upper, gz, output=str(tmp_path / "gz"),
                                                executor=executor, workers=1))
     assert "is not a complete gzip stream" in str(error)
+
+
+# -- the byte offset of a record in error messages ---------------------------------------
+
+_OFFSET = re.compile(r"record (\d+) of the block at byte offset (\d+)")
+
+
+@st.composite
+def numbered_input(draw: st.DrawFn) -> tuple[str, bytes, list[bytes]]:
+    """A lines, jsonl or csv input whose records each hold their number; returns the
+    format, the bytes and each record's first bytes in the file (its "key")."""
+    fmt = draw(st.sampled_from(["lines", "jsonl", "csv"]))
+    count = draw(st.integers(1, 12))
+    out, keys = [b"id,text\n"] if fmt == "csv" else [], []
+    for i in range(count):
+        if draw(st.booleans()) and fmt != "lines":
+            out.append(b"\n")  # a blank line: no record in jsonl and csv
+        filler = draw(st.sampled_from(["", "x", "a b", 'q"uote']))
+        if fmt == "lines":
+            key = f"r{i} {filler}".encode()
+            line = key
+        elif fmt == "jsonl":
+            key = b'{"i": %d' % i
+            line = key + b', "t": ' + json.dumps(filler).encode() + b"}"
+        else:
+            key = b"%d," % i
+            line = key + (b'"multi\nline ""' + filler.replace('"', "").encode() + b'"'
+                          if draw(st.booleans()) else filler.replace('"', "").encode())
+        keys.append(key)
+        out.append(line + draw(st.sampled_from([b"\n", b"\r\n"])))
+    data = b"".join(out)
+    if draw(st.booleans()):
+        data = data.rstrip(b"\r\n")  # no final line end
+    return fmt, data, keys
+
+
+def _key(record: Any) -> int:
+    if isinstance(record, str):
+        return int(record.split(" ")[0][1:])
+    return int(record["i"] if "i" in record else record["id"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=numbered_input(), block_size=st.integers(1, 80), pick=st.integers(0, 100))
+def test_the_byte_offset_of_a_failing_record_points_at_it(
+        case: tuple[str, bytes, list[bytes]], block_size: int, pick: int) -> None:
+    fmt, data, keys = case
+    target = pick % len(keys)
+    root = f"memory://offsets-{uuid.uuid4().hex[:10]}"
+    bp.testing.write_files(root, {"in": data})
+
+    def fn(record: Any) -> str:
+        if _key(record) == target:
+            raise ValueError("this one")
+        return "ok"
+
+    with pytest.raises(bp.BlockFailedError) as info:
+        bp.map_lines(fn, f"{root}/in", output=f"{root}-out", executor="inline",
+                     block_size=block_size, format=fmt, max_attempts=1)
+    found = _OFFSET.search(str(info.value))
+    assert found is not None, str(info.value)
+    offset = int(found[2])
+    assert data[offset:].startswith(keys[target]), (offset, data)
