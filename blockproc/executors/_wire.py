@@ -366,6 +366,17 @@ def _judge(data: bytes) -> str:
     return "garbage"
 
 
+def _looks_like(data: bytes) -> str:
+    """Name a few usual strangers on a port: ``"an HTTP request: "`` or ``""``."""
+    if data[:2] == b"\x16\x03":
+        return "a TLS handshake: "
+    if data.split(b" ", 1)[0] in (b"GET", b"HEAD", b"POST", b"PUT", b"OPTIONS", b"CONNECT"):
+        return "an HTTP request: "
+    if data.startswith(b"SSH-"):
+        return "an SSH client: "
+    return ""
+
+
 class Gate:
     """The master's door: accept connections and authenticate them, all in one thread.
 
@@ -545,7 +556,7 @@ class Gate:
                 "idle": f"dropped a connection from {peer}: {why}",
                 "evicted": f"dropped an unauthenticated connection from {peer}: {why}",
                 "garbage": f"garbage on the cluster port from {peer} "
-                           f"({data!r}): not blockproc's handshake; "
+                           f"({_looks_like(data)}{data!r}): not blockproc's handshake; "
                            f"dropped",
                 "pickle": f"unauthenticated pickle on the cluster port from {peer}: dropped "
                           f"without unpickling it",

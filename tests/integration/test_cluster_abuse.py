@@ -225,7 +225,7 @@ def test_garbage_and_pickles_are_named_as_such_and_never_unpickled(
                                      "wrong key": 1})
     text = "\n".join(d.lines)
     assert "garbage on the cluster port from 127.0.0.3:" in text
-    assert "(b'GET / HTTP/1.1\\r\\nHost: bl')" in text
+    assert "(an HTTP request: b'GET / HTTP/1.1\\r\\nHost: bl')" in text
     assert "garbage on the cluster port from 127.0.0.6:" in text
     for host in ("127.0.0.4", "127.0.0.5", "127.0.0.1"):
         assert f"unauthenticated pickle on the cluster port from {host}:" in text
