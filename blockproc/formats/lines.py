@@ -191,12 +191,26 @@ class Delimited(DelimitedBoundary):
                 "encoding": self.encoding, "errors": self.errors}
 
     def iter_batches(self, chunks: Iterable[bytes], *, at_file_start: bool) -> Iterator[list[Any]]:
-        """Yield lists of records, one list per chunk."""
+        """Yield lists of records, one list per chunk; undecodable bytes fail with their
+        byte offset (:class:`~blockproc.formats.text.TextDecodeError`, not retried)."""
+        done = 0  # bytes of the range before this batch
+        step = len(self.delimiter)
         for batch in split_chunks(chunks, self.delimiter):
             if self.encoding is None:
                 yield batch
-            else:
+                continue
+            try:
                 yield [r.decode(self.encoding, self.errors) for r in batch]
+            except UnicodeDecodeError:
+                for r in batch:  # find the bad bytes again, for their offset
+                    try:
+                        r.decode(self.encoding, self.errors)
+                    except UnicodeDecodeError as exc:
+                        raise text.decode_error(exc, done + exc.start, self.encoding,
+                                                at_file_start) from exc
+                    done += len(r) + step
+                raise
+            done += sum(len(r) for r in batch) + step * len(batch)
 
 
 @dataclass(frozen=True, slots=True)

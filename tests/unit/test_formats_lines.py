@@ -616,3 +616,18 @@ def test_find_boundary_handles_a_self_overlapping_delimiter_longer_than_the_look
     for block_size in (3000, 4500, 4999):
         assert all_records(data, Delimited(delimiter), block_size) == split_sequential(
             data, delimiter)
+
+
+@given(records=st.lists(st.text("ab\u00e9", max_size=4), min_size=1, max_size=6),
+       bad=st.integers(0, 100), chunk=st.integers(1, 9),
+       delimiter=st.sampled_from([b"\0", b"|+|", b"\n\n"]))
+def test_delimited_text_names_the_offset_of_undecodable_bytes(
+        records: list[str], bad: int, chunk: int, delimiter: bytes) -> None:
+    pieces = [r.encode() for r in records]
+    index = bad % len(pieces)
+    pieces[index] += b"\xff"
+    data = delimiter.join(pieces) + delimiter
+    offset = data.index(b"\xff")
+    chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    with pytest.raises(InputError, match=rf"at byte {offset} of the file: invalid start "):
+        decode_all(Delimited(delimiter, encoding="utf-8"), chunks)
