@@ -245,6 +245,10 @@ def _make_job(
         mapper = Mapper(per, fn, writer)
     else:
         raise TypeError(f"fn must be a callable or a command string, got {fn!r}")
+    if not isinstance(output, (str, os.PathLike)):
+        raise TypeError(f"output must be a path or a URL, got {output!r}")
+    if not os.fspath(output).strip():
+        raise ConfigError("output is empty; pass the result directory, such as 'out/'")
     out_fs, out_path = resolve(os.fspath(output), storage_options)
     workers = _ensure_workers(workers, executor, executor_options, len(plan.blocks))
     if executor in ("processes", "cluster", "dask"):
