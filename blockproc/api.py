@@ -356,6 +356,9 @@ def _check_output(plan: Plan, fs: AbstractFileSystem, path: str) -> None:
         existing = target or "/"
         while not os.path.exists(existing) and os.path.dirname(existing) != existing:
             existing = os.path.dirname(existing)
+        if existing != target and not os.path.isdir(existing):
+            raise ConfigError(f"output {url!r} is below {existing!r}, which is a file, not a "
+                              f"directory; choose another output path")
         if os.path.isdir(existing) and not os.access(existing, os.W_OK | os.X_OK):
             raise AccessError(
                 f"cannot write the output {url!r}: permission denied on {existing!r}; choose "

@@ -457,6 +457,10 @@ CASES: list[Case] = [
          r"output '.*notes.txt' is a file, not a directory", r"choose another output path",
          api=lambda ws: run_upper(ws, output="notes.txt"), error=bp.OutputExistsError),
     # the output directory
+    Case("output-below-a-file", (*RUN[:3], "notes.txt/out", *MAP), 2,
+         r"output '.*/notes\.txt/out' is below '.*/notes\.txt', which is a file",
+         r"choose another output path",
+         api=lambda ws: run_upper(ws, output="notes.txt/out"), error=bp.ConfigError),
     Case("output-holds-foreign-files", (*RUN[:3], "mine", *MAP), 2,
          r"output '.*/mine' holds files blockproc did not write \(notes\.txt, photo\.jpg\)",
          r"choose a new or empty output directory",
