@@ -23,6 +23,7 @@ from typing import Any, Literal
 from blockproc.commit import LOGS_DIR, errors_path
 from blockproc.errors import InputError
 from blockproc.formats import RecordFormat
+from blockproc.formats._deps import require
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, Boundary, has_border
 from blockproc.formats.csv_format import CSV
 from blockproc.formats.hooks import BlockDecoder, BlockReader
@@ -234,7 +235,53 @@ def _source_chunks(task: BlockTask, source: RangeSource, *,
     return aligned_chunks(task, source)
 
 
+def _zstd_chunks(task: BlockTask) -> Iterator[bytes]:
+    """Decompress a ``.zst`` input frame after frame, and fail on a truncated one.
+
+    zstandard's stream reader (what fsspec opens) stops after the first frame, so a file
+    of several frames (``zstd`` of concatenated files, ``pzstd``) would lose the others,
+    and it returns nothing for a truncated frame instead of an error.
+    """
+    zstd = require("zstandard", "reading .zst inputs")
+    size = task.file.size
+    with RangeSource(task.input_fs, task.file.path, expected=task.file) as source:
+        frame = zstd.ZstdDecompressor().decompressobj()
+        fed, pos, pending = False, 0, b""
+        while pending or pos < size:
+            if pending:
+                raw, pending = pending, b""
+            else:
+                raw = source.read(pos, min(size, pos + CHUNK_SIZE))
+                pos += len(raw)
+                if not raw:
+                    break
+            try:
+                data = frame.decompress(raw)
+            except zstd.ZstdError as exc:
+                raise _corrupt(task, exc) from exc
+            fed = True
+            if data:
+                yield data
+            if frame.eof:  # the next frame starts in what is left
+                pending = frame.unused_data
+                frame = zstd.ZstdDecompressor().decompressobj()
+                fed = False
+        if fed and not frame.eof:
+            raise _corrupt(task, EOFError(
+                f"the last zstd frame ends at byte {size} before it is complete"))
+
+
+def _corrupt(task: BlockTask, exc: BaseException) -> InputError:
+    return InputError(
+        f"{task.file.path!r} is not a complete {task.file.compression} stream: "
+        f"{type(exc).__name__}: {exc}; the file is truncated or corrupt, so every attempt "
+        f"would fail the same way: re-create or re-download it")
+
+
 def _decompressed_chunks(task: BlockTask) -> Iterator[bytes]:
+    if task.file.compression == "zstd":
+        yield from _zstd_chunks(task)
+        return
     verify_unchanged(task.input_fs, task.file)
     compression = task.file.compression or ""
     with open_decompressed(task.input_fs, task.file.path, compression) as f:
@@ -243,11 +290,7 @@ def _decompressed_chunks(task: BlockTask) -> Iterator[bytes]:
                 chunk = f.read(CHUNK_SIZE)
             except Exception as exc:
                 if is_corrupt_stream(exc):
-                    raise InputError(
-                        f"{task.file.path!r} is not a complete {compression} stream: "
-                        f"{type(exc).__name__}: {exc}; the file is truncated or corrupt, so "
-                        f"every attempt would fail the same way: re-create or re-download "
-                        f"it") from exc
+                    raise _corrupt(task, exc) from exc
                 raise
             if not chunk:
                 break

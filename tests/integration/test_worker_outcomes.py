@@ -4,9 +4,11 @@ writes to stderr."""
 
 from __future__ import annotations
 
+import bz2
 import errno
 import gzip
 import json
+import lzma
 import re
 import uuid
 from pathlib import Path
@@ -154,12 +156,31 @@ def test_undecodable_bytes_fail_at_once(tmp_path: Path) -> None:
     assert "TextDecodeError" in str(error) and "at byte 3 of the file" in str(error)
 
 
-def test_a_truncated_gz_fails_at_once(tmp_path: Path) -> None:
-    src = write(tmp_path, "in.txt.gz", gzip.compress(LINES * 100)[:-12])
+def _zstd(data: bytes) -> bytes:
+    import zstandard
+
+    return bytes(zstandard.ZstdCompressor().compress(data))
+
+
+COMPRESSORS = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress, "zst": _zstd}
+
+
+@pytest.mark.parametrize("ext", sorted(COMPRESSORS))
+@pytest.mark.parametrize("keep", [0.5, 0.95])
+def test_a_truncated_compressed_input_fails_at_once(tmp_path: Path, ext: str,
+                                                    keep: float) -> None:
+    noise = bytes(33 + (i * 7919) % 90 for i in range(16384))  # compresses little, decodes
+    whole = COMPRESSORS[ext](noise + b"\n" + LINES * 100)
+    src = write(tmp_path, f"in.txt.{ext}", whole[:int(len(whole) * keep)])
     error = fails_at_once(lambda: bp.map_lines(str.upper, src, output=str(tmp_path / "out"),
                                                executor="inline"))
-    assert "is not a complete gzip stream" in str(error)
-    assert "truncated or corrupt" in str(error)
+    assert "is not a complete" in str(error) and "truncated or corrupt" in str(error)
+
+
+def test_a_zstd_input_of_several_frames_is_read_whole(tmp_path: Path) -> None:
+    src = write(tmp_path, "in.txt.zst", _zstd(LINES) + _zstd(b"delta\n"))
+    res = bp.map_lines(str.upper, src, output=str(tmp_path / "out"), executor="inline")
+    assert Path(res.parts[0]).read_bytes() == b"ALPHA\nBETA\nGAMMA\nDELTA\n"
 
 
 def test_a_parquet_file_without_its_footer_fails_at_once(tmp_path: Path) -> None:
