@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import json
 import lzma
 import os
@@ -338,13 +339,34 @@ def combined_chunks(task: BlockTask, *, records: bool = True) -> Iterator[bytes]
     cr_end = b"\r" + delimiter if records and list(task.format.iter_batches(
         [b"\r" + delimiter], at_file_start=False)) == [[""]] else delimiter
     with contextlib.closing(iter_whole_files(task.input_fs, task.block.files)) as files:
-        for index, (_, whole) in enumerate(files):
+        for index, (_, whole) in enumerate(_checked(files, task)):
             bom = index and drops_bom and whole.startswith(b"\xef\xbb\xbf")
             data = whole[3:] if bom else whole
             if data:
                 yield data
                 if not data.endswith(delimiter):
                     yield cr_end if data.endswith(b"\r") else delimiter
+
+
+def _checked(files: Iterator[tuple[Any, bytes]], task: BlockTask
+             ) -> Iterator[tuple[Any, bytes]]:
+    """Yield from ``files`` (the whole files of a packed block, in order); a file that
+    is not a complete compressed stream fails as an input error naming it."""
+    for index in itertools.count():
+        try:
+            item = next(files)
+        except StopIteration:
+            return
+        except Exception as exc:
+            if not is_corrupt_stream(exc) or index >= len(task.block.files):
+                raise
+            file = task.block.files[index]
+            raise InputError(
+                f"{file.path!r} (packed into {task.describe()}) is not a complete "
+                f"{file.compression} stream: {type(exc).__name__}: {exc}; the file is "
+                f"truncated or corrupt, so every attempt would fail the same way: re-create "
+                f"or re-download it") from exc
+        yield item
 
 
 def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
