@@ -535,9 +535,17 @@ def status(output: str, as_json: bool, verify: bool, timeline: str | None,
             raise ConfigError(f"{output!r} holds no blockproc output (no {SUCCESS} and no "
                               f"{STATE_DIR}/plan.json); check the path")
         total = len(read_json(fs, state)["plan"]["blocks"])
-        done = len(read_ledger(fs, path))
+        ledger = list(read_ledger(fs, path).values())
+        done = len(ledger)
         click.echo(f"unfinished: {done} of {total} blocks committed, no {SUCCESS}; rerun the "
                    f"same `blockproc run ... -o {output}` command with --resume to finish it")
+        if ledger:
+            tried = sum(int(e.get("attempt", 1)) for e in ledger)
+            click.echo(f"attempts: the committed blocks took {_plural(tried, 'attempt')}")
+        for line in report.what_was_kept(
+                output, sum(int(e.get("bad_records", 0)) for e in ledger),
+                sum(1 for e in ledger if e.get("stderr_bytes")), done):
+            click.echo(line)
         raise SystemExit(1)
     try:
         manifest = read_manifest(fs, path)

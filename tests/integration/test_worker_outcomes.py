@@ -432,3 +432,22 @@ def test_the_byte_offset_of_a_failing_record_points_at_it(
     assert found is not None, str(info.value)
     offset = int(found[2])
     assert data[offset:].startswith(keys[target]), (offset, data)
+
+
+def test_status_of_an_unfinished_job_shows_its_attempts_and_bad_records(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, out = write(tmp_path, "in.txt", LINES), str(tmp_path / "out")
+
+    def fn(line: str) -> Any:
+        if line == "beta":
+            raise ValueError("skipped")
+        return {"refused": line} if line == "gamma" else line  # gamma fails the job
+
+    with pytest.raises(bp.BlockFailedError):  # block 0 committed with 1 bad record
+        bp.map_lines(fn, src, output=out, block_size=6, executor="inline", max_attempts=1,
+                     max_bad_records=5)
+    code, text = run_cli(capsys, "status", out)
+    assert code == 1
+    assert text.splitlines()[1:] == [
+        "attempts: the committed blocks took 1 attempt",
+        f"bad records: 1 skipped, logged in {out}/_errors/"]
