@@ -345,9 +345,9 @@ def run_seaweed(args: argparse.Namespace) -> int:
             [str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])}
         for run in range(args.runs):
             for engine in engines:
-                out = f"s3://{BUCKET}/out-{engine.replace(' ', '-')}"
-                if fs.exists(out.removeprefix("s3://")):
-                    fs.rm(out.removeprefix("s3://"), recursive=True)
+                # a fresh output per run (SeaweedFS keeps the empty folders of deleted
+                # objects, which blockproc would find in an output emptied with rm)
+                out = f"s3://{BUCKET}/out-{engine.replace(' ', '-')}-{run}"
                 spec = {"engine": engine, "input": f"s3://{BUCKET}/{KEY}", "output": out,
                         "options": options, "workers": args.workers,
                         "block_size": block_size}
