@@ -207,6 +207,20 @@ def test_if_exists_resume_after_a_killed_job_is_byte_identical(store: StoreDir) 
     assert rerun | kept == set(range(len(res.blocks)))
 
 
+def test_an_output_deleted_with_rm_is_written_again_by_default(store: StoreDir) -> None:
+    """A user drops an output with a recursive delete; a new job may write it with the
+    default ``if_exists="error"``. SeaweedFS keeps the emptied folders (``out/``,
+    ``out/_blockproc/``) in its listings, where a mock shows nothing."""
+    (url,) = store.put({"in/a.log": DATA})
+    bp.map_lines(jobs.upper, url, output=store.url("out"), block_size="8KiB",
+                 executor="threads", storage_options=store.storage_options)
+    store.fs.rm(f"{store.root}/out", recursive=True)
+    assert not [k for k in store.keys("out") if k.startswith("out/")]  # no object is left
+    bp.map_lines(jobs.identity, url, output=store.url("out"), block_size="8KiB",
+                 executor="threads", storage_options=store.storage_options)
+    assert_exactly_once(store, "out", DATA)
+
+
 # -- one writer per output --------------------------------------------------------------
 
 def _contend(barrier: Any, results: Any, url: str, out: str, options: dict[str, Any]) -> None:
@@ -224,7 +238,8 @@ def _contend(barrier: Any, results: Any, url: str, out: str, options: dict[str, 
 
 @pytest.mark.parametrize("contenders", [4])
 def test_one_writer_race_admits_exactly_one(store: StoreDir, contenders: int) -> None:
-    data = DATA[:DATA.index(b"\n", 20_000) + 1]  # the winner runs for about 1 s
+    # the winner runs for about 2 s, so that no contender comes after it finished
+    data = DATA[:DATA.index(b"\n", 50_000) + 1]
     (url,) = store.put({"in/a.log": data})
     ctx = multiprocessing.get_context("spawn")
     trials = 1  # the lock's own tests race hundreds of times; this one is on each store

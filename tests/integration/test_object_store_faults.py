@@ -25,7 +25,11 @@ from tests.seaweed import SeaweedServer
 from tests.stores import StoreDir
 
 GIVE_UP_WITHIN = 60.0
-"""Seconds from the store's death to the job's exit, with the client options below."""
+"""Seconds from the store's death to the job's exit, with the client options and the
+retry settings below (about 10 s here; with botocore's and blockproc's defaults it is
+bounded too, but by minutes, which this test would wait for)."""
+
+RETRIES = {"BLOCKPROC_IO_TRIES": "2", "BLOCKPROC_IO_BACKOFF": "0.2"}
 
 CLIENT = {"connect_timeout": 1, "read_timeout": 10, "retries": {"total_max_attempts": 2}}
 """botocore gives up on a dead endpoint after 2 tries of 1 s (its defaults: 60 s timeouts
@@ -68,7 +72,7 @@ def test_store_killed_for_good_fails_clearly_and_resumes_after_it_is_back(
         weed: SeaweedServer) -> None:
     store = StoreDir("seaweedfs", weed, "faults")
     args = job_args(store)
-    job = start_cli(args, BLOCKPROC_IO_BACKOFF="0.2")
+    job = start_cli(args, **RETRIES)
     try:
         wait_for_parts(store, "out", 3, job)
         committed = set(read_ledger(*resolve(store.url("out"), store.storage_options)))
