@@ -71,7 +71,7 @@ def test_store_killed_and_restarted_mid_job_loses_and_duplicates_nothing(
 def test_store_killed_for_good_fails_clearly_and_resumes_after_it_is_back(
         weed: SeaweedServer) -> None:
     store = StoreDir("seaweedfs", weed, "faults")
-    args = job_args(store)
+    args = job_args(store, "--max-attempts", "2")
     job = start_cli(args, **RETRIES)
     try:
         wait_for_parts(store, "out", 3, job)
