@@ -131,8 +131,12 @@ class OutputDir:
         if not self.fs.isdir(self.path):
             raise OutputExistsError(
                 f"output {self.url!r} is a file, not a directory; choose another output path")
-        return [e for e in self.fs.ls(self.path, detail=False)
-                if e.rstrip("/") != self.path]
+        self.fs.invalidate_cache(self.path)  # another process may have written it
+        entries = [e for e in self.fs.ls(self.path, detail=True)
+                   if e["name"].rstrip("/") != self.path]
+        # some object stores (SeaweedFS) keep listing the folders of deleted objects
+        return [e["name"] for e in entries
+                if e.get("type") != "directory" or _holds_files(self.fs, e["name"])]
 
     def _refuse_foreign(self, entries: Sequence[str], if_exists: IfExists) -> None:
         """Refuse a directory holding entries blockproc did not write, naming a few."""
@@ -354,6 +358,18 @@ class OutputDir:
             self.lock.renew()  # a fresh check right before the one write readers trust
             remove_tree(self.fs, self._join(TEMPORARY))
             write_bytes_atomic(self.fs, self._join(SUCCESS), dumps_rows(manifest))
+
+
+def _holds_files(fs: AbstractFileSystem, path: str) -> bool:
+    """True if a file exists anywhere below the directory ``path`` (stops at the first).
+
+    A folder marker (``lock/``, an empty object named like a folder, as SeaweedFS lists
+    one) is no file."""
+    entries = [e for e in fs.ls(path, detail=True)
+               if e["name"].rstrip("/") != path.rstrip("/")]
+    if any(e.get("type") != "directory" and not e["name"].endswith("/") for e in entries):
+        return True
+    return any(_holds_files(fs, e["name"]) for e in entries if e.get("type") == "directory")
 
 
 def _names(entries: Sequence[str]) -> list[str]:
