@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -338,10 +339,15 @@ def test_cluster_master_and_two_workers_commit_every_block_once(
     try:
         assert master.stderr is not None
         port = None
-        for line in master.stderr:  # bounded: the master prints this at once, or exits
-            if found := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
-                port = found.group(1)
-                break
+        watchdog = threading.Timer(60, os.killpg, (master.pid, signal.SIGKILL))
+        watchdog.start()  # the loop below ends at the master's exit, which this bounds
+        try:
+            for line in master.stderr:
+                if found := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
+                    port = found.group(1)
+                    break
+        finally:
+            watchdog.cancel()
         assert port, "the master did not say where it listens"
         workers = [start_cli(["worker", "--connect", f"127.0.0.1:{port}", "--slots", "1",
                               "--once"], **key) for _ in range(2)]
