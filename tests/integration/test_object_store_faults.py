@@ -1,5 +1,6 @@
 """Faults on a real object store: SeaweedFS killed (SIGKILL) under a running job, then
-restarted at once or only after the job gave up. Each test has a SeaweedFS of its own (the
+restarted at once or only after the job gave up, and killed while the job writes
+``_SUCCESS``. Each test has a SeaweedFS of its own (the
 ``weed`` fixture), so the session's store stays up.
 
 What must hold: the job completes, or stops with a one-line error and the resume command;
@@ -9,13 +10,20 @@ the resumed output is byte-identical to a clean run, with every block exactly on
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from blockproc.commit import read_ledger
 from blockproc.storage import resolve
 from tests.integration.test_object_store import (
     DATA,
+    ROOT,
     assert_exactly_once,
+    env,
     one_line_error,
     run_cli,
     start_cli,
@@ -96,3 +104,61 @@ def test_store_killed_for_good_fails_clearly_and_resumes_after_it_is_back(
     manifest = assert_exactly_once(store, "out", DATA.upper())
     rerun = {a["block_id"] for a in manifest["attempts"] if a["status"] == "committed"}
     assert not rerun & committed, "a block committed before the outage ran again"
+
+
+FINISH_DRIVER = """
+import pathlib, sys, time
+from blockproc import commit
+from blockproc.cli import main
+
+marker = pathlib.Path(sys.argv[1])
+real_finish = commit.OutputDir.finish
+
+def slow_finish(self, *args, **kwargs):
+    marker.write_text("finishing")  # every block is committed: the test kills the store now
+    time.sleep(3)
+    return real_finish(self, *args, **kwargs)
+
+commit.OutputDir.finish = slow_finish
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_store_killed_during_finish_fails_clearly_and_resumes_without_rerunning(
+        weed: SeaweedServer, tmp_path: Path) -> None:
+    store = StoreDir("seaweedfs", weed, "faults")
+    args = job_args(store, "--max-attempts", "2")
+    marker = tmp_path / "finishing"
+    job = subprocess.Popen([sys.executable, "-c", FINISH_DRIVER, str(marker), *args],
+                           cwd=ROOT, env={**env(), **RETRIES}, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert job.poll() is None, job.communicate()[1]
+            assert time.monotonic() < deadline, "the job did not reach finish() in 60 s"
+            time.sleep(0.05)
+        committed = set(read_ledger(*resolve(store.url("out"), store.storage_options)))
+        weed.kill()
+        died = time.monotonic()
+        _, stderr = job.communicate(timeout=GIVE_UP_WITHIN + 60)
+        gave_up_after = time.monotonic() - died
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.communicate(timeout=30)
+    print(f"store killed during finish(): job exit {job.returncode} after "
+          f"{gave_up_after:.1f}s: {stderr.strip()}")
+    assert job.returncode == 1, stderr
+    one_line_error(stderr)
+    assert "--resume" in stderr, stderr
+    assert gave_up_after < GIVE_UP_WITHIN
+    weed.start()
+    assert "out/_SUCCESS" not in store.keys("out")
+    resumed = run_cli([*args, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr
+    manifest = assert_exactly_once(store, "out", DATA.upper())
+    assert committed == set(range(len(manifest["blocks"])))  # all were committed before
+    assert not [a for a in manifest["attempts"] if a["status"] == "committed"], \
+        "the resume ran blocks again"
