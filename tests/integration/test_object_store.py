@@ -118,7 +118,7 @@ def test_map_blocks_reads_each_block_once(store: StoreDir) -> None:
     data = ("\n".join(lines) + "\n").encode()
     (url,) = store.put({"in/big.log": data})
     res = bp.map_blocks(jobs.count_block, url, output=store.url("out"), block_size="16KiB",
-                        executor="processes", workers=2, storage_options=store.storage_options)
+                        executor="threads", workers=2, storage_options=store.storage_options)
     counts = read_parts(store.url("out"), storage_options=store.storage_options)
     assert sum(int(row.split(b",")[1]) for row in counts.splitlines()) == len(lines)
     blocks = len(res.blocks)
@@ -188,7 +188,8 @@ def test_if_exists_overwrite_replaces_every_part(store: StoreDir) -> None:
 def test_if_exists_resume_after_a_killed_job_is_byte_identical(store: StoreDir) -> None:
     (url,) = store.put({"in/a.log": DATA})
     args = ["run", url, "-o", store.url("out"), "--map", "tests.stores:slow_upper",
-            "--block-size", "4KiB", "--workers", "2", "-q", *store.cli_options()]
+            "--block-size", "4KiB", "--executor", "threads", "--workers", "2", "-q",
+            *store.cli_options()]
     job = start_cli(args)
     try:
         wait_for_parts(store, "out", 3, job)
@@ -276,7 +277,8 @@ def test_stale_lock_is_taken_over_and_the_stalled_job_is_fenced(
     monkeypatch.setenv("BLOCKPROC_LOCK_LEASE", lease)  # for both jobs
     (url,) = store.put({"in/a.log": DATA})
     args = ["run", url, "-o", store.url("out"), "--map", "tests.stores:slow_upper",
-            "--block-size", "4KiB", "--workers", "2", "-q", *store.cli_options()]
+            "--block-size", "4KiB", "--executor", "threads", "--workers", "2", "-q",
+            *store.cli_options()]
     stalled = start_cli(args)
     try:
         wait_for_parts(store, "out", 2, stalled)
