@@ -725,13 +725,34 @@ def test_api(case: Case, ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     skip = refusal_skip(ws, case)
     before = tree_state(ws, skip)
     pattern = case.api_message or re.sub(r"^(error|warning): ", "", case.message)
-    if issubclass(case.error, Warning):
-        with pytest.warns(case.error, match=pattern):
-            case.api(ws)
-    else:
-        with pytest.raises(case.error, match=pattern):
-            case.api(ws)
+    try:
+        if issubclass(case.error, Warning):
+            with pytest.warns(case.error, match=pattern):
+                case.api(ws)
+        else:
+            with pytest.raises(case.error, match=pattern):
+                case.api(ws)
+    finally:  # fsspec caches filesystems: one made without credentials must not outlive us
+        for cls in {type(fs) for fs in _cached_filesystems()}:
+            cls.clear_instance_cache()
     assert tree_state(ws, skip) == before
+
+
+def _cached_filesystems() -> list[Any]:
+    """The filesystems fsspec keeps in its instance caches, except the local and memory
+    ones every test shares."""
+    from fsspec.implementations.local import LocalFileSystem
+    from fsspec.implementations.memory import MemoryFileSystem
+    from fsspec.spec import AbstractFileSystem
+
+    found: list[Any] = []
+    pending: list[type[AbstractFileSystem]] = [AbstractFileSystem]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if not issubclass(cls, (LocalFileSystem, MemoryFileSystem)):
+            found.extend(vars(cls).get("_cache", {}).values())
+    return found
 
 
 def test_debug_shows_the_traceback(ws: Path) -> None:
