@@ -112,6 +112,8 @@ class OutputDir:
                 if if_exists == "error":
                     self.lock.check_free()  # a live job is named before "already exists"
                     raise self._exists_error(entries)
+                if if_exists == "resume":
+                    self._check_same_plan(plan)  # refused before the lock: nothing written
             self.lock.acquire()  # from here on no other job writes this output
         with self._storage("to prepare the output"):
             committed: dict[int, BlockResult] = {}
@@ -243,6 +245,20 @@ class OutputDir:
                 )
 
     def _load_committed(self, plan: Plan) -> dict[int, BlockResult]:
+        self._check_same_plan(plan)  # again under the lock: the answer that counts
+        committed: dict[int, BlockResult] = {}
+        for entry in read_ledger(self.fs, self.path).values():
+            result = BlockResult.from_dict(entry)
+            part = self._join(result.part)
+            if self.fs.exists(part) and self.fs.size(part) == result.bytes_written:
+                committed[result.block.id] = result
+        self.lock.guard()
+        for leftover in (self._join(TEMPORARY), self._join(SUCCESS)):
+            if self.fs.exists(leftover):
+                self.fs.rm(leftover, recursive=True)
+        return committed
+
+    def _check_same_plan(self, plan: Plan) -> None:
         state = self._join(STATE_DIR, "plan.json")
         if not self.fs.exists(state):
             raise OutputExistsError(
@@ -257,17 +273,6 @@ class OutputDir:
                 f"{previous.get('fingerprint')} != {plan.fingerprint}); rerun with "
                 f"if_exists='overwrite' (CLI: --if-exists overwrite) to start over"
             )
-        committed: dict[int, BlockResult] = {}
-        for entry in read_ledger(self.fs, self.path).values():
-            result = BlockResult.from_dict(entry)
-            part = self._join(result.part)
-            if self.fs.exists(part) and self.fs.size(part) == result.bytes_written:
-                committed[result.block.id] = result
-        self.lock.guard()
-        for leftover in (self._join(TEMPORARY), self._join(SUCCESS)):
-            if self.fs.exists(leftover):
-                self.fs.rm(leftover, recursive=True)
-        return committed
 
     def commit(self, result: BlockResult, staging_path: str) -> None:
         """Publish an attempt's part-file under its final name and record it in the ledger.

@@ -80,7 +80,7 @@ class Job:
     >>> job.result().num_records_out
     2
     >>> job
-    <Job 1 blocks: 1 committed, 0 failed attempts, done>
+    <Job 1 block: 1 committed, 0 failed attempts, done>
     """
 
     def __init__(
@@ -233,7 +233,7 @@ class Job:
         TimeoutError: job ... still running after 0.1s
         >>> gate.set()
         >>> job.result(timeout=60)  # doctest: +ELLIPSIS
-        <JobResult 1 blocks, 2 records in, 2 out, 4 B written, ...s, output='memory://doc/job-result-out'>
+        <JobResult 1 block, 2 records in, 2 out, 4 B written, ...s, output='memory://doc/job-result-out'>
         """
         if not self._done.wait(timeout):
             raise TimeoutError(f"job {self.job_id} still running after {timeout}s")
@@ -290,7 +290,8 @@ class Job:
         state = "done" if self.done() else ("running" if self.running() else "pending")
         if self._error is not None:
             state = "cancelled" if self.cancelled() else "failed"
-        return (f"<Job {len(self.plan.blocks)} blocks: {self._committed} committed, "
+        blocks = len(self.plan.blocks)
+        return (f"<Job {blocks} block{'s' if blocks != 1 else ''}: {self._committed} committed, "
                 f"{self._failed_attempts} failed attempts, {state}>")
 
     # -- running ------------------------------------------------------------------------

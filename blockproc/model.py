@@ -357,7 +357,8 @@ class JobResult:
 
     def __repr__(self) -> str:
         return (
-            f"<JobResult {len(self.blocks)} blocks, {self.num_records} records in, "
+            f"<JobResult {len(self.blocks)} block{'s' if len(self.blocks) != 1 else ''}, "
+            f"{self.num_records} records in, "
             f"{self.num_records_out} out, {format_size(self.num_bytes_written)} written, "
             f"{self.seconds:.2f}s, output={self.output!r}>"
         )

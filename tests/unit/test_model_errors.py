@@ -16,6 +16,7 @@ import pytest
 import blockproc as bp
 from blockproc import errors
 from blockproc.errors import (
+    AccessError,
     BlockFailedError,
     BlockprocError,
     ConfigError,
@@ -23,9 +24,13 @@ from blockproc.errors import (
     InputError,
     JobCancelledError,
     JobError,
+    LockLostError,
     NoInputFilesError,
     OutputExistsError,
+    OutputLockedError,
     RecordTooLargeError,
+    StorageError,
+    UnfinishedOutputError,
 )
 from blockproc.formats import Delimited
 from blockproc.model import (
@@ -217,6 +222,11 @@ def every_error() -> list[BaseException]:
                          block_id=3, attempt=4, remote_traceback="Traceback ...\nValueError"),
         JobCancelledError("cancelled; resume with if_exists='resume'"),
         InputChangedError("input 'a.log' changed since planning: size 5 -> 6 bytes"),
+        AccessError("cannot write the output 'out' (to open the output): PermissionError"),
+        OutputLockedError("output 'out' is being written by job job-1 (pid 7 on h)"),
+        UnfinishedOutputError("output 'out' holds an unfinished blockproc job"),
+        StorageError("the storage of output 'out' failed to write _SUCCESS: OSError"),
+        LockLostError("job job-1 lost its lock on output 'out' to job job-2"),
     ]
 
 
