@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
-from blockproc.commit import LOGS_DIR, errors_path
+from blockproc.commit import errors_path
 from blockproc.errors import InputError
 from blockproc.formats import RecordFormat
 from blockproc.formats._deps import require
@@ -49,18 +49,6 @@ def stderr_path(staging_path: str) -> str:
     'out/_temporary/j/part-00042.txt.attempt-1.stderr'
     """
     return f"{staging_path}.stderr"
-
-
-def logs_name(part: str) -> str:
-    """Return the name a committed block's stderr gets in the output directory.
-
-    Examples
-    --------
-    >>> logs_name("part-00042.txt")
-    '_logs/part-00042.stderr'
-    """
-    stem = part.rsplit(".", 1)[0] if "." in part else part
-    return f"{LOGS_DIR}/{stem}.stderr"
 
 
 CHUNK_SIZE = 1 << 20
