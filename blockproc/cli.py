@@ -580,8 +580,8 @@ def status(output: str, as_json: bool, verify: bool, timeline: str | None,
         blocks, earlier = report.earlier_runs(manifest)
         if blocks:
             in_all = _plural(len(attempts) + earlier, "attempt")
-            click.echo(f"resumed: earlier runs committed {_plural(blocks, 'block')} in "
-                       f"{_plural(earlier, 'attempt')}; {in_all} in all runs")
+            click.echo(f"resumed: earlier runs made {_plural(earlier, 'attempt')} and "
+                       f"committed {_plural(blocks, 'block')}; {in_all} in all runs")
     if timeline is not None:
         if not attempts:
             raise click.ClickException(

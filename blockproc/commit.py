@@ -53,6 +53,9 @@ TEMPORARY = "_temporary"
 ERRORS_DIR = "_errors"
 LOGS_DIR = "_logs"
 LEDGER = "committed"
+ATTEMPTS = "attempts"
+"""``_blockproc/attempts/<job>.json``: the attempts of each run that ended, for the
+manifest of a resumed job (a run whose master was killed leaves none)."""
 BLOCKPROC_ENTRY = re.compile(r"^(part-\d{5,}(\..*)?|_SUCCESS|_blockproc|_temporary|_errors|_logs"
                              r"|\.part-\d{5,}.*\.tmp|\._SUCCESS\..*\.tmp)$")
 """Names blockproc writes at the top of an output directory; ``overwrite`` removes only
@@ -315,6 +318,28 @@ class OutputDir:
                 self._join(STATE_DIR, LEDGER, f"{self.job_id}.jsonl"), "ab")
         self._ledger.write(json.dumps(result.to_dict()).encode() + b"\n")
         self._ledger.flush()
+
+    def save_attempts(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Keep this run's attempts for the runs that resume it (best effort: they are
+        counts for the report, never what a result depends on)."""
+        with contextlib.suppress(Exception):
+            self.lock.guard()
+            write_json_atomic(self.fs, self._join(STATE_DIR, ATTEMPTS, f"{self.job_id}.json"),
+                              list(records), indent=None)
+
+    def earlier_attempts(self) -> list[dict[str, Any]]:
+        """The attempts of the earlier runs of this output's job, each with its ``job_id``
+        (empty for a new or overwritten output)."""
+        folder = self._join(STATE_DIR, ATTEMPTS)
+        records: list[dict[str, Any]] = []
+        with contextlib.suppress(FileNotFoundError):
+            for name in sorted(self.fs.ls(folder, detail=False)):
+                job_id = posixpath.splitext(posixpath.basename(name))[0]
+                if not name.endswith(".json") or job_id == self.job_id:
+                    continue
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    records += [{**r, "job_id": job_id} for r in read_json(self.fs, name)]
+        return records
 
     def discard(self, staging_path: str) -> None:
         """Remove what a losing or failed attempt staged (best effort: it is garbage)."""

@@ -7,10 +7,12 @@ last. Data never passes through it: only task descriptors, counters and results.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +117,7 @@ class Job:
         self._thread: threading.Thread | None = None
         self._committed = 0
         self._failed_attempts = 0
+        self._earlier_attempts: Counter[int] = Counter()
 
     @property
     def output(self) -> str:
@@ -362,6 +365,8 @@ class Job:
         plan, out, options = self.plan, self._output, self.options
         inputs = [f.path for f in plan.files] if out.fs is self._input_fs else []
         results: dict[int, BlockResult] = out.prepare(plan, self._if_exists, inputs)
+        earlier = out.earlier_attempts()  # of the runs this one resumes
+        self._earlier_attempts = Counter(int(r["block_id"]) for r in earlier)
         try:
             attempts = self._schedule(results)
             ordered = tuple(results[b.id] for b in plan.blocks)
@@ -375,6 +380,7 @@ class Job:
                 "speculation": options.speculation,
                 "max_bad_records": options.max_bad_records,
                 "attempts": [a.to_dict() for a in attempts],
+                **({"earlier_attempts": earlier} if earlier else {}),
             })
         finally:
             out.release()  # after _SUCCESS: the manifest is written under the lock
@@ -447,8 +453,10 @@ class Job:
                             executor.cancel(loser)
                             end_attempt(loser, "", "discarded", "another attempt finished first")
                         if commit:
-                            out.commit(event.result, tasks[key].staging_path)
-                            results[key[0]] = event.result
+                            result = dataclasses.replace(event.result, attempts=(
+                                self._earlier_attempts[key[0]] + sched.attempts_made[key[0]]))
+                            out.commit(result, tasks[key].staging_path)
+                            results[key[0]] = result
                             committed_bytes += event.result.block.end - event.result.block.start
                             bad_records += event.result.bad_records
                             self._committed += 1
@@ -483,6 +491,8 @@ class Job:
             for key in list(tasks):
                 end_attempt(key, "", "discarded", "job stopped", discard=not lost)
             progress.close()
+            if not lost:
+                out.save_attempts([a.to_dict() for a in attempts])
             out.cleanup(lost_lock=lost)
         return attempts
 

@@ -246,9 +246,13 @@ class BlockResult:
     bad_records: int = 0
     stderr_bytes: int = 0
     """Bytes a ``--cmd`` wrote to stderr (kept in ``_logs/part-NNNNN.stderr``)."""
+    attempts: int = 0
+    """Attempts the block took in every run of the job, the committed one included (0:
+    not recorded, as in older manifests)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the manifest entry for this block (``stderr_bytes`` only when not 0)."""
+        """Return the manifest entry for this block (``stderr_bytes`` and ``attempts``
+        only when not 0)."""
         entry = self.block.to_dict()
         entry.update(
             part=self.part, attempt=self.attempt, worker=self.worker,
@@ -259,6 +263,8 @@ class BlockResult:
         )
         if self.stderr_bytes:
             entry["stderr_bytes"] = self.stderr_bytes
+        if self.attempts:
+            entry["attempts"] = self.attempts
         return entry
 
     @classmethod
@@ -272,6 +278,7 @@ class BlockResult:
             started=float(data.get("started", 0.0)), seconds=float(data["seconds"]),
             bad_records=int(data.get("bad_records", 0)),
             stderr_bytes=int(data.get("stderr_bytes", 0)),
+            attempts=int(data.get("attempts", 0)),
         )
 
 

@@ -112,9 +112,9 @@ def what_was_kept(output: str, bad_records: int, blocks_with_stderr: int,
 
 def earlier_runs(manifest: Mapping[str, Any]) -> tuple[int, int]:
     """Return ``(blocks, attempts)``: the blocks of a resumed job that earlier runs
-    committed, and the attempts those runs made of them (each block's committed attempt
-    number: its failed attempts before it count, attempts of blocks an earlier run did
-    not commit are not recorded).
+    committed, and the attempts those runs made (``earlier_attempts``: every attempt of
+    the earlier runs that ended; in older manifests, each block's committed attempt
+    number).
 
     Examples
     --------
@@ -127,6 +127,8 @@ def earlier_runs(manifest: Mapping[str, Any]) -> tuple[int, int]:
     if not manifest.get("attempts"):
         return 0, 0  # an older manifest: no attempts recorded, runs cannot be told apart
     earlier = [b for b in manifest["blocks"] if b["id"] not in this_run]
+    if "earlier_attempts" in manifest:  # every attempt of the earlier runs that ended
+        return len(earlier), len(manifest["earlier_attempts"])
     return len(earlier), sum(int(b.get("attempt", 1)) for b in earlier)
 
 

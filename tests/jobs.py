@@ -75,3 +75,15 @@ def slow(seconds: float) -> Any:
         return line
 
     return mapper
+
+
+def fail_while(flag: str, bad: str) -> Any:
+    """Return a mapper that raises ValueError on the record ``bad`` while the file
+    ``flag`` exists (so a resumed job, with the flag gone, succeeds)."""
+
+    def mapper(line: str) -> str:
+        if line == bad and Path(flag).exists():
+            raise ValueError(f"bad record {line!r} while {flag} exists")
+        return line
+
+    return mapper

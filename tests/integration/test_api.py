@@ -394,3 +394,27 @@ def test_progress_bar_runs(memfs: str, capsys: pytest.CaptureFixture[str]) -> No
                  block_size=4096)
     err = capsys.readouterr().err
     assert "blockproc" in err and f"blocks {-(-len(DATA) // 4096)}/" in err
+
+
+def test_attempts_of_every_run_are_counted_in_the_manifest(local_root: str) -> None:
+    src = local_input(local_root)
+    out = str(Path(local_root) / "out")
+    flag = Path(local_root) / "failing"
+    flag.touch()
+    bad = LINES[len(LINES) // 2]
+    mapper = jobs.fail_while(str(flag), bad)
+    with pytest.raises(bp.BlockFailedError) as info:
+        bp.map_lines(mapper, src, output=out, executor="inline", block_size=1000,
+                     max_attempts=3)
+    bad_block = info.value.block_id
+    flag.unlink()
+    res = bp.map_lines(mapper, src, output=out, executor="inline", block_size=1000,
+                       if_exists="resume")
+    manifest = json.loads((Path(out) / "_SUCCESS").read_text())
+    by_id = {b["id"]: b for b in manifest["blocks"]}
+    assert by_id[bad_block]["attempts"] == 4  # 3 failed in the first run, 1 in the second
+    assert all(b["attempts"] == 1 for i, b in by_id.items() if i != bad_block)
+    earlier = manifest["earlier_attempts"]
+    assert [a["status"] for a in earlier if a["block_id"] == bad_block] == ["failed"] * 3
+    assert {a["job_id"] for a in earlier} != {res.job_id}
+    assert res.blocks[bad_block].attempts == 4
