@@ -296,7 +296,7 @@ class OutputDir:
             if result.stderr_bytes:  # what a --cmd wrote to stderr, kept with its part
                 stem = posixpath.splitext(result.part)[0]
                 self.fs.makedirs(self._join(LOGS_DIR), exist_ok=True)
-                publish(self.fs, f"{staging_path}.stderr",
+                publish(self.fs, stderr_path(staging_path),
                         self._join(LOGS_DIR, f"{stem}.stderr"))
             self._record(result)
 
@@ -343,7 +343,7 @@ class OutputDir:
 
     def discard(self, staging_path: str) -> None:
         """Remove what a losing or failed attempt staged (best effort: it is garbage)."""
-        for path in (staging_path, errors_path(staging_path), f"{staging_path}.stderr"):
+        for path in (staging_path, errors_path(staging_path), stderr_path(staging_path)):
             with contextlib.suppress(Exception):
                 self.fs.rm(path)
 
@@ -462,6 +462,17 @@ def read_ledger(fs: AbstractFileSystem, path: str) -> dict[int, dict[str, Any]]:
                 continue
             entries[int(entry["id"])] = entry
     return entries
+
+
+def stderr_path(staging_path: str) -> str:
+    """Where an attempt stages what its command wrote to stderr: next to its part-file.
+
+    Examples
+    --------
+    >>> stderr_path("out/_temporary/j/part-00042.txt.attempt-1")
+    'out/_temporary/j/part-00042.txt.attempt-1.stderr'
+    """
+    return f"{staging_path}.stderr"
 
 
 def errors_path(staging_path: str) -> str:

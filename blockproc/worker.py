@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
-from blockproc.commit import errors_path
+from blockproc.commit import errors_path, stderr_path
 from blockproc.errors import InputError
 from blockproc.formats import RecordFormat
 from blockproc.formats._deps import require
@@ -38,18 +38,6 @@ from blockproc.storage import (
     verify_unchanged,
 )
 from blockproc.writers import OutputFormat, PartWriter, ReturnTypeError, TextOutput
-
-
-def stderr_path(staging_path: str) -> str:
-    """Where an attempt stages its command's stderr: next to its part-file.
-
-    Examples
-    --------
-    >>> stderr_path("out/_temporary/j/part-00042.txt.attempt-1")
-    'out/_temporary/j/part-00042.txt.attempt-1.stderr'
-    """
-    return f"{staging_path}.stderr"
-
 
 CHUNK_SIZE = 1 << 20
 """Bytes per read and per batch handed to the user code (~1 MiB keeps batches in cache)."""
