@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -52,7 +52,7 @@ __all__ = [
     "InputListing", "compression_of", "create_exclusive", "credentials_message", "filesystem",
     "is_credentials_error", "is_retryable", "iter_whole_files", "list_inputs", "scan_inputs",
     "open_decompressed", "open_output", "protocol_of", "publish",
-    "read_json", "read_whole", "remove_tree", "resolve", "retry_call", "to_url",
+    "read_json", "read_whole", "remove_tree", "resolve", "retry_call", "to_url", "zstd_frames",
     "verify_unchanged",
     "write_bytes_atomic", "write_json_atomic",
 ]
@@ -668,9 +668,51 @@ def open_decompressed(fs: AbstractFileSystem, path: str, compression: str) -> io
         lambda: fs.open(path, "rb", compression=compression), f"to open {path!r}")
 
 
+def zstd_frames(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Decompress the zstd stream in ``chunks`` frame after frame.
+
+    zstandard's stream reader (what fsspec opens) stops after the first frame, so a file
+    of several frames (``zstd`` of concatenated files, ``pzstd``) would lose the others,
+    and it returns nothing for a truncated frame. Here a last frame that is not complete
+    raises ``EOFError``, and corrupt data ``zstandard.ZstdError``.
+
+    Examples
+    --------
+    >>> import zstandard
+    >>> two = zstandard.compress(b"first ") + zstandard.compress(b"second")
+    >>> b"".join(zstd_frames([two[:5], two[5:]]))
+    b'first second'
+    >>> b"".join(zstd_frames([two[:-3]]))
+    Traceback (most recent call last):
+    ...
+    EOFError: the last zstd frame ends before it is complete
+    """
+    import zstandard
+
+    frame = zstandard.ZstdDecompressor().decompressobj()
+    fed = False
+    for chunk in chunks:
+        pending = chunk
+        while pending:
+            data = frame.decompress(pending)
+            fed = True
+            if data:
+                yield data
+            pending = b""
+            if frame.eof:  # the next frame starts in what is left
+                pending = frame.unused_data
+                frame = zstandard.ZstdDecompressor().decompressobj()
+                fed = False
+    if fed and not frame.eof:
+        raise EOFError("the last zstd frame ends before it is complete")
+
+
 def read_whole(fs: AbstractFileSystem, file: InputFile) -> bytes:
     """Return all of ``file`` (decompressed if it is compressed), after checking that it
     is still the file the plan saw; one ranged read for an uncompressed file."""
+    if file.compression == "zstd":
+        with RangeSource(fs, file.path, expected=file) as source:
+            return b"".join(zstd_frames([source.read(0, file.size)]))
     if file.compression:
         verify_unchanged(fs, file)
         with open_decompressed(fs, file.path, file.compression) as f:

@@ -36,6 +36,7 @@ from blockproc.storage import (
     open_decompressed,
     open_output,
     verify_unchanged,
+    zstd_frames,
 )
 from blockproc.writers import OutputFormat, PartWriter, ReturnTypeError, TextOutput
 
@@ -213,39 +214,17 @@ def _source_chunks(task: BlockTask, source: RangeSource, *,
 
 
 def _zstd_chunks(task: BlockTask) -> Iterator[bytes]:
-    """Decompress a ``.zst`` input frame after frame, and fail on a truncated one.
-
-    zstandard's stream reader (what fsspec opens) stops after the first frame, so a file
-    of several frames (``zstd`` of concatenated files, ``pzstd``) would lose the others,
-    and it returns nothing for a truncated frame instead of an error.
-    """
+    """Decompress a ``.zst`` input frame after frame (:func:`~blockproc.storage.zstd_frames`),
+    and fail on a truncated or corrupt one as an input error naming the file."""
     zstd = require("zstandard", "reading .zst inputs")
     size = task.file.size
     with RangeSource(task.input_fs, task.file.path, expected=task.file) as source:
-        frame = zstd.ZstdDecompressor().decompressobj()
-        fed, pos, pending = False, 0, b""
-        while pending or pos < size:
-            if pending:
-                raw, pending = pending, b""
-            else:
-                raw = source.read(pos, min(size, pos + CHUNK_SIZE))
-                pos += len(raw)
-                if not raw:
-                    break
-            try:
-                data = frame.decompress(raw)
-            except zstd.ZstdError as exc:
-                raise _corrupt(task, exc) from exc
-            fed = True
-            if data:
-                yield data
-            if frame.eof:  # the next frame starts in what is left
-                pending = frame.unused_data
-                frame = zstd.ZstdDecompressor().decompressobj()
-                fed = False
-        if fed and not frame.eof:
-            raise _corrupt(task, EOFError(
-                f"the last zstd frame ends at byte {size} before it is complete"))
+        raw = (source.read(pos, min(size, pos + CHUNK_SIZE))
+               for pos in range(0, size, CHUNK_SIZE))
+        try:
+            yield from zstd_frames(raw)
+        except (EOFError, zstd.ZstdError) as exc:
+            raise _corrupt(task, exc) from exc
 
 
 def _corrupt(task: BlockTask, exc: BaseException) -> InputError:

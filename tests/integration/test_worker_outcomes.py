@@ -24,6 +24,7 @@ import blockproc as bp
 from blockproc.executors import make_executor
 from blockproc.job import Job, JobOptions
 from blockproc.storage import resolve
+from blockproc.testing import read_parts
 from blockproc.worker import Mapper
 from blockproc.writers import ACCEPTED_RETURNS, OUTPUT_FORMATS
 
@@ -177,18 +178,31 @@ def test_a_truncated_compressed_input_fails_at_once(tmp_path: Path, ext: str,
     assert "is not a complete" in str(error) and "truncated or corrupt" in str(error)
 
 
-def test_a_truncated_file_packed_with_others_fails_at_once_naming_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("ext", "compress", "name"), [("gz", gzip.compress, "gzip"),
+                                                       ("zst", _zstd, "zstd")])
+def test_a_truncated_file_packed_with_others_fails_at_once_naming_it(
+        tmp_path: Path, ext: str, compress: Any, name: str) -> None:
     (tmp_path / "small").mkdir()
-    for name in ("a", "b", "c"):
-        write(tmp_path, f"small/{name}.txt.gz", gzip.compress(LINES))
-    write(tmp_path, "small/b.txt.gz", gzip.compress(LINES * 50)[:-10])
+    for stem in ("a", "b", "c"):
+        write(tmp_path, f"small/{stem}.txt.{ext}", compress(LINES))
+    write(tmp_path, f"small/b.txt.{ext}", compress(LINES * 50)[:-10])
     plan = bp.plan(str(tmp_path / "small"), block_size="1MiB")
     assert [len(b.files) for b in plan.blocks] == [3]  # packed into one block
     error = fails_at_once(lambda: bp.map_lines(str.upper, str(tmp_path / "small"),
                                                output=str(tmp_path / "out"),
                                                executor="inline"))
-    assert f"'{tmp_path / 'small' / 'b.txt.gz'}' (packed into block 0 of 1" in str(error)
-    assert "is not a complete gzip stream" in str(error)
+    assert f"'{tmp_path / 'small' / f'b.txt.{ext}'}' (packed into block 0 of 1" in str(error)
+    assert f"is not a complete {name} stream" in str(error)
+
+
+def test_packed_zstd_files_of_several_frames_are_read_whole(tmp_path: Path) -> None:
+    (tmp_path / "small").mkdir()
+    for stem in ("a", "b"):
+        write(tmp_path, f"small/{stem}.txt.zst", _zstd(LINES) + _zstd(b"delta\n"))
+    res = bp.map_lines(str.upper, str(tmp_path / "small"), output=str(tmp_path / "out"),
+                       executor="inline")
+    assert [len(b.block.files) for b in res.blocks] == [2]
+    assert read_parts(str(tmp_path / "out")) == (LINES + b"delta\n").upper() * 2
 
 
 def test_a_zstd_input_of_several_frames_is_read_whole(tmp_path: Path) -> None:
