@@ -42,6 +42,12 @@ def slow(line):
     time.sleep(0.0006)   # ~0.12 s per block: a job of ~2.5 s on one slot
     return line.upper()
 
+def gated(line):
+    """Wait until the test creates the file "go", then work like slow."""
+    while not Path("go").exists():
+        time.sleep(0.01)
+    return slow(line)
+
 def kill_my_worker(line):
     """SIGKILL the worker (this slot's parent) in the middle of a block, once."""
     if line == {TRIGGER!r} and not Path("killed").exists():
@@ -208,12 +214,13 @@ def test_worker_killed_mid_job_its_blocks_run_again_exactly_once(
 
 
 def test_worker_joining_mid_job_gets_work_at_once(spawn: type[Proc], work: Path) -> None:
-    master, port = start_master(spawn)
+    master, port = start_master(spawn, "gated")
     early = start_worker(spawn, port)
     master.expect(rf"worker \S+:{early.pid} .* ready")
-    time.sleep(0.5)
+    time.sleep(0.5)  # the early worker is inside its first block, held there by the gate
     late = start_worker(spawn, port)
     master.expect(rf"worker \S+:{late.pid} .* ready with 1 slot \(2 workers, 2 slots in all\)")
+    (work / "go").touch()  # the job goes on only once the late worker is in (however slow)
     assert master.wait() == 0, master.stderr
     assert late.wait() == 0
     ran = int(re.search(r"this worker ran (\d+) block", late.stderr).group(1))  # type: ignore[union-attr]
@@ -343,6 +350,7 @@ def test_slot_killed_by_its_function_runs_again_through_the_api(tmp_path: Path) 
     out, marker = tmp_path / "out", tmp_path / "killed"
     res = bp.map_lines(jobs.kill_once(str(marker), LINES[2000]), str(src), output=str(out),
                        block_size=4096, executor="cluster", workers=2,
+                       speculation=False,  # under load a speculative copy could win first
                        executor_options={"authkey": KEY})
     assert marker.exists()
     assert read_parts(str(out)) == DATA
