@@ -7,16 +7,27 @@ Every error inherits the builtin that callers already catch::
     ├── InputError(BlockprocError)
     │   ├── NoInputFilesError(InputError, FileNotFoundError)
     │   ├── InputChangedError(InputError)                   an input changed since planning
-    │   └── RecordTooLargeError(InputError)                 no boundary within max_record_size
+    │   ├── RecordTooLargeError(InputError)                 no boundary within max_record_size
+    │   └── TextDecodeError(UnicodeDecodeError, InputError) bytes the encoding cannot decode
     ├── AccessError(BlockprocError, PermissionError)       input/output cannot be reached
     ├── OutputExistsError(BlockprocError, FileExistsError)  output exists, if_exists="error"
     │   ├── OutputLockedError(OutputExistsError)            another live job writes it
     │   └── UnfinishedOutputError(OutputExistsError)        holds an unfinished job: resume it
+    ├── ReturnTypeError(BlockprocError, TypeError)          a value the output cannot write
+    ├── TooManyBadRecordsError(BlockprocError, RuntimeError)  more than max_bad_records
+    ├── CommandError(BlockprocError, RuntimeError)          a --cmd mapper exited non-zero
+    │   └── CommandNotFoundError(CommandError)              a --cmd mapper cannot start
     └── JobError(BlockprocError)                            exit_code = 1
         ├── BlockFailedError(JobError)                      a block used up its attempts
         ├── StorageError(JobError, OSError)                 storage failed outside a block
         ├── LockLostError(JobError)                         another job took the output over
         └── JobCancelledError(JobError)                     job.cancel(), Ctrl-C or SIGTERM
+
+The input errors, ``ReturnTypeError``, ``TooManyBadRecordsError`` and the command errors
+are raised inside an attempt, in a worker: the job fails with a
+:class:`BlockFailedError` that names the block and carries the worker's error. Those
+whose ``retryable`` is False fail the block at once, since every attempt would fail
+the same way.
 
 Each class carries ``exit_code``, which the CLI returns.
 """
@@ -69,6 +80,25 @@ class RecordTooLargeError(InputError):
     retryable = False
 
 
+class TextDecodeError(UnicodeDecodeError, InputError):
+    """Bytes that cannot be decoded with ``errors="strict"``; the message names their
+    byte offset. A :class:`UnicodeDecodeError` (and an InputError): ``reason`` holds the
+    whole message, so the error pickles like any UnicodeDecodeError.
+
+    Examples
+    --------
+    >>> err = TextDecodeError("utf-8", b"\\xff", 0, 1, "cannot decode the input at byte 3")
+    >>> str(err), isinstance(err, UnicodeDecodeError), err.exit_code
+    ('cannot decode the input at byte 3', True, 2)
+    """
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.encoding, self.object, self.start, self.end, self.reason))
+
+
 class AccessError(BlockprocError, PermissionError):
     """An input or the output cannot be reached before any work starts: permission
     denied, missing credentials, an unreachable store."""
@@ -88,6 +118,43 @@ class OutputLockedError(OutputExistsError):
 
 class UnfinishedOutputError(OutputExistsError):
     """The output holds an unfinished blockproc job; ``if_exists="resume"`` finishes it."""
+
+
+class ReturnTypeError(BlockprocError, TypeError):
+    """A function returned a value its output format cannot write.
+
+    The same records would return the same type on every attempt, so the block is not
+    retried (``retryable`` is False); the worker adds the record, its byte offset and
+    the block to the message.
+
+    Examples
+    --------
+    >>> raise ReturnTypeError("the function returned dict {'a': 1}; output_format='text' "
+    ...                       "accepts str or bytes")
+    Traceback (most recent call last):
+    ...
+    blockproc.ReturnTypeError: the function returned dict {'a': 1}; ...
+    """
+
+    retryable = False
+
+
+class TooManyBadRecordsError(BlockprocError, RuntimeError):
+    """An attempt met more bad records than ``max_bad_records``; retrying cannot help."""
+
+    retryable = False
+
+
+class CommandError(BlockprocError, RuntimeError):
+    """A ``--cmd`` mapper (:func:`~blockproc.map_command`) exited with a non-zero code;
+    the message ends with its stderr."""
+
+
+class CommandNotFoundError(CommandError):
+    """A ``--cmd`` mapper could not be started (``sh`` exit code 127 or 126); retrying
+    cannot help."""
+
+    retryable = False
 
 
 class JobError(BlockprocError):

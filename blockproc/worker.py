@@ -22,7 +22,13 @@ from itertools import islice
 from typing import Any, Literal
 
 from blockproc.commit import errors_path, stderr_path
-from blockproc.errors import InputError
+from blockproc.errors import (
+    CommandError,
+    CommandNotFoundError,
+    InputError,
+    ReturnTypeError,
+    TooManyBadRecordsError,
+)
 from blockproc.formats import RecordFormat
 from blockproc.formats._deps import require
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, Boundary, has_border
@@ -38,7 +44,7 @@ from blockproc.storage import (
     verify_unchanged,
     zstd_frames,
 )
-from blockproc.writers import OutputFormat, PartWriter, ReturnTypeError, TextOutput
+from blockproc.writers import OutputFormat, PartWriter, TextOutput
 
 CHUNK_SIZE = 1 << 20
 """Bytes per read and per batch handed to the user code (~1 MiB keeps batches in cache)."""
@@ -383,12 +389,6 @@ class _FaultyFile:
         return written
 
 
-class TooManyBadRecordsError(RuntimeError):
-    """An attempt met more bad records than ``max_bad_records``; retrying cannot help."""
-
-    retryable = False
-
-
 class BadRecords:
     """The records an attempt skipped because the user function raised on them
     (Hadoop's skip mode, enabled by ``max_bad_records``)."""
@@ -666,14 +666,3 @@ def _run_command(command: str, chunks: _Counted, writer: PartWriter,
         raise CommandError(f"command {command!r} exited with code {code}; its stderr ends "
                            f"with:\n{tail or '(nothing)'}")
     return records[0], stderr_bytes[0]
-
-
-class CommandError(RuntimeError):
-    """A ``--cmd`` mapper exited with a non-zero code."""
-
-
-class CommandNotFoundError(CommandError):
-    """A ``--cmd`` mapper could not be started (``sh`` exit code 127 or 126); retrying
-    cannot help."""
-
-    retryable = False

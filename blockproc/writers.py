@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
-from blockproc.errors import ConfigError
+from blockproc.errors import ConfigError, ReturnTypeError
 from blockproc.formats._deps import numpy, pyarrow, require
 
 __all__ = [
@@ -73,24 +73,6 @@ ACCEPTED_RETURNS: dict[tuple[str, str], str] = {
 """What a function may return, by ``(output format, "record" | "block")``: ``"record"``
 is a per-record function (``map_lines``, ``--map``), ``"block"`` a per-block one
 (``map_blocks``, ``--map-blocks``). Anything else raises :class:`ReturnTypeError`."""
-
-
-class ReturnTypeError(TypeError):
-    """A function returned a value its output format cannot write.
-
-    The same records would return the same type on every attempt, so the block is not
-    retried (``retryable`` is False); the worker adds the record, its byte offset and
-    the block to the message.
-
-    Examples
-    --------
-    >>> PartWriter(io.BytesIO()).write_results([{"a": 1}])
-    Traceback (most recent call last):
-    ...
-    blockproc.writers.ReturnTypeError: the function returned dict {'a': 1}; ...
-    """
-
-    retryable = False
 
 
 def _refuse(name: str, mode: str, value: Any, hint: str = "", *,

@@ -192,7 +192,7 @@ class Delimited(DelimitedBoundary):
 
     def iter_batches(self, chunks: Iterable[bytes], *, at_file_start: bool) -> Iterator[list[Any]]:
         """Yield lists of records, one list per chunk; undecodable bytes fail with their
-        byte offset (:class:`~blockproc.formats.text.TextDecodeError`, not retried)."""
+        byte offset (:class:`~blockproc.TextDecodeError`, not retried)."""
         done = 0  # bytes of the range before this batch
         step = len(self.delimiter)
         for batch in split_chunks(chunks, self.delimiter):

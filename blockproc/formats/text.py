@@ -20,9 +20,8 @@ from __future__ import annotations
 import codecs
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
 
-from blockproc.errors import ConfigError, InputError, RecordTooLargeError
+from blockproc.errors import ConfigError, RecordTooLargeError, TextDecodeError
 from blockproc.formats.base import FIRST_WINDOW_SIZE, WINDOW_SIZE, Boundary, ReadFn
 
 _UNITS = {"utf-16": 2, "utf-16-le": 2, "utf-16-be": 2,
@@ -145,18 +144,6 @@ def find_unit_boundary(
         scan = max(0, len(buf) - unit + 1)
         scan -= scan % unit
         buf += chunk
-
-
-class TextDecodeError(UnicodeDecodeError, InputError):
-    """Bytes that cannot be decoded with ``errors="strict"``; the message names their
-    byte offset. A :class:`UnicodeDecodeError` (and an InputError): ``reason`` holds the
-    whole message, so the error pickles like any UnicodeDecodeError."""
-
-    def __str__(self) -> str:
-        return self.reason
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.encoding, self.object, self.start, self.end, self.reason))
 
 
 def decode_error(exc: UnicodeDecodeError, offset: int, encoding: str,

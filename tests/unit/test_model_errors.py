@@ -19,6 +19,8 @@ from blockproc.errors import (
     AccessError,
     BlockFailedError,
     BlockprocError,
+    CommandError,
+    CommandNotFoundError,
     ConfigError,
     InputChangedError,
     InputError,
@@ -29,7 +31,10 @@ from blockproc.errors import (
     OutputExistsError,
     OutputLockedError,
     RecordTooLargeError,
+    ReturnTypeError,
     StorageError,
+    TextDecodeError,
+    TooManyBadRecordsError,
     UnfinishedOutputError,
 )
 from blockproc.formats import Delimited
@@ -227,6 +232,11 @@ def every_error() -> list[BaseException]:
         UnfinishedOutputError("output 'out' holds an unfinished blockproc job"),
         StorageError("the storage of output 'out' failed to write _SUCCESS: OSError"),
         LockLostError("job job-1 lost its lock on output 'out' to job job-2"),
+        TextDecodeError("utf-8", b"\xff", 0, 1, "cannot decode the input as 'utf-8' at byte 3"),
+        ReturnTypeError("the function returned int 7; output_format='text' accepts str"),
+        TooManyBadRecordsError("3 records of block 0 raised, more than max_bad_records=2"),
+        CommandError("command 'false' exited with code 2; its stderr ends with: (nothing)"),
+        CommandNotFoundError("command 'nope' was not found: sh exited with code 127"),
     ]
 
 
@@ -284,6 +294,11 @@ def test_errors_unpickle_in_a_fresh_process() -> None:
         (JobError, 1),
         (BlockFailedError, 1),
         (JobCancelledError, 130),
+        (TextDecodeError, 2),
+        (ReturnTypeError, 1),
+        (TooManyBadRecordsError, 1),
+        (CommandError, 1),
+        (CommandNotFoundError, 1),
     ],
 )
 def test_exit_codes(cls: type[BlockprocError], code: int) -> None:
@@ -300,11 +315,32 @@ def test_exit_codes(cls: type[BlockprocError], code: int) -> None:
         (RecordTooLargeError, InputError),
         (BlockFailedError, JobError),
         (JobCancelledError, JobError),
+        (TextDecodeError, UnicodeDecodeError),
+        (TextDecodeError, InputError),
+        (ReturnTypeError, TypeError),
+        (TooManyBadRecordsError, RuntimeError),
+        (CommandError, RuntimeError),
+        (CommandNotFoundError, CommandError),
     ],
 )
 def test_each_error_is_also_the_builtin_callers_catch(cls: type, builtin: type) -> None:
     assert issubclass(cls, builtin)
     assert issubclass(cls, BlockprocError)
+
+
+@pytest.mark.parametrize(
+    ("cls", "retryable"),
+    [
+        (ReturnTypeError, False),
+        (TooManyBadRecordsError, False),
+        (CommandNotFoundError, False),
+        (CommandError, True),
+        (InputChangedError, False),
+        (RecordTooLargeError, False),
+    ],
+)
+def test_attempt_errors_say_whether_a_retry_can_help(cls: type, retryable: bool) -> None:
+    assert getattr(cls, "retryable", True) is retryable
 
 
 def test_config_error_is_caught_as_value_error() -> None:
