@@ -1,20 +1,27 @@
-"""The master's state machine: which block runs next, leases, retries, speculation,
-exactly-once.
+"""The master's state machine: which block runs next, attempts, leases, retries,
+speculation, exactly-once.
 
 It knows nothing about processes or sockets, only block ids, attempts and a clock, so
 it is tested with a fake clock. Workers pull: whenever a slot is free the master asks
 :meth:`Scheduler.assign` for the next attempt, and, once nothing is pending, may ask
 :meth:`Scheduler.speculate` for a second attempt of a straggler.
 
+The scheduler owns one :class:`Attempt` per attempt: its block and number, the worker
+that runs it, when it started, whether it is speculative, how far it got and how it
+ended. The master loop and the executors read attempt state from here and keep none of
+their own.
+
 Examples
 --------
->>> s = Scheduler(2, max_attempts=2, clock=lambda: 0.0)
+>>> s = Scheduler(2, max_attempts=2, clock=lambda: 0.0, wall_clock=lambda: 0.0)
 >>> a = s.assign(); b = s.assign(); a, b
 ((0, 1), (1, 1))
 >>> s.fail(a, "boom"); s.assign()
 (0, 2)
 >>> s.complete(b)
 (True, [])
+>>> [(x.key, x.status) for x in s.history]
+[((0, 1), 'failed'), ((1, 1), 'committed')]
 """
 
 from __future__ import annotations
@@ -24,9 +31,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
+
+from blockproc.model import AttemptRecord
 
 AttemptKey = tuple[int, int]
 """``(block id, attempt number)``; attempt numbers start at 1 for each block."""
+
+Status = Literal["running", "committed", "discarded", "failed", "lost"]
+"""How an attempt stands: running, or how it ended."""
 
 SPECULATION_SLOWDOWN = 2.0
 """A running attempt is a straggler when its rate is below the median finished rate
@@ -36,20 +49,53 @@ SPECULATION_MIN_SECONDS = 1.0
 """Never speculate on an attempt younger than this."""
 
 
-@dataclass
-class Lease:
-    """A running attempt: when it started, when its lease runs out, its last progress."""
+@dataclass(slots=True)
+class Attempt:
+    """One attempt of one block, from its start to its end.
 
+    ``started`` and ``deadline`` are on the scheduler's clock (the lease);
+    ``started_at``/``ended_at`` are wall-clock times, for the manifest.
+
+    Examples
+    --------
+    >>> a = Attempt(block=3, number=1, started=10.0, deadline=70.0, started_at=1.7e9)
+    >>> a.key, a.status, a.rate(12.0)
+    ((3, 1), 'running', 0.0)
+    """
+
+    block: int
+    number: int
     started: float
     deadline: float
+    started_at: float
+    speculative: bool = False
+    worker: str = ""
+    status: Status = "running"
+    error: str = ""
     bytes_done: int = 0
     records_done: int = 0
-    speculative: bool = False
+    ended_at: float = 0.0
+
+    @property
+    def key(self) -> AttemptKey:
+        """``(block id, attempt number)``."""
+        return (self.block, self.number)
+
+    def rate(self, now: float) -> float:
+        """Bytes per second since the attempt started (0 before any time passed)."""
+        elapsed = now - self.started
+        return self.bytes_done / elapsed if elapsed > 0 else 0.0
+
+    def to_record(self) -> AttemptRecord:
+        """The ended attempt as the manifest keeps it."""
+        return AttemptRecord(self.block, self.number, self.worker, self.started_at,
+                             self.ended_at, self.status, self.error, self.speculative)
 
 
 @dataclass
 class Scheduler:
-    """Hand out blocks, track leases, retry failures, commit each block once."""
+    """Hand out blocks, track attempts and their leases, retry failures, commit each
+    block once."""
 
     num_blocks: int
     max_attempts: int = 4
@@ -57,12 +103,17 @@ class Scheduler:
     clock: Callable[[], float] = time.monotonic
     done: Iterable[int] = ()
     block_sizes: Sequence[int] = ()
+    wall_clock: Callable[[], float] = time.time
     pending: deque[int] = field(init=False)
-    running: dict[AttemptKey, Lease] = field(init=False, default_factory=dict)
+    running: dict[AttemptKey, Attempt] = field(init=False, default_factory=dict)
+    history: list[Attempt] = field(init=False, default_factory=list)
+    """Every ended attempt, in the order they ended."""
     committed: set[int] = field(init=False)
     attempts_made: dict[int, int] = field(init=False, default_factory=dict)
     failures: dict[int, int] = field(init=False, default_factory=dict)
     errors: dict[int, str] = field(init=False, default_factory=dict)
+    retryable: dict[int, bool] = field(init=False, default_factory=dict)
+    """Whether each block's last failure may be retried."""
     failed_block: int | None = field(init=False, default=None)
     rates: list[float] = field(init=False, default_factory=list)
 
@@ -82,13 +133,28 @@ class Scheduler:
         """Attempts holding a lease."""
         return len(self.running)
 
+    def size(self, block: int) -> int:
+        """The nominal size of ``block`` in bytes (1 when sizes were not given)."""
+        return self.block_sizes[block] if block < len(self.block_sizes) else 1
+
     def _start(self, block: int, *, speculative: bool = False) -> AttemptKey:
         number = self.attempts_made.get(block, 0) + 1
         self.attempts_made[block] = number
         now = self.clock()
-        key = (block, number)
-        self.running[key] = Lease(now, now + self.lease_timeout, speculative=speculative)
-        return key
+        attempt = Attempt(block, number, now, now + self.lease_timeout, self.wall_clock(),
+                          speculative=speculative)
+        self.running[attempt.key] = attempt
+        return attempt.key
+
+    def _end(self, key: AttemptKey, status: Status, error: str = "",
+             worker: str = "") -> Attempt | None:
+        attempt = self.running.pop(key, None)
+        if attempt is not None:
+            attempt.status, attempt.error = status, error
+            attempt.worker = worker or attempt.worker
+            attempt.ended_at = self.wall_clock()
+            self.history.append(attempt)
+        return attempt
 
     def assign(self) -> AttemptKey | None:
         """Return the next attempt to start, or None when nothing is pending."""
@@ -100,84 +166,95 @@ class Scheduler:
                 return self._start(block)
         return None
 
+    def stragglers(self) -> list[AttemptKey]:
+        """Running attempts that lag, the one expected to finish last first.
+
+        An attempt lags when it has run longer than a typical block (and at least
+        :data:`SPECULATION_MIN_SECONDS`) and its rate is below the median rate of the
+        finished blocks divided by :data:`SPECULATION_SLOWDOWN`. Executors mark these in
+        their status lines; :meth:`speculate` starts a second attempt of the first.
+        """
+        median = statistics.median(self.rates) if self.rates else 0.0
+        if median <= 0:
+            return []
+        now = self.clock()
+        found: list[tuple[float, AttemptKey]] = []
+        for key, attempt in self.running.items():
+            elapsed = now - attempt.started
+            size = self.size(attempt.block)
+            if elapsed < max(SPECULATION_MIN_SECONDS, size / median):
+                continue
+            rate = attempt.rate(now)
+            if rate * SPECULATION_SLOWDOWN >= median:
+                continue
+            remaining = (size - attempt.bytes_done) / rate if rate > 0 else float("inf")
+            found.append((remaining, key))
+        found.sort(key=lambda item: -item[0])
+        return [key for _, key in found]
+
     def speculate(self) -> AttemptKey | None:
         """Return a second attempt of the worst straggler, or None.
 
-        Only when nothing is pending: an attempt is a straggler when it has run longer
-        than a typical block and its progress rate is below the median rate of the
-        finished blocks divided by :data:`SPECULATION_SLOWDOWN`. Each block gets at most
+        Only when nothing is pending (see :meth:`stragglers`). Each block gets at most
         one speculative attempt; the first attempt to finish is committed.
         """
-        if self.pending or self.failed_block is not None or not self.rates:
+        if self.pending or self.failed_block is not None:
             return None
-        median = statistics.median(self.rates)
-        if median <= 0:
-            return None
-        now = self.clock()
-        speculated = {k[0] for k, lease in self.running.items() if lease.speculative}
-        worst: tuple[float, int] | None = None
-        for (block, _), lease in self.running.items():
-            if block in speculated or block in self.committed:
-                continue
-            elapsed = now - lease.started
-            size = self._size(block)
-            typical = size / median
-            if elapsed < max(SPECULATION_MIN_SECONDS, typical):
-                continue
-            rate = lease.bytes_done / elapsed if elapsed > 0 else 0.0
-            if rate * SPECULATION_SLOWDOWN >= median:
-                continue
-            remaining = (size - lease.bytes_done) / rate if rate > 0 else float("inf")
-            if worst is None or remaining > worst[0]:
-                worst = (remaining, block)
-        if worst is None:
-            return None
-        return self._start(worst[1], speculative=True)
+        speculated = {a.block for a in self.running.values() if a.speculative}
+        for key in self.stragglers():
+            if key[0] not in speculated and key[0] not in self.committed:
+                return self._start(key[0], speculative=True)
+        return None
 
-    def _size(self, block: int) -> int:
-        return self.block_sizes[block] if block < len(self.block_sizes) else 1
+    def heartbeat(self, key: AttemptKey, bytes_done: int, records_done: int,
+                  worker: str = "") -> None:
+        """Record progress (and the worker, once known) and renew the lease of ``key``
+        (ignored if it is not running)."""
+        attempt = self.running.get(key)
+        if attempt is not None:
+            attempt.bytes_done = bytes_done
+            attempt.records_done = records_done
+            attempt.deadline = self.clock() + self.lease_timeout
+            if worker:
+                attempt.worker = worker
 
-    def heartbeat(self, key: AttemptKey, bytes_done: int, records_done: int) -> None:
-        """Record progress and renew the lease of ``key`` (ignored if it is not running)."""
-        lease = self.running.get(key)
-        if lease is not None:
-            lease.bytes_done = bytes_done
-            lease.records_done = records_done
-            lease.deadline = self.clock() + self.lease_timeout
-
-    def complete(self, key: AttemptKey) -> tuple[bool, list[AttemptKey]]:
+    def complete(self, key: AttemptKey, worker: str = "") -> tuple[bool, list[AttemptKey]]:
         """Record that ``key`` succeeded.
 
         Returns ``(commit, cancel)``: commit is True for the first success of a block and
         False for any later one (its output must be discarded); cancel lists the other
-        running attempts of the block, which are no longer needed.
+        running attempts of the block, which are no longer needed (they end as
+        ``discarded``).
         """
-        lease = self.running.pop(key, None)
         block = key[0]
         if block in self.committed:
+            self._end(key, "discarded", worker=worker)
             return False, []
+        attempt = self._end(key, "committed", worker=worker)
         self.committed.add(block)
-        if lease is not None:
-            elapsed = self.clock() - lease.started
+        if attempt is not None:
+            elapsed = self.clock() - attempt.started
             if elapsed > 0:
-                self.rates.append(self._size(block) / elapsed)
+                self.rates.append(self.size(block) / elapsed)
         others = [k for k in self.running if k[0] == block]
         for k in others:
-            del self.running[k]
+            self._end(k, "discarded", "another attempt finished first")
         return True, others
 
-    def fail(self, key: AttemptKey, error: str, *, retryable: bool = True) -> None:
+    def fail(self, key: AttemptKey, error: str, *, retryable: bool = True,
+             lost: bool = False, worker: str = "") -> None:
         """Record that ``key`` failed (an exception, or its worker was lost).
 
         The block runs again until it has failed ``max_attempts`` times; an error that
         is not ``retryable`` (it would fail the same way again) fails the job at once.
         """
-        if self.running.pop(key, None) is None:
+        if self._end(key, "lost" if lost else "failed", error, worker) is None:
             return
         block = key[0]
         if block in self.committed:
             return
         self.errors[block] = error
+        self.retryable[block] = retryable
         self.failures[block] = self.failures.get(block, 0) + 1
         if any(k[0] == block for k in self.running):
             return  # another attempt of the block is still running
@@ -189,7 +266,15 @@ class Scheduler:
     def expire(self) -> list[AttemptKey]:
         """Fail every attempt whose lease ran out and return them, so they can be stopped."""
         now = self.clock()
-        expired = [k for k, lease in self.running.items() if lease.deadline < now]
+        expired = [k for k, attempt in self.running.items() if attempt.deadline < now]
         for key in expired:
-            self.fail(key, f"no progress for {self.lease_timeout:g}s; the lease expired")
+            self.fail(key, f"no progress for {self.lease_timeout:g}s; the lease expired",
+                      lost=True)
         return expired
+
+    def stop(self, why: str) -> list[AttemptKey]:
+        """End every running attempt as ``discarded`` (the job stops) and return them."""
+        stopped = list(self.running)
+        for key in stopped:
+            self._end(key, "discarded", why)
+        return stopped
