@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
+from blockproc._deps import require
 from blockproc.commit import errors_path, stderr_path
 from blockproc.errors import (
     CommandError,
@@ -30,7 +31,6 @@ from blockproc.errors import (
     TooManyBadRecordsError,
 )
 from blockproc.formats import RecordFormat
-from blockproc.formats._deps import require
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, Boundary, has_border
 from blockproc.formats.csv_format import CSV
 from blockproc.formats.hooks import BlockDecoder, BlockReader

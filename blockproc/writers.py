@@ -36,8 +36,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
+from blockproc._deps import numpy, pyarrow, require
+from blockproc._registry import Registry
 from blockproc.errors import ConfigError, ReturnTypeError
-from blockproc.formats._deps import numpy, pyarrow, require
 
 __all__ = [
     "ACCEPTED_RETURNS", "OUTPUT_FORMATS", "CSVOutput", "JSONLinesOutput", "NpyOutput",
@@ -45,7 +46,16 @@ __all__ = [
     "get_output_format",
 ]
 
-OUTPUT_FORMATS = ("text", "csv", "jsonl", "parquet", "npy")
+REGISTRY = Registry("output_format", {
+    "text": "blockproc.writers:TextOutput",
+    "csv": "blockproc.writers:CSVOutput",
+    "jsonl": "blockproc.writers:JSONLinesOutput",
+    "parquet": "blockproc.writers:ParquetOutput",
+    "npy": "blockproc.writers:NpyOutput",
+}, alternative=" or pass a spec such as blockproc.writers.CSVOutput(header=False)")
+"""The names ``output_format=`` accepts (``--output-format``), each an output spec class."""
+
+OUTPUT_FORMATS = REGISTRY.names()
 """The names ``output_format=`` accepts."""
 
 ACCEPTED_RETURNS: dict[tuple[str, str], str] = {
@@ -713,12 +723,6 @@ class NpyOutput:
         return _NpyWriter(file, self)
 
 
-_BY_NAME: dict[str, type[Any]] = {
-    "text": TextOutput, "csv": CSVOutput, "jsonl": JSONLinesOutput,
-    "parquet": ParquetOutput, "npy": NpyOutput,
-}
-
-
 def get_output_format(spec: str | OutputFormat) -> OutputFormat:
     """Return the output format for a name or a spec instance.
 
@@ -732,13 +736,7 @@ def get_output_format(spec: str | OutputFormat) -> OutputFormat:
     blockproc.ConfigError: unknown output_format 'xlsx'; choose one of text, csv, jsonl, ...
     """
     if isinstance(spec, str):
-        try:
-            return _BY_NAME[spec]()  # type: ignore[no-any-return]
-        except KeyError:
-            raise ConfigError(
-                f"unknown output_format {spec!r}; choose one of {', '.join(OUTPUT_FORMATS)} "
-                f"or pass a spec such as blockproc.writers.CSVOutput(header=False)"
-            ) from None
+        return REGISTRY.load(spec)()  # type: ignore[no-any-return]
     if isinstance(spec, OutputFormat):
         return spec
     raise TypeError(f"output_format must be a name or an output spec, got {spec!r}")

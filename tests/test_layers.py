@@ -9,7 +9,7 @@ A module may import only from its own layer or the layers below it::
     L3  planning, worker, scheduler, commit, lock, executors/, progress, testing
     L2  storage, formats/, datasets
     L1  model, report     (report: HTML summary and timeline; imports only model and L0)
-    L0  errors, _types, _units
+    L0  errors, _types, _units, _deps, _registry
 
 A module in a subpackage takes the subpackage's layer, and modules of one subpackage
 may import each other. Every import counts, wherever it is: module level, inside a
@@ -66,6 +66,8 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}.errors": 0,
     f"{PACKAGE}._types": 0,
     f"{PACKAGE}._units": 0,
+    f"{PACKAGE}._deps": 0,
+    f"{PACKAGE}._registry": 0,
 }
 """Layer of each top-level module or subpackage of blockproc."""
 

@@ -3,17 +3,26 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from typing import Any
 
+from blockproc._registry import Registry
 from blockproc.errors import ConfigError
 from blockproc.executors.base import Event, Executor, Failed, Finished, Progress
-from blockproc.executors.inline import InlineExecutor
-from blockproc.executors.processes import ProcessExecutor
-from blockproc.executors.threads import ThreadExecutor
 
-EXECUTORS = ("inline", "threads", "processes", "cluster", "dask")
+REGISTRY = Registry("executor", {
+    "inline": "blockproc.executors.inline:InlineExecutor",
+    "threads": "blockproc.executors.threads:ThreadExecutor",
+    "processes": "blockproc.executors.processes:ProcessExecutor",
+    "cluster": "blockproc.executors.cluster:ClusterExecutor",
+    "dask": "blockproc.executors.dask:DaskExecutor",
+}, requires={"dask": ["distributed"]})
+"""The names ``executor=`` accepts; ``cluster`` and ``dask`` are imported on first use."""
+
+EXECUTORS = REGISTRY.names()
+"""The executor names, in the order the help lists them."""
 
 __all__ = ["EXECUTORS", "Event", "Executor", "Failed", "Finished", "Progress",
            "default_workers", "make_executor"]
@@ -46,21 +55,12 @@ def make_executor(name: str, workers: int | None,
         raise ConfigError(f"workers must be a positive int, got {workers!r}")
     if options is not None and not isinstance(options, Mapping):
         raise TypeError(f"executor_options must be a mapping, got {options!r}")
-    if name == "cluster":
-        from blockproc.executors.cluster import ClusterExecutor
-
-        return ClusterExecutor.from_options(options or {}, workers)
-    if name == "dask":
-        from blockproc.executors.dask import DaskExecutor
-
-        return DaskExecutor.from_options(options or {}, workers)
-    if options and name in EXECUTORS:
+    cls = REGISTRY.load(name)
+    if hasattr(cls, "from_options"):  # cluster, dask: they read their own options
+        return cls.from_options(options or {}, workers)  # type: ignore[no-any-return]
+    if options:
         raise ConfigError(f"executor {name!r} takes no executor_options, got "
                           f"{sorted(options)}; they are for 'cluster' and 'dask'")
-    if name == "inline":
-        return InlineExecutor()
-    if name == "threads":
-        return ThreadExecutor(workers or default_workers())
-    if name == "processes":
-        return ProcessExecutor(workers or default_workers())
-    raise ConfigError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+    if "num_slots" in inspect.signature(cls).parameters:
+        return cls(workers or default_workers())  # type: ignore[no-any-return]
+    return cls()  # type: ignore[no-any-return]

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from blockproc._registry import Registry
 from blockproc.errors import ConfigError
 from blockproc.formats.base import (
     DEFAULT_MAX_RECORD_SIZE,
@@ -44,10 +45,16 @@ __all__ = [
     "get_format",
 ]
 
-_FORMATS: dict[str, type[Any]] = {
-    "lines": Lines, "delimited": Delimited, "raw": Raw, "csv": CSV, "jsonl": JSONLines,
-    "fixed": Fixed, "parquet": Parquet,
-}
+FORMATS = Registry("format", {
+    "csv": "blockproc.formats.csv_format:CSV",
+    "delimited": "blockproc.formats.lines:Delimited",
+    "fixed": "blockproc.formats.fixed:Fixed",
+    "jsonl": "blockproc.formats.jsonl:JSONLines",
+    "lines": "blockproc.formats.lines:Lines",
+    "parquet": "blockproc.formats.parquet:Parquet",
+    "raw": "blockproc.formats.lines:Raw",
+}, alternative=" or pass a format instance such as bp.formats.Delimited(b'|')")
+"""The names ``format=`` accepts (``--format`` on the command line), each a format class."""
 
 
 def available_formats() -> list[str]:
@@ -58,7 +65,7 @@ def available_formats() -> list[str]:
     >>> available_formats()
     ['csv', 'delimited', 'fixed', 'jsonl', 'lines', 'parquet', 'raw']
     """
-    return sorted(_FORMATS)
+    return sorted(FORMATS.names())
 
 
 def get_format(format: str | RecordFormat) -> RecordFormat:
@@ -70,13 +77,7 @@ def get_format(format: str | RecordFormat) -> RecordFormat:
     Lines(encoding='utf-8', errors='strict', name='lines')
     """
     if isinstance(format, str):
-        try:
-            return _FORMATS[format]()  # type: ignore[no-any-return]
-        except KeyError:
-            raise ConfigError(
-                f"unknown format {format!r}; choose one of {', '.join(available_formats())} "
-                f"or pass a format instance such as bp.formats.Delimited(b'|')"
-            ) from None
+        return FORMATS.load(format)()  # type: ignore[no-any-return]
     if not hasattr(format, "iter_batches") or not hasattr(format, "to_dict"):
         raise TypeError(f"format must be a name or a format instance, got {format!r}")
     return format
@@ -86,14 +87,15 @@ def from_dict(spec: Mapping[str, Any]) -> RecordFormat:
     """Rebuild a format from its ``to_dict()`` description (as stored in a plan)."""
     options = dict(spec)
     name = options.pop("name")
-    if name not in _FORMATS:
+    if name not in FORMATS:
         raise ConfigError(
             f"unknown format {name!r} in a stored plan; this blockproc knows "
             f"{', '.join(available_formats())}"
         )
-    if hasattr(_FORMATS[name], "from_dict"):
-        return _FORMATS[name].from_dict(options)  # type: ignore[no-any-return]
+    cls = FORMATS.load(name)
+    if hasattr(cls, "from_dict"):
+        return cls.from_dict(options)  # type: ignore[no-any-return]
     for key in ("delimiter",):
         if key in options:
             options[key] = bytes.fromhex(options[key])
-    return _FORMATS[name](**options)  # type: ignore[no-any-return]
+    return cls(**options)  # type: ignore[no-any-return]

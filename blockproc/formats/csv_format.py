@@ -26,9 +26,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from blockproc._deps import pyarrow, require
 from blockproc.errors import ConfigError, InputError
 from blockproc.formats import csv_split as cs
-from blockproc.formats._deps import pyarrow, require
 from blockproc.formats.base import Boundary, ReadFn, find_boundary
 from blockproc.formats.hooks import FileAccess, renumber
 from blockproc.model import Block, InputFile

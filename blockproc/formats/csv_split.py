@@ -40,8 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from blockproc._deps import numpy
 from blockproc.errors import ConfigError
-from blockproc.formats._deps import numpy
 from blockproc.formats.base import WINDOW_SIZE, ReadFn
 from blockproc.formats.hooks import Source
 

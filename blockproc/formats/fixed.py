@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from blockproc._deps import numpy
 from blockproc.errors import ConfigError, InputError
-from blockproc.formats._deps import numpy
 from blockproc.formats.base import Boundary, ReadFn
 from blockproc.formats.hooks import FileAccess
 from blockproc.model import Block, InputFile

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from blockproc._deps import pyarrow, require
 from blockproc.errors import ConfigError, InputError
-from blockproc.formats._deps import pyarrow, require
 from blockproc.formats.base import DelimitedBoundary, split_chunks
 
 _BOM = codecs.BOM_UTF8

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from blockproc._deps import pyarrow, require
 from blockproc.errors import ConfigError, InputError
-from blockproc.formats._deps import pyarrow, require
 from blockproc.formats._streams import Capture, ChunkStream, RangeFile
 from blockproc.formats.base import Boundary, ReadFn
 from blockproc.formats.hooks import FileAccess
