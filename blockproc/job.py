@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from blockproc._types import IfExists
-from blockproc.commit import OutputDir, part_name
 from blockproc.errors import BlockFailedError, JobCancelledError, JobError, LockLostError
 from blockproc.executors import Executor, Failed, Finished, Progress
 from blockproc.formats import DEFAULT_MAX_RECORD_SIZE
 from blockproc.formats import from_dict as format_from_dict
 from blockproc.model import AttemptRecord, BlockResult, JobResult, Plan
+from blockproc.output import OutputDir, part_name
 from blockproc.progress import make_progress
 from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.storage import AbstractFileSystem, filesystem

@@ -6,7 +6,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
-from blockproc.commit import read_manifest
+from blockproc.output.manifest import read_manifest
 from blockproc.storage import resolve, to_url
 
 

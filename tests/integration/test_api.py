@@ -12,7 +12,7 @@ import fsspec
 import pytest
 
 import blockproc as bp
-from blockproc.commit import read_ledger
+from blockproc.output import read_ledger
 from blockproc.storage import resolve
 from blockproc.testing import read_parts, write_files
 from tests import jobs

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from blockproc.commit import read_ledger
 from blockproc.executors._cluster_worker import StorageUnreachable, check_storage
+from blockproc.output import read_ledger
 from blockproc.storage import resolve
 from blockproc.testing import read_parts
 

@@ -17,9 +17,9 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 import blockproc as bp
-from blockproc.commit import read_ledger, verify_output
 from blockproc.executors import make_executor
 from blockproc.job import Job, JobOptions
+from blockproc.output import read_ledger, verify_output
 from blockproc.storage import resolve
 from blockproc.testing import read_parts
 from blockproc.worker import Mapper

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from blockproc.commit import read_manifest, verify_output
+from blockproc.output import read_manifest, verify_output
 from blockproc.storage import filesystem
 from blockproc.testing import read_parts
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import blockproc as bp
-from blockproc.commit import read_manifest, verify_output
+from blockproc.output import read_manifest, verify_output
 from blockproc.storage import filesystem
 from blockproc.testing import read_parts, write_files
 from tests import lock_race

@@ -155,7 +155,7 @@ def _old_output_in_data(ws: Path) -> None:
 
 
 def _locked_output(ws: Path) -> None:
-    from blockproc.lock import OutputLock
+    from blockproc.output.lock import OutputLock
     from blockproc.storage import filesystem
 
     OutputLock(filesystem("file"), str(ws / "out" / "_blockproc"), "job-another",

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 import blockproc as bp
-from blockproc.commit import read_ledger, verify_output
 from blockproc.formats.base import WINDOW_SIZE
+from blockproc.output import read_ledger, verify_output
 from blockproc.storage import RangeSource, resolve
 from blockproc.testing import read_parts
 from tests import jobs

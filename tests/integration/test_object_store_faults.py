@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from blockproc.commit import read_ledger
+from blockproc.output import read_ledger
 from blockproc.storage import resolve
 from tests.integration.test_object_store import (
     DATA,
@@ -108,7 +108,7 @@ def test_store_killed_for_good_fails_clearly_and_resumes_after_it_is_back(
 
 FINISH_DRIVER = """
 import pathlib, sys, time
-from blockproc import commit
+from blockproc.output import directory as commit
 from blockproc.cli import main
 
 marker = pathlib.Path(sys.argv[1])

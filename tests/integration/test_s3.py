@@ -149,7 +149,7 @@ def test_workers_fetch_only_their_slices(s3: S3Bucket) -> None:
 CRASHING_JOB = textwrap.dedent("""
     import json, os, sys
     import blockproc as bp
-    from blockproc import commit
+    from blockproc.output import directory as commit
 
     url, out, options, crash_at = sys.argv[1:3] + [json.loads(sys.argv[3]), int(sys.argv[4])]
     real_commit = commit.OutputDir.commit

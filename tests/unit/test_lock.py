@@ -14,9 +14,9 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 import blockproc as bp
-from blockproc import lock as lock_module
-from blockproc.commit import OutputDir
-from blockproc.lock import OutputLock
+from blockproc.output import OutputDir
+from blockproc.output import lock as lock_module
+from blockproc.output.lock import OutputLock
 from blockproc.storage import create_exclusive, filesystem
 
 
@@ -92,7 +92,7 @@ def test_an_unreadable_lock_is_held_until_its_age_says_otherwise(
 
 def test_a_dead_process_on_this_host_frees_the_lock_at_once(tmp_path: Path) -> None:
     fs, path = filesystem("file"), str(tmp_path / "_blockproc")
-    code = ("import sys; from blockproc.lock import OutputLock; "
+    code = ("import sys; from blockproc.output.lock import OutputLock; "
             "from blockproc.storage import filesystem; "
             "OutputLock(filesystem('file'), sys.argv[1], 'job-dead').acquire()")
     subprocess.run([sys.executable, "-c", code, path], check=True)
@@ -145,10 +145,10 @@ def test_renewals_failing_past_two_thirds_of_the_lease_stop_the_job(
     monkeypatch.setattr(out.lock, "renew", unreachable)
     out.heartbeat()  # the first failure is tolerated: it is tried again
     later(monkeypatch, out.lock.lease * 2 / 3 - 1)
-    monkeypatch.setattr("blockproc.commit.time.monotonic", lock_module.time.monotonic)
+    monkeypatch.setattr("blockproc.output.directory.time.monotonic", lock_module.time.monotonic)
     out.heartbeat()
     later(monkeypatch, out.lock.lease * 2 / 3 + 1)
-    monkeypatch.setattr("blockproc.commit.time.monotonic", lock_module.time.monotonic)
+    monkeypatch.setattr("blockproc.output.directory.time.monotonic", lock_module.time.monotonic)
     with pytest.raises(bp.StorageError, match="failed to renew the job's lock"):
         out.heartbeat()
 

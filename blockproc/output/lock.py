@@ -81,6 +81,8 @@ class OutputLock:
     Traceback (most recent call last):
     ...
     blockproc.OutputLockedError: output ... is being written by job job-1 ...
+    >>> OutputLock(fs, "/doc/lock/_blockproc", "anyone").holder()["job_id"]
+    'job-1'
     >>> first.release()
     >>> second = OutputLock(fs, "/doc/lock/_blockproc", "job-2")
     >>> second.acquire()
@@ -106,6 +108,9 @@ class OutputLock:
 
     def _path(self, generation: int, suffix: str = ".json") -> str:
         return posixpath.join(self.dir, f"{generation:010d}{suffix}")
+
+    def _exists(self, path: str) -> bool:
+        return bool(retry_call(lambda: self.fs.exists(path), f"to check {path!r}"))
 
     # -- taking it ---------------------------------------------------------------------
 
@@ -134,6 +139,18 @@ class OutputLock:
         if latest:
             self._refuse_if_held(latest)
 
+    def holder(self) -> dict[str, Any] | None:
+        """Return what the live holder of the lock says of itself (``job_id``, ``host``,
+        ``pid``, ``heartbeat``: its last renewal, in seconds since the epoch), or None if
+        no live job holds it (take nothing)."""
+        latest = self._latest()
+        if not latest:
+            return None
+        holder = self._holder(latest)
+        if holder.get("released") or _is_stale(holder, self.lease):
+            return None
+        return holder
+
     def _latest(self) -> int:
         """The highest generation that exists (0: none). The listing is a hint; the
         generations above it are probed one by one, which needs no consistent listing."""
@@ -143,7 +160,7 @@ class OutputLock:
         except FileNotFoundError:
             names = []
         generation = max((_generation_of(n) for n in names), default=0)
-        while self.fs.exists(self._path(generation + 1)):
+        while self._exists(self._path(generation + 1)):
             generation += 1
         return generation
 
@@ -178,7 +195,7 @@ class OutputLock:
 
     def _modified(self, path: str) -> float:
         try:
-            info = self.fs.info(path)
+            info = retry_call(lambda: self.fs.info(path), f"to stat {path!r}")
         except FileNotFoundError:
             return 0.0
         modified = info.get("mtime", info.get("LastModified", info.get("created")))
@@ -205,7 +222,7 @@ class OutputLock:
 
     def release(self) -> None:
         """Let the next job take the lock at once (if this job still holds it)."""
-        if self.generation and not self.fs.exists(self._path(self.generation + 1)):
+        if self.generation and not self._exists(self._path(self.generation + 1)):
             self._write_heartbeat(released=True)
         self.generation = 0
 
@@ -214,7 +231,7 @@ class OutputLock:
             raise LockLostError(f"job {self.job_id} does not hold the lock of output "
                                 f"{self.url!r}")
         successor = self._path(self.generation + 1)
-        if not retry_call(lambda: self.fs.exists(successor), f"to check {successor!r}"):
+        if not self._exists(successor):
             return
         try:
             taker = dict(read_json(self.fs, successor))
