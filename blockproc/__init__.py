@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 
-from blockproc import formats, testing, writers
+from blockproc import formats, output_formats, testing
 from blockproc.api import DEFAULT_BLOCK_SIZE, map_blocks, map_command, map_lines, plan, submit
 from blockproc.errors import (
     AccessError,
@@ -75,10 +75,10 @@ __all__ = [
     "map_blocks",
     "map_command",
     "map_lines",
+    "output_formats",
     "plan",
     "submit",
     "testing",
-    "writers",
 ]
 
 for _name in __all__:

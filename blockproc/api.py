@@ -20,6 +20,7 @@ from blockproc.formats import RecordFormat, get_format
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE
 from blockproc.job import Job, JobOptions
 from blockproc.model import JobResult, Plan
+from blockproc.output_formats import OutputFormat, get_output_format
 from blockproc.planning import make_plan
 from blockproc.storage import (
     AbstractFileSystem,
@@ -31,7 +32,6 @@ from blockproc.storage import (
     to_url,
 )
 from blockproc.worker import Batch, Mapper
-from blockproc.writers import OutputFormat, get_output_format
 
 DEFAULT_BLOCK_SIZE = 64 * 2**20
 """64 MiB: large enough to amortise start-up, small enough to balance load."""
@@ -150,7 +150,7 @@ def submit(
         The result directory: ``part-NNNNN.txt`` files and ``_SUCCESS`` when done.
     output_format : str or output spec, default "text"
         The part-files' format: ``"text"`` (``.txt``), ``"csv"``, ``"jsonl"``,
-        ``"parquet"`` or ``"npy"``, or a spec from :mod:`blockproc.writers` such as
+        ``"parquet"`` or ``"npy"``, or a spec from :mod:`blockproc.output_formats` such as
         ``CSVOutput(header=False)`` (see there for what ``fn`` may return).
     per : {"record", "block"}, default "record"
         Call ``fn`` once per record or once per block.
@@ -473,7 +473,7 @@ def map_lines(
 
     ``fn(record)`` returns a str or bytes (one output line), None (drop the record) or
     an iterable of them; with ``output_format="csv"``, ``"jsonl"`` or ``"parquet"`` it
-    returns dicts (see :mod:`blockproc.writers`). A record is a ``str`` for ``lines``, a
+    returns dicts (see :mod:`blockproc.output_formats`). A record is a ``str`` for ``lines``, a
     ``dict`` for ``csv``, ``jsonl`` and ``parquet`` rows, a numpy scalar for ``Fixed``.
     Lambdas and notebook functions work (cloudpickle).
     Equivalent to ``submit(plan(urlpath, ...), fn, output=output, ...).result()``.
@@ -524,7 +524,7 @@ def map_blocks(
     for ``Fixed`` a read-only numpy array over the block's bytes (no copy). ``fn``
     returns an iterable of lines (str or bytes), a single str or bytes written as is, or
     None; or, with ``output_format``, a Table, dicts or an array (see
-    :mod:`blockproc.writers`).
+    :mod:`blockproc.output_formats`).
     Equivalent to ``submit(plan(urlpath, ...), fn, per="block", ...).result()``.
 
     Examples

@@ -22,6 +22,7 @@ from itertools import islice
 from typing import Any, Literal
 
 from blockproc._deps import require
+from blockproc.commit import errors_path, stderr_path
 from blockproc.errors import (
     CommandError,
     CommandNotFoundError,
@@ -35,7 +36,7 @@ from blockproc.formats.csv_format import CSV
 from blockproc.formats.hooks import BlockDecoder, BlockReader
 from blockproc.formats.text import code_unit
 from blockproc.model import Block, BlockResult, InputFile
-from blockproc.output.layout import errors_path, stderr_path
+from blockproc.output_formats import OutputFormat, PartWriter, TextOutput
 from blockproc.storage import (
     RangeSource,
     iter_whole_files,
@@ -44,7 +45,6 @@ from blockproc.storage import (
     verify_unchanged,
     zstd_frames,
 )
-from blockproc.writers import OutputFormat, PartWriter, TextOutput
 
 CHUNK_SIZE = 1 << 20
 """Bytes per read and per batch handed to the user code (~1 MiB keeps batches in cache)."""

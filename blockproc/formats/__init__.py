@@ -45,7 +45,7 @@ __all__ = [
     "get_format",
 ]
 
-FORMATS = Registry("format", {
+REGISTRY = Registry("format", {
     "csv": "blockproc.formats.csv_format:CSV",
     "delimited": "blockproc.formats.lines:Delimited",
     "fixed": "blockproc.formats.fixed:Fixed",
@@ -65,7 +65,7 @@ def available_formats() -> list[str]:
     >>> available_formats()
     ['csv', 'delimited', 'fixed', 'jsonl', 'lines', 'parquet', 'raw']
     """
-    return sorted(FORMATS.names())
+    return sorted(REGISTRY.names())
 
 
 def get_format(format: str | RecordFormat) -> RecordFormat:
@@ -77,7 +77,7 @@ def get_format(format: str | RecordFormat) -> RecordFormat:
     Lines(encoding='utf-8', errors='strict', name='lines')
     """
     if isinstance(format, str):
-        return FORMATS.load(format)()  # type: ignore[no-any-return]
+        return REGISTRY.load(format)()  # type: ignore[no-any-return]
     if not hasattr(format, "iter_batches") or not hasattr(format, "to_dict"):
         raise TypeError(f"format must be a name or a format instance, got {format!r}")
     return format
@@ -87,12 +87,12 @@ def from_dict(spec: Mapping[str, Any]) -> RecordFormat:
     """Rebuild a format from its ``to_dict()`` description (as stored in a plan)."""
     options = dict(spec)
     name = options.pop("name")
-    if name not in FORMATS:
+    if name not in REGISTRY:
         raise ConfigError(
             f"unknown format {name!r} in a stored plan; this blockproc knows "
             f"{', '.join(available_formats())}"
         )
-    cls = FORMATS.load(name)
+    cls = REGISTRY.load(name)
     if hasattr(cls, "from_dict"):
         return cls.from_dict(options)  # type: ignore[no-any-return]
     for key in ("delimiter",):

@@ -22,8 +22,8 @@ import pytest
 import blockproc as bp
 from blockproc.cli import main
 from blockproc.formats import CSV, Fixed, JSONLines, Lines, Parquet
+from blockproc.output_formats import CSVOutput, ParquetOutput
 from blockproc.testing import read_parts, write_files
-from blockproc.writers import CSVOutput, ParquetOutput
 
 ROWS = [{"id": str(i), "name": f"n{i}\n{i},fake" if i % 3 == 0 else f"n{i}",
          "amount": str(i * 1.5)} for i in range(400)]

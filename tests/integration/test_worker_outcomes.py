@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 import blockproc as bp
 from blockproc.executors import make_executor
 from blockproc.job import Job, JobOptions
+from blockproc.output_formats import ACCEPTED_RETURNS, OUTPUT_FORMATS
 from blockproc.storage import resolve
 from blockproc.testing import read_parts
 from blockproc.worker import Mapper
-from blockproc.writers import ACCEPTED_RETURNS, OUTPUT_FORMATS
 
 LINES = b"alpha\nbeta\ngamma\n"
 

@@ -1,4 +1,4 @@
-"""Part-file writers (blockproc.writers): text, csv, jsonl, parquet, npy."""
+"""Output formats (blockproc.output_formats): text, csv, jsonl, parquet, npy."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from blockproc.errors import ConfigError
-from blockproc.writers import (
+from blockproc.errors import ConfigError, ReturnTypeError
+from blockproc.output_formats import (
     ACCEPTED_RETURNS,
     OUTPUT_FORMATS,
     CSVOutput,
@@ -23,7 +23,6 @@ from blockproc.writers import (
     OutputFormat,
     ParquetOutput,
     PartWriter,
-    ReturnTypeError,
     TextOutput,
     get_output_format,
 )

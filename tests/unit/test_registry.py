@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blockproc import formats, writers
+from blockproc import formats, output_formats
 from blockproc._deps import install_hint, require
 from blockproc._registry import Registry
 from blockproc.errors import ConfigError
@@ -100,7 +100,7 @@ def test_require_names_the_feature_and_the_install() -> None:
 
 def test_the_names_users_type_are_unchanged() -> None:
     assert EXECUTORS == ("inline", "threads", "processes", "cluster", "dask")
-    assert writers.OUTPUT_FORMATS == ("text", "csv", "jsonl", "parquet", "npy")
+    assert output_formats.OUTPUT_FORMATS == ("text", "csv", "jsonl", "parquet", "npy")
     assert formats.available_formats() == ["csv", "delimited", "fixed", "jsonl", "lines",
                                            "parquet", "raw"]
 
@@ -111,7 +111,7 @@ def test_unknown_names_fail_with_the_known_ones() -> None:
         make_executor("gpu", 1)
     with pytest.raises(ConfigError, match="unknown output_format 'xlsx'; choose one of "
                                           "text, csv, jsonl, parquet, npy or pass a spec"):
-        writers.get_output_format("xlsx")
+        output_formats.get_output_format("xlsx")
     with pytest.raises(ConfigError, match=r"unknown format 'xml'; choose one of csv, "
                                           r"delimited, fixed, .* or pass a format instance"):
         formats.get_format("xml")
