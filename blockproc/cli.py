@@ -13,7 +13,6 @@ import importlib
 import inspect
 import json
 import os
-import posixpath
 import shlex
 import signal
 import sys
@@ -28,7 +27,6 @@ import click
 
 from blockproc import api, formats, output_formats
 from blockproc._units import format_size, parse_size
-from blockproc.commit import STATE_DIR, SUCCESS, read_ledger, read_manifest, verify_output
 from blockproc.errors import (
     BlockFailedError,
     BlockprocError,
@@ -39,7 +37,10 @@ from blockproc.errors import (
 from blockproc.executors import EXECUTORS
 from blockproc.formats import Delimited, Lines, Raw, RecordFormat, available_formats
 from blockproc.model import JobResult
-from blockproc.storage import is_credentials_error, read_json, resolve
+from blockproc.output import SUCCESS, OutputStatus
+from blockproc.output import status as output_status
+from blockproc.output import verify as verify_output
+from blockproc.storage import is_credentials_error
 
 _state = {"debug": False}
 """Set by ``blockproc --debug``: show tracebacks."""
@@ -528,82 +529,89 @@ def _plan_notes(p: Any) -> list[str]:
 def status(output: str, as_json: bool, verify: bool, timeline: str | None,
            storage_option: tuple[str, ...]) -> None:
     """Show what the manifest of OUTPUT says (exit 1 if the job is unfinished)."""
-    from blockproc import report
-
-    fs, path = resolve(output, _parse_key_values(storage_option, "--storage-option"))
-    if not fs.exists(posixpath.join(path, SUCCESS)):
-        state = posixpath.join(path, STATE_DIR, "plan.json")
-        if not fs.exists(state):
-            raise ConfigError(f"{output!r} holds no blockproc output (no {SUCCESS} and no "
-                              f"{STATE_DIR}/plan.json); check the path")
-        total = len(read_json(fs, state)["plan"]["blocks"])
-        ledger = list(read_ledger(fs, path).values())
-        done = len(ledger)
-        click.echo(f"unfinished: {done} of {total} blocks committed, no {SUCCESS}; rerun the "
-                   f"same `blockproc run ... -o {output}` command with --resume to finish it")
-        if ledger:
-            tried = sum(int(e.get("attempt", 1)) for e in ledger)
-            click.echo(f"attempts: the committed blocks took {_plural(tried, 'attempt')}")
-        for line in report.what_was_kept(
-                output, sum(int(e.get("bad_records", 0)) for e in ledger),
-                sum(1 for e in ledger if e.get("stderr_bytes")), done):
-            click.echo(line)
+    options = _parse_key_values(storage_option, "--storage-option")
+    st = output_status(output, options)
+    if not st.is_finished:
+        _echo_unfinished(output, st)
         raise SystemExit(1)
-    try:
-        manifest = read_manifest(fs, path)
-    except (ValueError, TypeError):  # not JSON, or not an object
-        manifest = {}
-    if not {"totals", "blocks"} <= manifest.keys():
-        raise ConfigError(f"{output!r} holds a {SUCCESS} that is not a blockproc manifest "
-                          f"(Hadoop and Spark write an empty one); check the path")
+    assert st.manifest is not None
     if as_json:
-        click.echo(json.dumps(manifest, indent=1))
+        click.echo(json.dumps(st.manifest, indent=1))
     else:
-        totals = manifest["totals"]
-        click.echo(f"job {manifest['job_id']} finished {manifest['finished']} in "
-                   f"{manifest['seconds']:.2f}s on {manifest['executor']} "
-                   f"({manifest['workers']} workers)")
-        click.echo(f"inputs: {len(manifest['inputs'])} files, "
-                   f"{format_size(sum(f['size'] for f in manifest['inputs']))}; "
-                   f"format {manifest['format']['name']}")
-        click.echo(f"blocks: {totals['num_blocks']}; records {totals['records_in']:,} in, "
-                   f"{totals['records_out']:,} out; {format_size(totals['bytes_read'])} read, "
-                   f"{format_size(totals['bytes_written'])} written")
-        for line in report.what_was_kept(output, int(totals.get("bad_records", 0)),
-                                         int(totals.get("blocks_with_stderr", 0)),
-                                         int(totals["num_blocks"])):
-            click.echo(line)
-    attempts = report.attempts_from_manifest(manifest)
-    if attempts and not as_json:
-        counts = ", ".join(f"{n} {s}" for s in report.STATUSES
-                           if (n := sum(a.status == s for a in attempts)))
-        click.echo(f"attempts: {len(attempts)} ({counts}); "
-                   f"{sum(map(report.is_speculative, attempts))} speculative")
-        blocks, earlier = report.earlier_runs(manifest)
-        if blocks:
-            in_all = _plural(len(attempts) + earlier, "attempt")
-            click.echo(f"resumed: earlier runs made {_plural(earlier, 'attempt')} and "
-                       f"committed {_plural(blocks, 'block')}; {in_all} in all runs")
+        _echo_finished(output, st)
     if timeline is not None:
-        if not attempts:
-            raise click.ClickException(
-                f"the manifest of {output!r} records no attempts (an older blockproc wrote "
-                f"it); rerun the job to draw its timeline")
-        try:
-            report.draw_timeline(attempts, timeline, title=f"blockproc job "
-                                 f"{manifest['job_id']}: {len(attempts)} attempts, "
-                                 f"{manifest['seconds']:.2f}s")
-        except (ImportError, OSError) as exc:
-            raise click.ClickException(f"cannot draw the timeline: {exc}") from None
-        if not as_json:
-            click.echo(f"timeline: {len(attempts)} attempts on "
-                       f"{len({a.worker for a in attempts})} workers, drawn to {timeline}")
+        _draw_timeline(output, st, timeline, quiet=as_json)
     if verify:
-        bad = verify_output(fs, path, manifest)
+        bad = verify_output(output, options)
         if bad:
             click.echo(f"verify: {len(bad)} part-files missing or changed: {', '.join(bad)}")
             raise SystemExit(1)
-        click.echo(f"verify: all {len(manifest['blocks'])} part-files match the manifest")
+        click.echo(f"verify: all {len(st.manifest['blocks'])} part-files match the manifest")
+
+
+def _echo_unfinished(output: str, st: OutputStatus) -> None:
+    from blockproc import report
+
+    click.echo(f"unfinished: {st.num_committed} of {st.num_blocks} blocks committed, no "
+               f"{SUCCESS}; rerun the same `blockproc run ... -o {output}` command with "
+               f"--resume to finish it")
+    if st.num_committed:
+        click.echo(f"attempts: the committed blocks took "
+                   f"{_plural(st.committed_attempts, 'attempt')}")
+    for line in report.what_was_kept(output, st.bad_records, st.blocks_with_stderr,
+                                     st.num_committed):
+        click.echo(line)
+    if st.lock_holder:
+        click.echo(f"lock: held by job {st.lock_holder.get('job_id')} (pid "
+                   f"{st.lock_holder.get('pid')} on {st.lock_holder.get('host')})")
+
+
+def _echo_finished(output: str, st: OutputStatus) -> None:
+    from blockproc import report
+
+    manifest = st.manifest or {}
+    totals = manifest["totals"]
+    click.echo(f"job {manifest['job_id']} finished {manifest['finished']} in "
+               f"{manifest['seconds']:.2f}s on {manifest['executor']} "
+               f"({manifest['workers']} workers)")
+    click.echo(f"inputs: {len(manifest['inputs'])} files, "
+               f"{format_size(sum(f['size'] for f in manifest['inputs']))}; "
+               f"format {manifest['format']['name']}")
+    click.echo(f"blocks: {totals['num_blocks']}; records {totals['records_in']:,} in, "
+               f"{totals['records_out']:,} out; {format_size(totals['bytes_read'])} read, "
+               f"{format_size(totals['bytes_written'])} written")
+    for line in report.what_was_kept(output, st.bad_records, st.blocks_with_stderr,
+                                     st.num_blocks):
+        click.echo(line)
+    if not st.attempts:
+        return
+    counts = ", ".join(f"{n} {s}" for s in report.STATUSES
+                       if (n := sum(a.status == s for a in st.attempts)))
+    click.echo(f"attempts: {len(st.attempts)} ({counts}); "
+               f"{sum(map(report.is_speculative, st.attempts))} speculative")
+    if st.earlier_blocks:
+        in_all = _plural(st.num_attempts, "attempt")
+        click.echo(f"resumed: earlier runs made {_plural(st.earlier_attempts, 'attempt')} and "
+                   f"committed {_plural(st.earlier_blocks, 'block')}; {in_all} in all runs")
+
+
+def _draw_timeline(output: str, st: OutputStatus, timeline: str, *, quiet: bool) -> None:
+    from blockproc import report
+
+    manifest, attempts = st.manifest or {}, st.attempts
+    if not attempts:
+        raise click.ClickException(
+            f"the manifest of {output!r} records no attempts (an older blockproc wrote "
+            f"it); rerun the job to draw its timeline")
+    try:
+        report.draw_timeline(attempts, timeline, title=f"blockproc job "
+                             f"{manifest['job_id']}: {len(attempts)} attempts, "
+                             f"{manifest['seconds']:.2f}s")
+    except (ImportError, OSError) as exc:
+        raise click.ClickException(f"cannot draw the timeline: {exc}") from None
+    if not quiet:
+        click.echo(f"timeline: {len(attempts)} attempts on "
+                   f"{len({a.worker for a in attempts})} workers, drawn to {timeline}")
 
 
 @cli.command(short_help="Make a sample access log and extract its server errors.")

@@ -22,7 +22,6 @@ from itertools import islice
 from typing import Any, Literal
 
 from blockproc._deps import require
-from blockproc.commit import errors_path, stderr_path
 from blockproc.errors import (
     CommandError,
     CommandNotFoundError,
@@ -36,6 +35,7 @@ from blockproc.formats.csv_format import CSV
 from blockproc.formats.hooks import BlockDecoder, BlockReader
 from blockproc.formats.text import code_unit
 from blockproc.model import Block, BlockResult, InputFile
+from blockproc.output.layout import errors_path, stderr_path
 from blockproc.output_formats import OutputFormat, PartWriter, TextOutput
 from blockproc.storage import (
     RangeSource,

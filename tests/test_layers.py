@@ -6,7 +6,7 @@ A module may import only from its own layer or the layers below it::
     L6  cli
     L5  api, _demo
     L4  job
-    L3  planning, worker, scheduler, commit, lock, executors/, progress, testing
+    L3  planning, worker, scheduler, output/, executors/, progress, testing
     L2  storage, formats/, output_formats/, datasets
     L1  model, report     (report: HTML summary and timeline; imports only model and L0)
     L0  errors, _types, _units, _deps, _registry
@@ -52,8 +52,7 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}.planning": 3,
     f"{PACKAGE}.worker": 3,
     f"{PACKAGE}.scheduler": 3,
-    f"{PACKAGE}.commit": 3,
-    f"{PACKAGE}.lock": 3,
+    f"{PACKAGE}.output": 3,
     f"{PACKAGE}.executors": 3,
     f"{PACKAGE}.progress": 3,
     f"{PACKAGE}.testing": 3,
