@@ -18,7 +18,7 @@ from blockproc.errors import AccessError, ConfigError
 from blockproc.executors import EXECUTORS, default_workers, make_executor
 from blockproc.formats import RecordFormat, get_format
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE
-from blockproc.job import Job, JobOptions
+from blockproc.job import Job, JobOptions, run_job, start_job
 from blockproc.model import JobResult, Plan
 from blockproc.output_formats import OutputFormat, get_output_format
 from blockproc.planning import make_plan
@@ -195,12 +195,13 @@ def submit(
     >>> job.result().num_records_out
     2
     """
-    return _make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
-                     output_format=output_format,
-                     executor_options=executor_options, if_exists=if_exists,
-                     max_attempts=max_attempts, speculation=speculation,
-                     max_bad_records=max_bad_records, max_record_size=max_record_size,
-                     progress=progress, storage_options=storage_options).start()
+    job = _make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
+                    output_format=output_format,
+                    executor_options=executor_options, if_exists=if_exists,
+                    max_attempts=max_attempts, speculation=speculation,
+                    max_bad_records=max_bad_records, max_record_size=max_record_size,
+                    progress=progress, storage_options=storage_options)
+    return start_job(job)
 
 
 def _make_job(
@@ -417,7 +418,7 @@ def _run(urlpath: InputsLike, fn: Any, per: Literal["record", "block"], *,
                     storage_options=storage_options)
     job = _make_job(job_plan, fn, output=output, per=per, storage_options=storage_options,
                     **options)
-    job.run()  # in this thread, so pdb and Ctrl-C work as usual
+    run_job(job)  # in this thread, so pdb and Ctrl-C work as usual
     result = job.result()
     check_read_amplification(job_plan, result)
     return result

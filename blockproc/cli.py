@@ -36,6 +36,7 @@ from blockproc.errors import (
 )
 from blockproc.executors import EXECUTORS
 from blockproc.formats import Delimited, Lines, Raw, RecordFormat, available_formats
+from blockproc.job import run_job
 from blockproc.model import JobResult
 from blockproc.output import SUCCESS, OutputStatus
 from blockproc.output import status as output_status
@@ -365,7 +366,7 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
                         progress=False if quiet else progress,
                         storage_options=options)
     try:
-        job.run()
+        run_job(job)  # in this thread, so Ctrl-C and pdb work as usual
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         click.echo(f"\n{how}: committed blocks are kept. Resume with:\n  "

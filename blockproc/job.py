@@ -1,62 +1,29 @@
-"""The master loop and the future-like :class:`Job` handle.
+"""The future-like :class:`Job` handle: what :func:`blockproc.submit` returns.
 
-The master assigns attempts to free executor slots, turns heartbeats into progress,
-retries failures, commits the first success of each block, and writes ``_SUCCESS``
-last. Data never passes through it: only task descriptors, counters and results.
+It only waits, cancels and reports; the master loop it runs lives in
+:mod:`blockproc.master`. :func:`start_job` runs that loop on a background thread (what
+``submit`` does); :func:`run_job` runs it in the caller's thread, so with
+``executor="inline"`` pdb and Ctrl-C work as usual (what ``map_lines`` and the CLI do).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from blockproc._types import IfExists
-from blockproc.errors import BlockFailedError, JobCancelledError, JobError, LockLostError
-from blockproc.executors import Executor, Failed, Finished, Progress
-from blockproc.formats import DEFAULT_MAX_RECORD_SIZE
-from blockproc.formats import from_dict as format_from_dict
-from blockproc.model import AttemptRecord, BlockResult, JobResult, Plan
-from blockproc.output import OutputDir, part_name
-from blockproc.progress import make_progress
-from blockproc.scheduler import AttemptKey, Scheduler
+from blockproc.errors import JobCancelledError
+from blockproc.executors import Executor
+from blockproc.master import JobOptions, Master
+from blockproc.model import JobResult, Plan
+from blockproc.output import OutputDir
 from blockproc.storage import AbstractFileSystem, filesystem
-from blockproc.worker import BlockTask, Mapper
+from blockproc.worker import Mapper
 
-POLL_INTERVAL = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class JobOptions:
-    """How a job runs; every field has the default users get from the API.
-
-    ``speculation`` starts a second attempt of a straggling block once nothing else is
-    pending; ``max_bad_records`` (per job) skips records whose function call raises and
-    logs them to ``_errors/``, failing the job past that many (None: any error fails).
-    """
-
-    max_attempts: int = 4
-    lease_timeout: float = 600.0
-    speculation: bool = True
-    max_bad_records: int | None = None
-    max_record_size: int = DEFAULT_MAX_RECORD_SIZE
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an error raised in a worker, kept as the ``__cause__`` of the job error."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return "\n" + self.text
+__all__ = ["Job", "JobOptions", "new_job_id", "run_job", "start_job"]
 
 
 def new_job_id() -> str:
@@ -96,18 +63,14 @@ class Job:
         if_exists: IfExists = "error",
         options: JobOptions | None = None,
         progress: bool | None = None,
-        faults: Any = None,
     ) -> None:
         self.plan = plan
         self.job_id = new_job_id()
         self.options = options or JobOptions()
-        self._input_fs = filesystem(plan.protocol, plan.storage_options)
-        self._mapper = mapper
-        self._output = OutputDir(output_fs, output_path, self.job_id)
-        self._executor = executor
-        self._if_exists = if_exists
-        self._progress = progress
-        self._faults = faults
+        self._master = Master(plan, mapper, OutputDir(output_fs, output_path, self.job_id),
+                              executor, input_fs=filesystem(plan.protocol, plan.storage_options),
+                              job_id=self.job_id, options=self.options, if_exists=if_exists,
+                              progress=progress)
         self._done = threading.Event()
         self._cancel = threading.Event()
         self._lock = threading.Lock()
@@ -115,14 +78,11 @@ class Job:
         self._result: JobResult | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
-        self._committed = 0
-        self._failed_attempts = 0
-        self._earlier_attempts: Counter[int] = Counter()
 
     @property
     def output(self) -> str:
         """The output directory URL."""
-        return self._output.url
+        return self._master.output.url
 
     # -- future-like interface --------------------------------------------------------
 
@@ -293,59 +253,21 @@ class Job:
         state = "done" if self.done() else ("running" if self.running() else "pending")
         if self._error is not None:
             state = "cancelled" if self.cancelled() else "failed"
-        blocks = len(self.plan.blocks)
-        return (f"<Job {blocks} block{'s' if blocks != 1 else ''}: {self._committed} committed, "
-                f"{self._failed_attempts} failed attempts, {state}>")
+        blocks, master = len(self.plan.blocks), self._master
+        return (f"<Job {blocks} block{'s' if blocks != 1 else ''}: {master.committed} committed, "
+                f"{master.failed_attempts} failed attempts, {state}>")
 
-    # -- running ------------------------------------------------------------------------
+    # -- running (through start_job and run_job) -------------------------------------------
 
-    def start(self) -> Job:
-        """Run the master loop on a background thread; returns at once.
-
-        :func:`blockproc.submit` calls it: the job it returns has started. The thread is
-        named ``blockproc-<job id>``; with ``executor="inline"`` blocks run in it.
-
-        Examples
-        --------
-        >>> import threading
-        >>> import blockproc as bp
-        >>> bp.testing.write_files("memory://doc/job-start", {"a.log": b"a\\n"})
-        ['memory://doc/job-start/a.log']
-        >>> job = bp.submit(bp.plan("memory://doc/job-start"),
-        ...                 lambda s: threading.current_thread().name,
-        ...                 output="memory://doc/job-start-out", executor="inline")
-        >>> job.result().num_records_out
-        1
-        >>> thread_name = bp.testing.read_parts("memory://doc/job-start-out").decode().strip()
-        >>> thread_name == f"blockproc-{job.job_id}"
-        True
-        """
-        self._thread = threading.Thread(target=self.run, name=f"blockproc-{self.job_id}",
+    def _start(self) -> Job:
+        self._thread = threading.Thread(target=self._run, name=f"blockproc-{self.job_id}",
                                         daemon=True)
         self._thread.start()
         return self
 
-    def run(self) -> None:
-        """Run the master loop in this thread, storing the result or the error.
-
-        :func:`blockproc.map_lines`, :func:`~blockproc.map_blocks` and
-        :func:`~blockproc.map_command` call it, so the master runs in the caller's thread
-        (with ``executor="inline"``, so do the blocks: pdb and Ctrl-C work as usual).
-
-        Examples
-        --------
-        >>> import threading
-        >>> import blockproc as bp
-        >>> bp.testing.write_files("memory://doc/job-run", {"a.log": b"a\\n"})
-        ['memory://doc/job-run/a.log']
-        >>> result = bp.map_lines(lambda s: threading.current_thread().name, "memory://doc/job-run",
-        ...                       output="memory://doc/job-run-out", executor="inline")
-        >>> bp.testing.read_parts("memory://doc/job-run-out").decode() == (
-        ...     threading.current_thread().name + "\\n")
-        True
-        """
+    def _run(self) -> None:
         try:
-            self._result = self._master()
+            self._result = self._master.run(self._cancel)
         except BaseException as exc:
             self._error = exc
             if not isinstance(exc, Exception) and self._thread is None:
@@ -360,186 +282,49 @@ class Job:
         for fn in callbacks:
             fn(self)
 
-    def _master(self) -> JobResult:
-        started = time.perf_counter()
-        plan, out, options = self.plan, self._output, self.options
-        inputs = [f.path for f in plan.files] if out.fs is self._input_fs else []
-        results: dict[int, BlockResult] = out.prepare(plan, self._if_exists, inputs)
-        earlier = out.earlier_attempts()  # of the runs this one resumes
-        self._earlier_attempts = Counter(int(r["block_id"]) for r in earlier)
-        try:
-            attempts = self._schedule(results)
-            ordered = tuple(results[b.id] for b in plan.blocks)
-            seconds = time.perf_counter() - started
-            out.finish(plan, ordered, {
-                "seconds": round(seconds, 6),
-                "mapper": self._mapper.kind,
-                "executor": self._executor.name,
-                "workers": self._executor.num_slots,
-                "max_attempts": options.max_attempts,
-                "speculation": options.speculation,
-                "max_bad_records": options.max_bad_records,
-                "attempts": [a.to_dict() for a in attempts],
-                **({"earlier_attempts": earlier} if earlier else {}),
-            })
-        finally:
-            out.release()  # after _SUCCESS: the manifest is written under the lock
-        return JobResult(output=out.url, job_id=self.job_id, blocks=ordered, seconds=seconds,
-                         attempts=tuple(attempts))
 
-    def _schedule(self, results: dict[int, BlockResult]) -> list[AttemptRecord]:
-        """Run every block not in ``results`` until each is committed; return the attempts."""
-        plan, out, options, executor = self.plan, self._output, self.options, self._executor
-        sched = Scheduler(len(plan.blocks), options.max_attempts, options.lease_timeout,
-                          done=results.keys(), block_sizes=[b.end - b.start for b in plan.blocks])
-        self._committed = len(results)
-        tasks: dict[AttemptKey, BlockTask] = {}
-        begun: dict[AttemptKey, float] = {}
-        runs_on: dict[AttemptKey, str] = {}  # the worker of each attempt, once it is known
-        speculative: set[AttemptKey] = set()
-        attempts: list[AttemptRecord] = []
-        failures: dict[int, Failed] = {}
-        committed_bytes = sum(r.block.end - r.block.start for r in results.values())
-        bad_records = sum(r.bad_records for r in results.values())
-        progress = make_progress(self._progress, plan.num_bytes, len(plan.blocks),
-                                 len(results))
-        last_heartbeat = time.monotonic()
+def start_job(job: Job) -> Job:
+    """Run the master loop of ``job`` on a background thread and return ``job`` at once.
 
-        def start(key: AttemptKey) -> None:
-            tasks[key] = self._task(key)
-            begun[key] = time.time()
-            executor.run(tasks[key])
+    :func:`blockproc.submit` calls it: the job it returns has started. The thread is
+    named ``blockproc-<job id>``; with ``executor="inline"`` blocks run in it.
 
-        def end_attempt(key: AttemptKey, worker: str, status: str, error: str = "",
-                        discard: bool = True) -> None:
-            task = tasks.pop(key)
-            worker = worker or runs_on.pop(key, "")
-            runs_on.pop(key, None)
-            attempts.append(AttemptRecord(key[0], key[1], worker, begun.pop(key), time.time(),
-                                          status, error, key in speculative))
-            if status != "committed" and discard:
-                out.discard(task.staging_path)
-
-        executor.start(self._mapper)
-        try:
-            while not sched.is_finished:
-                if self._cancel.is_set():
-                    raise JobCancelledError(
-                        f"job {self.job_id} was cancelled with {self._committed} of "
-                        f"{len(plan.blocks)} blocks committed; resume it with "
-                        f"if_exists='resume'")
-                if time.monotonic() - last_heartbeat > out.lock.renew_every:
-                    # before any new attempt: a job back from a stall past the lease
-                    # learns here that it was taken over, and starts nothing more
-                    out.heartbeat()
-                    last_heartbeat = time.monotonic()
-                while sched.num_running < executor.num_slots and (key := sched.assign()):
-                    start(key)
-                while (options.speculation and sched.num_running < executor.num_slots
-                       and (key := sched.speculate())):
-                    speculative.add(key)
-                    start(key)
-                for event in executor.events(POLL_INTERVAL):
-                    key = event.key
-                    if key not in tasks:
-                        continue  # an attempt already cancelled or expired
-                    if isinstance(event, Progress):
-                        sched.heartbeat(key, event.bytes_done, event.records_done)
-                        if event.worker:
-                            runs_on[key] = event.worker
-                    elif isinstance(event, Finished):
-                        commit, losers = sched.complete(key)
-                        for loser in losers:
-                            executor.cancel(loser)
-                            end_attempt(loser, "", "discarded", "another attempt finished first")
-                        if commit:
-                            result = dataclasses.replace(event.result, attempts=(
-                                self._earlier_attempts[key[0]] + sched.attempts_made[key[0]]))
-                            out.commit(result, tasks[key].staging_path)
-                            results[key[0]] = result
-                            committed_bytes += event.result.block.end - event.result.block.start
-                            bad_records += event.result.bad_records
-                            self._committed += 1
-                        end_attempt(key, event.result.worker,
-                                    "committed" if commit else "discarded")
-                        if options.max_bad_records is not None and \
-                                bad_records > options.max_bad_records:
-                            raise JobError(
-                                f"{bad_records} records raised in the function, more than "
-                                f"max_bad_records={options.max_bad_records}; they are listed "
-                                f"in {out.url}/_errors/")
-                    elif isinstance(event, Failed):
-                        sched.fail(key, event.error, retryable=event.retryable)
-                        failures[key[0]] = event
-                        self._failed_attempts += 1
-                        end_attempt(key, event.worker, "lost" if event.lost else "failed",
-                                    event.error)
-                for key in sched.expire():
-                    executor.cancel(key)
-                    self._failed_attempts += 1
-                    end_attempt(key, "", "lost", "lease expired")
-                if sched.failed_block is not None:
-                    raise self._block_failed(sched.failed_block, sched, failures)
-                running = sum(min(lease.bytes_done, _nominal(plan, k[0]))
-                              for k, lease in sched.running.items())
-                progress.update(committed_bytes + running, self._committed, sched.num_running,
-                                self._failed_attempts)
-        finally:
-            # a job that lost its lock touches the output no more, not even to clean up
-            lost = isinstance(sys.exc_info()[1], LockLostError)
-            executor.close()  # stops busy workers and waits, so nothing writes while we clean up
-            for key in list(tasks):
-                end_attempt(key, "", "discarded", "job stopped", discard=not lost)
-            progress.close()
-            if not lost:
-                out.save_attempts([a.to_dict() for a in attempts])
-            out.cleanup(lost_lock=lost)
-        return attempts
-
-    def _task(self, key: AttemptKey) -> BlockTask:
-        block = self.plan.blocks[key[0]]
-        part = part_name(block.id, self._mapper.output.extension)  # part-00042.csv
-        return BlockTask(
-            block=block, attempt=key[1], num_blocks=len(self.plan.blocks),
-            file=self.plan.file(block.path), format=format_from_dict(self.plan.format),
-            input_fs=self._input_fs, output_fs=self._output.fs, part=part,
-            staging_path=self._output.staging_path(block.id, key[1], part),
-            max_record_size=self.options.max_record_size,
-            max_bad_records=self.options.max_bad_records, faults=self._faults,
-        )
-
-    def _block_failed(self, block_id: int, sched: Scheduler,
-                      failures: dict[int, Failed]) -> BlockFailedError:
-        failure = failures.get(block_id)
-        block = self.plan.blocks[block_id]
-        attempts = sched.failures.get(block_id, 0)
-        if failure is not None and not failure.retryable:
-            retried = "and was not retried (the same error would happen again)"
-        else:
-            retried = f"on all {attempts} attempts"
-        error = BlockFailedError(
-            f"block {block_id} of {len(self.plan.blocks)} ({block.path} [{block.start}, "
-            f"{block.end})) failed {retried}; last error: "
-            f"{sched.errors.get(block_id, 'unknown')}",
-            block_id=block_id, attempt=attempts,
-            remote_traceback=failure.traceback if failure else "",
-        )
-        if failure and failure.traceback:
-            error.__cause__ = RemoteTraceback(failure.traceback)
-        if failure and _error_class(failure.error) == "InputChangedError":
-            error.resumable = False  # the plan no longer matches the input: start over
-        return error
-
-
-def _error_class(summary: str) -> str:
-    """The class name an error summary line starts with.
-
-    >>> _error_class("blockproc.errors.InputChangedError: a.log changed")
-    'InputChangedError'
+    Examples
+    --------
+    >>> import threading
+    >>> import blockproc as bp
+    >>> bp.testing.write_files("memory://doc/job-start", {"a.log": b"a\\n"})
+    ['memory://doc/job-start/a.log']
+    >>> job = bp.submit(bp.plan("memory://doc/job-start"),
+    ...                 lambda s: threading.current_thread().name,
+    ...                 output="memory://doc/job-start-out", executor="inline")
+    >>> job.result().num_records_out
+    1
+    >>> thread_name = bp.testing.read_parts("memory://doc/job-start-out").decode().strip()
+    >>> thread_name == f"blockproc-{job.job_id}"
+    True
     """
-    return summary.partition(":")[0].rpartition(".")[2].strip()
+    return job._start()
 
 
-def _nominal(plan: Plan, block_id: int) -> int:
-    block = plan.blocks[block_id]
-    return block.end - block.start
+def run_job(job: Job) -> None:
+    """Run the master loop of ``job`` in this thread, storing its result or error.
+
+    :func:`blockproc.map_lines`, :func:`~blockproc.map_blocks`,
+    :func:`~blockproc.map_command` and ``blockproc run`` call it, so the master runs in
+    the caller's thread (with ``executor="inline"``, so do the blocks: pdb and Ctrl-C
+    work as usual). A ``KeyboardInterrupt`` is stored and raised again here.
+
+    Examples
+    --------
+    >>> import threading
+    >>> import blockproc as bp
+    >>> bp.testing.write_files("memory://doc/job-run", {"a.log": b"a\\n"})
+    ['memory://doc/job-run/a.log']
+    >>> result = bp.map_lines(lambda s: threading.current_thread().name, "memory://doc/job-run",
+    ...                       output="memory://doc/job-run-out", executor="inline")
+    >>> bp.testing.read_parts("memory://doc/job-run-out").decode() == (
+    ...     threading.current_thread().name + "\\n")
+    True
+    """
+    job._run()

@@ -5,7 +5,7 @@ A module may import only from its own layer or the layers below it::
     L7  blockproc (__init__), __main__    entry points: the re-exports and ``python -m``
     L6  cli
     L5  api, _demo
-    L4  job
+    L4  job, master
     L3  planning, worker, scheduler, output/, executors/, progress, testing
     L2  storage, formats/, output_formats/, datasets
     L1  model, report     (report: HTML summary and timeline; imports only model and L0)
@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}.api": 5,
     f"{PACKAGE}._demo": 5,
     f"{PACKAGE}.job": 4,
+    f"{PACKAGE}.master": 4,
     f"{PACKAGE}.planning": 3,
     f"{PACKAGE}.worker": 3,
     f"{PACKAGE}.scheduler": 3,

@@ -54,7 +54,8 @@ from blockproc.executors._wire import (
     parse_address,
     python_version,
 )
-from blockproc.executors.base import AttemptKey, describe_exit, failure_from
+from blockproc.executors.base import describe_exit, failure_from
+from blockproc.scheduler import AttemptKey
 from blockproc.worker import BlockTask, run_block, worker_name
 
 REPORT_INTERVAL = 0.5

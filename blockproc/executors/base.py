@@ -14,9 +14,8 @@ from typing import Protocol
 
 from blockproc.errors import InputError
 from blockproc.model import BlockResult
+from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.worker import BlockTask, Mapper
-
-AttemptKey = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +89,12 @@ class Executor(Protocol):
     name: str
     num_slots: int
 
-    def start(self, mapper: Mapper) -> None:
-        """Start the workers; ``mapper`` is shipped to each worker once."""
+    def start(self, mapper: Mapper, attempts: Scheduler | None = None) -> None:
+        """Start the workers; ``mapper`` is shipped to each worker once.
+
+        ``attempts`` is the job's scheduler: executors that show a status (``cluster``,
+        ``dask``) read each attempt's progress there rather than keeping their own.
+        """
 
     def run(self, task: BlockTask) -> None:
         """Start ``task`` on a free slot (the master never asks for more than num_slots)."""

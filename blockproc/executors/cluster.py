@@ -39,8 +39,8 @@ from typing import Any
 import cloudpickle
 
 from blockproc.errors import ConfigError, JobError
-from blockproc.executors._board import Board
 from blockproc.executors._cluster_worker import load_authkey, run_worker
+from blockproc.executors._status import worker_line
 from blockproc.executors._wire import (
     AUTHKEY_ENV,
     HANDSHAKE_TIMEOUT,
@@ -57,7 +57,8 @@ from blockproc.executors._wire import (
     python_version,
     read_authkey_file,
 )
-from blockproc.executors.base import AttemptKey, Event, Failed, Finished, Progress, describe_exit
+from blockproc.executors.base import Event, Failed, Finished, Progress, describe_exit
+from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.worker import BlockTask, Mapper
 
 __all__ = ["ClusterExecutor", "load_authkey", "run_worker"]
@@ -87,6 +88,8 @@ class _Remote:
     keys: set[AttemptKey] = field(default_factory=set)
     ended: bool = False
     pid: int = 0
+    blocks_done: int = 0
+    bytes_done: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -155,14 +158,12 @@ class ClusterExecutor:
         self._wake_send: socket.socket | None = None
         self._workers: list[_Remote] = []
         self._waiting: deque[BlockTask] = deque()
-        self._sizes: dict[AttemptKey, int] = {}
         self._buffer: list[Event] = []
-        self._board = Board()
+        self._attempts: Scheduler | None = None  # the job's attempt state, from start()
         self._local: list[subprocess.Popen[bytes]] = []
         self._peak_slots = 0
         self.num_slots = 0
         self._joined_pids: set[int] = set()
-        self._runners: dict[AttemptKey, str] = {}  # the slot that heartbeats for an attempt
         self._pinger: threading.Thread | None = None
         self._last_status = time.monotonic()
 
@@ -191,9 +192,11 @@ class ClusterExecutor:
         """The ``(host, port)`` the master listens on (the real port once started)."""
         return self._host, self._port
 
-    def start(self, mapper: Mapper) -> None:
-        """Listen, print how a worker joins, and start the local workers if any."""
+    def start(self, mapper: Mapper, attempts: Scheduler | None = None) -> None:
+        """Listen, print how a worker joins, and start the local workers if any;
+        ``attempts`` is where :meth:`describe` reads the attempts' progress."""
         self._payload = cloudpickle.dumps(mapper)
+        self._attempts = attempts
         try:
             server = socket.create_server((self._host, self._port),
                                           family=socket.AF_INET6 if ":" in self._host
@@ -232,7 +235,6 @@ class ClusterExecutor:
 
     def run(self, task: BlockTask) -> None:
         """Send ``task`` to the worker with the most free slots (or hold it until one is)."""
-        self._sizes[task.key] = task.block.end - task.block.start
         self._waiting.append(task)
         self._dispatch()
 
@@ -257,7 +259,7 @@ class ClusterExecutor:
         self._check_viable()
         if self._status_interval and now - self._last_status >= self._status_interval:
             self._last_status = now
-            if self._board.running:
+            if any(w.keys for w in self._workers):
                 self._log("status:\n  " + self.describe().replace("\n", "\n  "))
         self._count_slots()
         events, self._buffer = self._buffer, []
@@ -266,8 +268,6 @@ class ClusterExecutor:
     def cancel(self, key: AttemptKey) -> None:
         """Stop attempt ``key``: the worker kills the slot running it; no event follows."""
         self._waiting = deque(t for t in self._waiting if t.key != key)
-        self._board.finish(key, ok=False)
-        self._runners.pop(key, None)
         for worker in self._workers:
             if key in worker.keys:
                 worker.keys.discard(key)
@@ -326,8 +326,10 @@ class ClusterExecutor:
 
     def describe(self) -> str:
         """Which worker runs which block, at what rate, and who lags: one line each."""
-        slots = {w.name: w.slots for w in self._workers}
-        lines = self._board.describe(slots)
+        lines = [] if self._attempts is None else [
+            worker_line(w.name, w.slots, w.keys, self._attempts, done=w.blocks_done,
+                        bytes_done=w.bytes_done)
+            for w in sorted(self._workers, key=lambda w: w.name)]
         for worker in self._workers:
             if worker.unusable:
                 lines.append(f"{worker.name}: cannot run this job: {worker.unusable}")
@@ -417,33 +419,28 @@ class ClusterExecutor:
         elif kind == "progress":
             key = message[1]
             if key in worker.keys:
-                self._board.progress(key, message[2], message[3])
                 name = message[4] if len(message) > 4 else worker.name
-                self._runners[key] = name
                 self._buffer.append(Progress(key, message[2], message[3], name))
         elif kind == "done":
             key = message[1]
             if key in worker.keys:
                 worker.keys.discard(key)
-                self._runners.pop(key, None)
-                self._board.finish(key)
+                worker.blocks_done += 1
+                worker.bytes_done += message[2].bytes_read
                 self._buffer.append(Finished(key, message[2]))
         elif kind == "failed":
             key = message[1]
             if key in worker.keys:
                 worker.keys.discard(key)
-                self._runners.pop(key, None)
-                self._board.finish(key, ok=False)
                 self._buffer.append(Failed(key, *message[2:7]))
         elif kind == "cannot":
             key = message[1]
             self._unusable(worker, message[2])
             if key in worker.keys:
                 worker.keys.discard(key)
-                self._board.finish(key, ok=False)
                 self._buffer.append(Failed(
                     key, f"worker {worker.name} cannot run this job: {message[2]}",
-                    worker=self._runners.pop(key, worker.name), lost=True))
+                    worker=self._slot(key) or worker.name, lost=True))
         elif kind == "ended":
             worker.ended = True
 
@@ -480,10 +477,14 @@ class ClusterExecutor:
 
     def _fail_all(self, worker: _Remote, why: str) -> None:
         for key in sorted(worker.keys):
-            self._board.finish(key, ok=False)
-            self._buffer.append(Failed(key, why, worker=self._runners.pop(key, worker.name),
+            self._buffer.append(Failed(key, why, worker=self._slot(key) or worker.name,
                                        lost=True))
         worker.keys.clear()
+
+    def _slot(self, key: AttemptKey) -> str:
+        """The slot that heartbeats for ``key`` (as the scheduler knows it), or ""."""
+        attempt = self._attempts.running.get(key) if self._attempts is not None else None
+        return attempt.worker if attempt is not None else ""
 
     def _drop(self, worker: _Remote) -> None:
         if worker in self._workers:
@@ -523,7 +524,6 @@ class ClusterExecutor:
             worker = max(candidates, key=lambda w: (w.free, -len(w.keys)))
             task = self._waiting.popleft()
             worker.keys.add(task.key)
-            self._board.start(task.key, worker.name, self._sizes.pop(task.key, 0))
             self._send(worker, ("task", task.key,
                                pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)))
 

@@ -25,23 +25,24 @@ import queue
 import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import cloudpickle
 
 from blockproc.errors import ConfigError
-from blockproc.executors._board import Board
 from blockproc.executors._mainguard import main_module_hidden
+from blockproc.executors._status import worker_line
 from blockproc.executors.base import (
     AttemptCancelled,
-    AttemptKey,
     Event,
     Failed,
     Finished,
     Progress,
     failure_from,
 )
+from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.worker import BlockTask, Mapper, run_block, worker_name
 
 OPTIONS = ("client", "address")
@@ -104,9 +105,10 @@ class DaskExecutor:
         self._payload = b""
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._futures: dict[AttemptKey, Any] = {}
-        self._executing: dict[AttemptKey, str] = {}
-        self._board = Board()
-        self._sizes: dict[AttemptKey, int] = {}
+        self._executing: dict[AttemptKey, str] = {}  # the dask worker of each running task
+        self._attempts: Scheduler | None = None  # the job's attempt state, from start()
+        self._done: Counter[str] = Counter()  # blocks and bytes done per dask worker
+        self._bytes_done: Counter[str] = Counter()
         self.num_slots = 1
         """Threads of the cluster's workers (capped by ``workers``), refreshed every 2 s."""
         self._slots_checked = 0.0
@@ -127,9 +129,11 @@ class DaskExecutor:
         """The distributed.Client in use (None before start)."""
         return self._client
 
-    def start(self, mapper: Mapper) -> None:
-        """Connect to (or start) the cluster and listen to the tasks' heartbeats."""
+    def start(self, mapper: Mapper, attempts: Scheduler | None = None) -> None:
+        """Connect to (or start) the cluster and listen to the tasks' heartbeats;
+        ``attempts`` is where :meth:`describe` reads the attempts' progress."""
         distributed = _distributed()
+        self._attempts = attempts
         self._payload = cloudpickle.dumps(mapper)
         if self._client is None:
             if self._address is not None:
@@ -178,7 +182,6 @@ class DaskExecutor:
         future = self._client.submit(_run_attempt, task, self._payload, self._token,
                                      dask_key, key=dask_key, pure=False, retries=0)
         self._futures[key] = future
-        self._sizes[key] = task.block.end - task.block.start
         future.add_done_callback(lambda f, key=key: self._on_done(key, f))
 
     # -- callbacks, on dask's threads: they only queue -------------------------------
@@ -228,9 +231,9 @@ class DaskExecutor:
     def _translate(self, kind: str, key: AttemptKey, payload: Any, rest: list[Any],
                    out: list[Event]) -> None:
         if kind == "started":
-            self._executing[key] = payload["name"]
-            if key in self._futures:
-                self._board.start(key, payload["worker"], self._sizes.get(key, 0))
+            self._executing[key] = payload["worker"]
+            if key in self._futures:  # tell the scheduler which slot runs it
+                out.append(Progress(key, 0, 0, payload["name"]))
             return
         if kind == "stopped":
             self._executing.pop(key, None)
@@ -238,37 +241,30 @@ class DaskExecutor:
         if key not in self._futures:
             return  # cancelled by the master: no event follows
         if kind == "progress":
-            self._board.progress(key, payload["bytes"], payload["records"])
-            out.append(Progress(key, payload["bytes"], payload["records"],
-                                self._executing.get(key, "")))
+            out.append(Progress(key, payload["bytes"], payload["records"]))
             return
         self._futures.pop(key)
-        self._sizes.pop(key, None)
-        worker = self._executing.get(key, "")
+        worker = self._executing.get(key, "")  # its address; the scheduler knows the slot
         if kind == "result":
             outcome, value = payload
-            self._board.finish(key, ok=outcome == "done")
             if outcome == "done":
+                self._done[worker] += 1
+                self._bytes_done[worker] += value.bytes_read
                 out.append(Finished(key, value))
             elif outcome == "failed":
                 out.append(Failed(key, *value))
             elif outcome == "lost":  # dask re-ran an attempt whose worker died
-                out.append(Failed(key, value, worker=worker, lost=True))
+                out.append(Failed(key, value, lost=True))
             else:
-                out.append(Failed(key, "dask cancelled the running task", worker=worker,
-                                  lost=True))
+                out.append(Failed(key, "dask cancelled the running task", lost=True))
         else:
             self._executing.pop(key, None)  # its worker is gone: no "stopped" will come
-            self._board.finish(key, ok=False)
             where = f" on {worker}" if worker else ""
-            out.append(Failed(key, f"{payload}{where}", rest[0] if rest else "",
-                              worker=worker, lost=True))
+            out.append(Failed(key, f"{payload}{where}", rest[0] if rest else "", lost=True))
 
     def cancel(self, key: AttemptKey) -> None:
         """Cancel the task of ``key``; if it runs, it stops at its next heartbeat."""
         future = self._futures.pop(key, None)
-        self._sizes.pop(key, None)
-        self._board.finish(key, ok=False)
         if future is not None:
             self._client.cancel([future])
 
@@ -306,7 +302,13 @@ class DaskExecutor:
         slots: dict[str, int] = {}
         with contextlib.suppress(Exception):
             slots = dict(self._client.nthreads())
-        return "\n".join(self._board.describe(slots)) or "no dask worker"
+        if self._attempts is None:
+            return "no dask worker"
+        running = {k: w for k, w in self._executing.items() if k in self._futures}
+        lines = [worker_line(w, slots.get(w, 0), [k for k, v in running.items() if v == w],
+                             self._attempts, done=self._done[w], bytes_done=self._bytes_done[w])
+                 for w in sorted(set(slots) | set(running.values()))]
+        return "\n".join(lines) or "no dask worker"
 
     def __repr__(self) -> str:
         return f"<DaskExecutor {len(self._futures)} tasks, {self.num_slots} slots>"

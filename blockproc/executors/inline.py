@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from blockproc.executors.base import AttemptKey, Event, Failed, Finished, failure_from
+from blockproc.executors.base import Event, Failed, Finished, failure_from
+from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.worker import BlockTask, Mapper, run_block, worker_name
 
 
@@ -16,7 +17,7 @@ class InlineExecutor:
         self._mapper: Mapper | None = None
         self._queued: list[BlockTask] = []
 
-    def start(self, mapper: Mapper) -> None:
+    def start(self, mapper: Mapper, attempts: Scheduler | None = None) -> None:
         """Keep ``mapper``; nothing else to start."""
         self._mapper = mapper
 

@@ -31,7 +31,6 @@ from blockproc.errors import JobError
 from blockproc.executors._cluster_worker import die_with_parent
 from blockproc.executors._mainguard import main_module_hidden
 from blockproc.executors.base import (
-    AttemptKey,
     Event,
     Failed,
     Finished,
@@ -39,6 +38,7 @@ from blockproc.executors.base import (
     describe_exit,
     failure_from,
 )
+from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.worker import BlockTask, Mapper, run_block, worker_name
 
 REPORT_INTERVAL = 0.2
@@ -63,7 +63,7 @@ class ProcessExecutor:
         self._payload = b""
         self._workers: list[_Worker] = []
 
-    def start(self, mapper: Mapper) -> None:
+    def start(self, mapper: Mapper, attempts: Scheduler | None = None) -> None:
         """Start the worker processes, each with its copy of ``mapper``."""
         self._payload = cloudpickle.dumps(mapper)
         for _ in range(self.num_slots):

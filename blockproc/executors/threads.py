@@ -8,12 +8,12 @@ import time
 
 from blockproc.executors.base import (
     AttemptCancelled,
-    AttemptKey,
     Event,
     Finished,
     Progress,
     failure_from,
 )
+from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.worker import BlockTask, Mapper, run_block, worker_name
 
 REPORT_INTERVAL = 0.2
@@ -32,7 +32,7 @@ class ThreadExecutor:
         self._threads: list[threading.Thread] = []
         self._mapper: Mapper | None = None
 
-    def start(self, mapper: Mapper) -> None:
+    def start(self, mapper: Mapper, attempts: Scheduler | None = None) -> None:
         """Start the threads."""
         self._mapper = mapper
         for i in range(self.num_slots):

@@ -300,7 +300,7 @@ def test_check_storage_names_the_missing_path(tmp_path: Path) -> None:
     plan = bp.plan(str(src), block_size=4096)
     job = Job(plan, Mapper("record", str.upper), output_fs=plan_fs(),  # type: ignore[arg-type]
               output_path=str(tmp_path / "out"), executor=None)  # type: ignore[arg-type]
-    task = job._task((0, 1))
+    task = job._master._task((0, 1))
     with pytest.raises(StorageUnreachable, match="output directory"):
         check_storage(task, set())
     (tmp_path / "out").mkdir()
@@ -320,7 +320,7 @@ def plan_fs() -> object:
 def test_master_shows_which_worker_runs_which_block_and_its_rate(tmp_path: Path) -> None:
     import blockproc as bp
     from blockproc.executors.cluster import ClusterExecutor
-    from blockproc.job import Job
+    from blockproc.job import Job, run_job
     from blockproc.worker import Mapper
     from tests import jobs
 
@@ -332,7 +332,7 @@ def test_master_shows_which_worker_runs_which_block_and_its_rate(tmp_path: Path)
                                status_interval=0.25)
     job = Job(plan, Mapper("record", jobs.slow(0.0005)), output_fs=plan_fs(),  # type: ignore[arg-type]
               output_path=str(tmp_path / "out"), executor=executor)
-    job.run()
+    run_job(job)
     assert job.result().num_records == len(LINES)
     status = [line for line in lines if line.startswith("status:")]
     assert status, lines
@@ -483,7 +483,7 @@ def test_workers_in_network_namespaces_and_a_cut_link(
         netns_workers: tuple[str, list[str], list[str]], tmp_path: Path) -> None:
     import blockproc as bp
     from blockproc.executors.cluster import ClusterExecutor
-    from blockproc.job import Job
+    from blockproc.job import Job, start_job
     from blockproc.worker import Mapper
     from tests import jobs
 
@@ -507,7 +507,7 @@ def test_workers_in_network_namespaces_and_a_cut_link(
                                 stderr=subprocess.PIPE, text=True)
                for space in spaces]
     try:
-        job.start()
+        start_job(job)
         deadline = time.monotonic() + 20
         while sum("ready with" in line for line in lines) < 2:
             assert time.monotonic() < deadline, lines

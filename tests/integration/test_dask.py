@@ -148,7 +148,7 @@ def test_dask_without_client_starts_and_closes_a_local_cluster(tmp_path: Path) -
 
 def test_dask_progress_reaches_the_master(client: object, tmp_path: Path) -> None:
     from blockproc.executors.dask import DaskExecutor
-    from blockproc.job import Job
+    from blockproc.job import Job, start_job
     from blockproc.storage import filesystem
     from blockproc.worker import Mapper
 
@@ -158,7 +158,7 @@ def test_dask_progress_reaches_the_master(client: object, tmp_path: Path) -> Non
     job = Job(plan, Mapper("record", jobs.slow(0.002)), output_fs=filesystem("file"),
               output_path=str(tmp_path / "out"), executor=executor)
     seen: list[str] = []
-    job.start()
+    start_job(job)
     while not job.done():
         seen.append(executor.describe())
         time.sleep(0.1)

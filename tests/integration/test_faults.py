@@ -18,7 +18,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 import blockproc as bp
 from blockproc.executors import make_executor
-from blockproc.job import Job, JobOptions
+from blockproc.job import Job, JobOptions, run_job
 from blockproc.output import read_ledger, verify_output
 from blockproc.storage import resolve
 from blockproc.testing import read_parts
@@ -353,9 +353,9 @@ def test_random_faults_lose_and_duplicate_nothing(tmp_path: Path, seed: int) -> 
     out = tmp_path / "out"
     fs, path = resolve(str(out))
     job = Job(plan, Mapper("record", jobs.identity), output_fs=fs, output_path=path,
-              executor=make_executor("processes", 2), options=JobOptions(speculation=False),
-              faults=faults)
-    job.run()
+              executor=make_executor("processes", 2),
+              options=JobOptions(speculation=False, faults=faults))
+    run_job(job)
     res = job.result()
     assert read_parts(str(out)) == data  # nothing lost, nothing duplicated, in order
     assert res.num_records == res.num_records_out == 8000

@@ -46,7 +46,7 @@ def test_the_environment_variable_allows_more_workers(
                         executor="processes", workers=2, if_exists="error", max_attempts=1,
                         speculation=None, max_bad_records=None, max_record_size="1MiB",
                         progress=False, storage_options=None)
-    assert job._executor.num_slots == 1  # allowed, and capped at the plan's one block
+    assert job._master.executor.num_slots == 1  # allowed, and capped at the plan's one block
 
 
 def test_block_count_limits() -> None:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import blockproc as bp
 from blockproc.executors import make_executor
-from blockproc.job import Job, JobOptions
+from blockproc.job import Job, JobOptions, run_job
 from blockproc.output_formats import ACCEPTED_RETURNS, OUTPUT_FORMATS
 from blockproc.storage import resolve
 from blockproc.testing import read_parts
@@ -266,9 +266,9 @@ def test_a_full_disk_fails_at_once(tmp_path: Path) -> None:
     src = write(tmp_path, "in.txt", LINES)
     fs, path = resolve(str(tmp_path / "out"))
     job = Job(bp.plan(src), Mapper("record", str.upper), output_fs=fs, output_path=path,
-              executor=make_executor("inline", 1), options=JobOptions(max_attempts=4),
-              faults=DiskFull())
-    job.run()
+              executor=make_executor("inline", 1),
+              options=JobOptions(max_attempts=4, faults=DiskFull()))
+    run_job(job)
     error = fails_at_once(job.result)
     assert "No space left on device" in str(error)
 

@@ -1,0 +1,306 @@
+"""The master loop: run a plan's blocks on an executor until each is committed once.
+
+The master assigns attempts to free executor slots, turns heartbeats into progress,
+retries failures, commits the first success of each block, and writes ``_SUCCESS``
+last. Data never passes through it: only task descriptors, counters and results.
+Attempt state lives in the :class:`~blockproc.scheduler.Scheduler`; the loop keeps only
+job totals. It runs on any :class:`~blockproc.executors.Executor` and any clock, so it
+is tested with a fake executor and a fake clock (``tests/unit/test_master.py``).
+
+Examples
+--------
+>>> import threading
+>>> import blockproc as bp
+>>> from blockproc.executors import make_executor
+>>> from blockproc.output import OutputDir
+>>> from blockproc.storage import filesystem
+>>> from blockproc.worker import Mapper
+>>> bp.testing.write_files("memory://doc/master", {"a.log": b"a\\nb\\n"})
+['memory://doc/master/a.log']
+>>> plan = bp.plan("memory://doc/master")
+>>> fs = filesystem("memory")
+>>> master = Master(plan, Mapper("record", str.upper), OutputDir(fs, "/doc/master-out", "j1"),
+...                 make_executor("inline", 1), input_fs=fs)
+>>> master.run(threading.Event()).num_records_out
+2
+>>> master.committed, master.failed_attempts
+(1, 0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from blockproc._types import IfExists
+from blockproc.errors import BlockFailedError, JobCancelledError, JobError, LockLostError
+from blockproc.executors import Executor, Failed, Finished, Progress
+from blockproc.formats import DEFAULT_MAX_RECORD_SIZE
+from blockproc.formats import from_dict as format_from_dict
+from blockproc.model import AttemptRecord, BlockResult, JobResult, Plan
+from blockproc.output import OutputDir, part_name
+from blockproc.progress import make_progress
+from blockproc.scheduler import AttemptKey, Scheduler
+from blockproc.storage import AbstractFileSystem
+from blockproc.worker import BlockTask, Mapper
+
+POLL_INTERVAL = 0.1
+"""Seconds the loop waits for executor events before it looks at leases again."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """How a job runs; every field has the default users get from the API.
+
+    ``speculation`` starts a second attempt of a straggling block once nothing else is
+    pending; ``max_bad_records`` (per job) skips records whose function call raises and
+    logs them to ``_errors/``, failing the job past that many (None: any error fails).
+    """
+
+    max_attempts: int = 4
+    lease_timeout: float = 600.0
+    speculation: bool = True
+    max_bad_records: int | None = None
+    max_record_size: int = DEFAULT_MAX_RECORD_SIZE
+    faults: Any = None
+    """A test's fault plan, shipped inside every task (None in production)."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an error raised in a worker, kept as the ``__cause__`` of the job error."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n" + self.text
+
+
+class Master:
+    """One job's master: prepare the output, run every block, write ``_SUCCESS``.
+
+    ``committed`` and ``failed_attempts`` count as the job runs (the handle's repr shows
+    them). ``clock`` is the scheduler's and the lock renewal's clock.
+    """
+
+    def __init__(self, plan: Plan, mapper: Mapper, output: OutputDir, executor: Executor, *,
+                 input_fs: AbstractFileSystem, job_id: str = "",
+                 options: JobOptions | None = None, if_exists: IfExists = "error",
+                 progress: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.plan, self.mapper, self.output, self.executor = plan, mapper, output, executor
+        self.options = options or JobOptions()
+        self.job_id = job_id or output.job_id
+        self._input_fs = input_fs
+        self._if_exists = if_exists
+        self._progress_flag = progress
+        self._clock = clock
+        self.committed = 0
+        self.failed_attempts = 0
+        self._results: dict[int, BlockResult] = {}
+        self._earlier: Counter[int] = Counter()
+        self._failures: dict[int, Failed] = {}  # the last failure of each block
+        self._bad_records = 0
+        self._committed_bytes = 0
+        self._sched = Scheduler(0)
+
+    def run(self, cancel: threading.Event) -> JobResult:
+        """Run the job to its end in this thread and return its result.
+
+        Raises the job's error; ``cancel`` set from another thread stops it with
+        :class:`~blockproc.JobCancelledError`.
+        """
+        started = time.perf_counter()
+        plan, out = self.plan, self.output
+        inputs = [f.path for f in plan.files] if out.fs is self._input_fs else []
+        self._results = out.prepare(plan, self._if_exists, inputs)
+        earlier = out.earlier_attempts()  # of the runs this one resumes
+        self._earlier = Counter(int(r["block_id"]) for r in earlier)
+        try:
+            attempts = self._schedule(cancel)
+            ordered = tuple(self._results[b.id] for b in plan.blocks)
+            seconds = time.perf_counter() - started
+            out.finish(plan, ordered, self._manifest_job(seconds, attempts, earlier))
+        finally:
+            out.release()  # after _SUCCESS: the manifest is written under the lock
+        return JobResult(output=out.url, job_id=self.job_id, blocks=ordered, seconds=seconds,
+                         attempts=tuple(attempts))
+
+    def _manifest_job(self, seconds: float, attempts: list[AttemptRecord],
+                      earlier: list[dict[str, Any]]) -> dict[str, Any]:
+        options = self.options
+        return {
+            "seconds": round(seconds, 6),
+            "mapper": self.mapper.kind,
+            "executor": self.executor.name,
+            "workers": self.executor.num_slots,
+            "max_attempts": options.max_attempts,
+            "speculation": options.speculation,
+            "max_bad_records": options.max_bad_records,
+            "attempts": [a.to_dict() for a in attempts],
+            **({"earlier_attempts": earlier} if earlier else {}),
+        }
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _schedule(self, cancel: threading.Event) -> list[AttemptRecord]:
+        """Run every block not committed yet until each is; return the attempts."""
+        plan, results, options = self.plan, self._results, self.options
+        self._sched = Scheduler(len(plan.blocks), options.max_attempts, options.lease_timeout,
+                                clock=self._clock, done=results.keys(),
+                                block_sizes=[b.end - b.start for b in plan.blocks])
+        self.committed = len(results)
+        self._committed_bytes = sum(r.block.end - r.block.start for r in results.values())
+        self._bad_records = sum(r.bad_records for r in results.values())
+        progress = make_progress(self._progress_flag, plan.num_bytes, len(plan.blocks),
+                                 len(results))
+        self.executor.start(self.mapper, self._sched)
+        last_renewal = self._clock()
+        try:
+            while not self._sched.is_finished:
+                if cancel.is_set():
+                    raise self._cancelled()
+                if self._clock() - last_renewal > self.output.lock.renew_every:
+                    # before any new attempt: a job back from a stall past the lease
+                    # learns here that it was taken over, and starts nothing more
+                    self.output.heartbeat()
+                    last_renewal = self._clock()
+                self._step()
+                progress.update(self._committed_bytes + self._running_bytes(), self.committed,
+                                self._sched.num_running, self.failed_attempts)
+        finally:
+            progress.close()
+            self._stop(lost_lock=isinstance(sys.exc_info()[1], LockLostError))
+        return [a.to_record() for a in self._sched.history]
+
+    def _step(self) -> None:
+        """Fill the free slots, handle what the executor reports, expire silent leases."""
+        sched, executor = self._sched, self.executor
+        while sched.num_running < executor.num_slots and (key := sched.assign()):
+            executor.run(self._task(key))
+        while (self.options.speculation and sched.num_running < executor.num_slots
+               and (key := sched.speculate())):
+            executor.run(self._task(key))
+        for event in executor.events(POLL_INTERVAL):
+            if event.key not in sched.running:
+                continue  # an attempt already cancelled or expired
+            if isinstance(event, Progress):
+                sched.heartbeat(event.key, event.bytes_done, event.records_done, event.worker)
+            elif isinstance(event, Finished):
+                self._finished(event)
+            elif isinstance(event, Failed):
+                self._failed(event)
+        for key in sched.expire():
+            executor.cancel(key)
+            self.failed_attempts += 1
+            self._discard(key)
+        if sched.failed_block is not None:
+            raise self._block_failed(sched.failed_block)
+
+    def _finished(self, event: Finished) -> None:
+        key, sched = event.key, self._sched
+        if key[0] not in sched.committed:  # the first success of the block: commit it
+            result = dataclasses.replace(event.result, attempts=(
+                self._earlier[key[0]] + sched.attempts_made[key[0]]))
+            self.output.commit(result, self._staging_path(key))
+            self._results[key[0]] = result
+            self._committed_bytes += result.block.end - result.block.start
+            self._bad_records += result.bad_records
+            self.committed += 1
+        commit, losers = sched.complete(key, event.result.worker)
+        for loser in losers:
+            self.executor.cancel(loser)
+            self._discard(loser)
+        if not commit:
+            self._discard(key)
+        limit = self.options.max_bad_records
+        if limit is not None and self._bad_records > limit:
+            raise JobError(
+                f"{self._bad_records} records raised in the function, more than "
+                f"max_bad_records={limit}; they are listed in {self.output.url}/_errors/")
+
+    def _failed(self, event: Failed) -> None:
+        self._sched.fail(event.key, event.error, retryable=event.retryable, lost=event.lost,
+                         worker=event.worker)
+        self._failures[event.key[0]] = event
+        self.failed_attempts += 1
+        self._discard(event.key)
+
+    def _stop(self, *, lost_lock: bool) -> None:
+        """Stop the workers and clean up; a job that lost its lock touches the output no
+        more, not even to clean up."""
+        self.executor.close()  # stops busy workers and waits, so nothing writes meanwhile
+        for key in self._sched.stop("job stopped"):
+            if not lost_lock:
+                self._discard(key)
+        if not lost_lock:
+            self.output.save_attempts([a.to_record().to_dict() for a in self._sched.history])
+        self.output.cleanup(lost_lock=lost_lock)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _running_bytes(self) -> int:
+        sched = self._sched
+        return sum(min(a.bytes_done, sched.size(a.block)) for a in sched.running.values())
+
+    def _discard(self, key: AttemptKey) -> None:
+        self.output.discard(self._staging_path(key))
+
+    def _part(self, block_id: int) -> str:
+        return part_name(block_id, self.mapper.output.extension)  # part-00042.csv
+
+    def _staging_path(self, key: AttemptKey) -> str:
+        return self.output.staging_path(key[0], key[1], self._part(key[0]))
+
+    def _task(self, key: AttemptKey) -> BlockTask:
+        block = self.plan.blocks[key[0]]
+        return BlockTask(
+            block=block, attempt=key[1], num_blocks=len(self.plan.blocks),
+            file=self.plan.file(block.path), format=format_from_dict(self.plan.format),
+            input_fs=self._input_fs, output_fs=self.output.fs, part=self._part(block.id),
+            staging_path=self._staging_path(key),
+            max_record_size=self.options.max_record_size,
+            max_bad_records=self.options.max_bad_records, faults=self.options.faults,
+        )
+
+    def _cancelled(self) -> JobCancelledError:
+        return JobCancelledError(
+            f"job {self.job_id} was cancelled with {self.committed} of "
+            f"{len(self.plan.blocks)} blocks committed; resume it with if_exists='resume'")
+
+    def _block_failed(self, block_id: int) -> BlockFailedError:
+        sched, failure = self._sched, self._failures.get(block_id)
+        block = self.plan.blocks[block_id]
+        attempts = sched.failures.get(block_id, 0)
+        if failure is not None and not failure.retryable:
+            retried = "and was not retried (the same error would happen again)"
+        else:
+            retried = f"on all {attempts} attempts"
+        error = BlockFailedError(
+            f"block {block_id} of {len(self.plan.blocks)} ({block.path} [{block.start}, "
+            f"{block.end})) failed {retried}; last error: "
+            f"{sched.errors.get(block_id, 'unknown')}",
+            block_id=block_id, attempt=attempts,
+            remote_traceback=failure.traceback if failure else "",
+        )
+        if failure and failure.traceback:
+            error.__cause__ = RemoteTraceback(failure.traceback)
+        if failure and _error_class(failure.error) == "InputChangedError":
+            error.resumable = False  # the plan no longer matches the input: start over
+        return error
+
+
+def _error_class(summary: str) -> str:
+    """The class name an error summary line starts with.
+
+    >>> _error_class("blockproc.errors.InputChangedError: a.log changed")
+    'InputChangedError'
+    """
+    return summary.partition(":")[0].rpartition(".")[2].strip()
