@@ -18,7 +18,8 @@ Every error inherits the builtin that callers already catch::
     ├── CommandError(BlockprocError, RuntimeError)          a --cmd mapper exited non-zero
     │   └── CommandNotFoundError(CommandError)              a --cmd mapper cannot start
     └── JobError(BlockprocError)                            exit_code = 1
-        ├── BlockFailedError(JobError)                      a block used up its attempts
+        ├── BlockFailedError(JobError)                      a block used up its attempts;
+        │                                                   __cause__: the worker's error
         ├── StorageError(JobError, OSError)                 storage failed outside a block
         ├── LockLostError(JobError)                         another job took the output over
         └── JobCancelledError(JobError)                     job.cancel(), Ctrl-C or SIGTERM
@@ -29,7 +30,9 @@ are raised inside an attempt, in a worker: the job fails with a
 whose ``retryable`` is False fail the block at once, since every attempt would fail
 the same way.
 
-Each class carries ``exit_code``, which the CLI returns.
+Each class carries ``exit_code``, which the CLI returns. :class:`RemoteTraceback` is no
+error of its own: it carries a worker's traceback text as the cause of the worker's
+exception.
 """
 
 from __future__ import annotations
@@ -170,8 +173,12 @@ class JobError(BlockprocError):
 class BlockFailedError(JobError):
     """A block failed on every attempt; the job stopped.
 
-    ``str()`` names the block, its file and byte range, and the last error;
-    the worker's traceback text is in ``remote_traceback`` and in the message.
+    ``str()`` names the block, its file and byte range, and the last error. As with
+    ``concurrent.futures``, the worker's exception itself is the ``__cause__`` (when it
+    could be pickled back; else its text), and the worker's traceback is the cause of
+    that, a :class:`RemoteTraceback`, kept once; ``remote_traceback`` reads its text.
+    ``except ValueError`` does not catch this error, but ``err.__cause__`` is the
+    user's ValueError.
 
     Examples
     --------
@@ -179,6 +186,9 @@ class BlockFailedError(JobError):
     ...                        block_id=3, attempt=4)
     >>> err.block_id, err.attempt
     (3, 4)
+    >>> err.__cause__ = with_remote_traceback(ValueError("bad"), "Traceback ...\\nValueError")
+    >>> type(err.__cause__).__name__, err.remote_traceback
+    ('ValueError', 'Traceback ...\\nValueError')
     """
 
     def __init__(
@@ -192,19 +202,83 @@ class BlockFailedError(JobError):
         super().__init__(message)
         self.block_id = block_id
         self.attempt = attempt
-        self.remote_traceback = remote_traceback
+        if remote_traceback:
+            self.__cause__ = RemoteTraceback(remote_traceback)
+
+    @property
+    def remote_traceback(self) -> str:
+        """The worker's traceback text ("" if there is none), from the cause chain."""
+        cause = self.__cause__
+        while cause is not None:
+            if isinstance(cause, RemoteTraceback):
+                return cause.text
+            cause = cause.__cause__
+        return ""
 
     def __reduce__(self) -> tuple[Any, ...]:
+        original = self.__cause__
+        if isinstance(original, RemoteTraceback) or not _picklable(original):
+            original = None
         return (_rebuild_block_failed, (str(self), self.block_id, self.attempt,
-                                        self.remote_traceback))
+                                        self.remote_traceback, original))
+
+
+def _picklable(obj: object) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+    except Exception:
+        return False
+    return True
 
 
 def _rebuild_block_failed(
-    message: str, block_id: int, attempt: int, remote_traceback: str
+    message: str, block_id: int, attempt: int, remote_traceback: str,
+    original: BaseException | None = None,
 ) -> BlockFailedError:
-    return BlockFailedError(
-        message, block_id=block_id, attempt=attempt, remote_traceback=remote_traceback
-    )
+    error = BlockFailedError(message, block_id=block_id, attempt=attempt)
+    error.__cause__ = with_remote_traceback(original, remote_traceback)
+    return error
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an error raised in a worker, as text: the ``__cause__`` of that
+    error when it comes back (as in ``concurrent.futures``), so printing the job's error
+    shows where the worker failed.
+
+    Examples
+    --------
+    >>> print(RemoteTraceback("Traceback (most recent call last): ..."))
+    <BLANKLINE>
+    Traceback (most recent call last): ...
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n" + self.text
+
+
+def with_remote_traceback(original: BaseException | None, text: str) -> BaseException | None:
+    """Return ``original`` with ``RemoteTraceback(text)`` as its cause, or the
+    RemoteTraceback alone when there is no original (None when there is neither).
+
+    Examples
+    --------
+    >>> error = with_remote_traceback(KeyError("k"), "Traceback ...")
+    >>> type(error.__cause__).__name__
+    'RemoteTraceback'
+    >>> with_remote_traceback(None, "Traceback ...")
+    RemoteTraceback('Traceback ...')
+    """
+    remote = RemoteTraceback(text) if text else None
+    if original is None:
+        return remote
+    original.__cause__ = remote
+    return original
 
 
 class StorageError(JobError, OSError):

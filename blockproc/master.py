@@ -72,17 +72,6 @@ class JobOptions:
     """A test's fault plan, shipped inside every task (None in production)."""
 
 
-class RemoteTraceback(Exception):
-    """The traceback of an error raised in a worker, kept as the ``__cause__`` of the job error."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return "\n" + self.text
-
-
 class Master:
     """One job's master: prepare the output, run every block, write ``_SUCCESS``.
 
@@ -288,10 +277,9 @@ class Master:
             f"{block.end})) failed {retried}; last error: "
             f"{sched.errors.get(block_id, 'unknown')}",
             block_id=block_id, attempt=attempts,
-            remote_traceback=failure.traceback if failure else "",
         )
-        if failure and failure.traceback:
-            error.__cause__ = RemoteTraceback(failure.traceback)
+        if failure is not None:  # the worker's exception, its traceback text attached once
+            error.__cause__ = failure.cause()
         if failure and _error_class(failure.error) == "InputChangedError":
             error.resumable = False  # the plan no longer matches the input: start over
         return error

@@ -12,7 +12,8 @@ Messages (tuples, pickled, only after the handshake)::
     worker -> master   ("hello", info) ("ready",) ("unusable", why)
                        ("progress", key, bytes, records, slot_name)
                        ("done", key, BlockResult) ("cannot", key, why)
-                       ("failed", key, error, traceback, worker, lost, retryable)
+                       ("failed", key, error, traceback, worker, lost, retryable,
+                        exception)      exception: cloudpickled, or b"" (text only)
                        ("ended",) ("ping",)
     master -> worker   ("job", job_id, mapper_payload) ("task", key, task_pickle)
                        ("cancel", key) ("end",) ("refused", why) ("ping",)
@@ -515,7 +516,7 @@ def slot_main(conn: Connection, payload: bytes, parent_pid: int) -> None:
             except Exception as exc:
                 failed = failure_from(key, exc, name)
                 conn.send(("failed", key, failed.error, failed.traceback, failed.worker, False,
-                           failed.retryable))
+                           failed.retryable, failed.exception))
             else:
                 if task.faults is not None:  # the fault-injection tests strike here too
                     task.faults.fire("after_write", task)

@@ -1,18 +1,25 @@
 """What an executor is: slots that run block attempts and report events back.
 
-The master (``blockproc.job``) owns the scheduler and the commit; an executor only
+The master (``blockproc.master``) owns the scheduler and the commit; an executor only
 runs :class:`~blockproc.worker.BlockTask` s somewhere and reports what happened.
+
+A failure travels as :class:`Failed`: a summary line, the traceback text, and the
+exception itself cloudpickled when it can be (``concurrent.futures`` does the same), so
+the job's :class:`~blockproc.BlockFailedError` has the user's exception as its cause.
 """
 
 from __future__ import annotations
 
 import errno
+import pickle
 import signal
 import traceback
 from dataclasses import dataclass
 from typing import Protocol
 
-from blockproc.errors import InputError
+import cloudpickle
+
+from blockproc.errors import InputError, with_remote_traceback
 from blockproc.model import BlockResult
 from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.worker import BlockTask, Mapper
@@ -36,9 +43,17 @@ class Finished:
     result: BlockResult
 
 
+MAX_PICKLED_ERROR = 1 << 20
+"""An exception whose pickle is larger than this comes back as text only."""
+
+
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """An attempt failed: the user code raised (``lost=False``) or its worker died."""
+    """An attempt failed: the user code raised (``lost=False``) or its worker died.
+
+    ``exception`` is the exception cloudpickled (empty when it could not be);
+    :meth:`cause` turns it back into the exception with its traceback text attached.
+    """
 
     key: AttemptKey
     error: str
@@ -46,16 +61,71 @@ class Failed:
     worker: str = ""
     lost: bool = False
     retryable: bool = True
+    exception: bytes = b""
+
+    def cause(self) -> BaseException | None:
+        """The worker's exception with a :class:`~blockproc.errors.RemoteTraceback` of
+        its traceback as ``__cause__``; the RemoteTraceback alone when the exception
+        cannot be unpickled here; None when there is neither.
+
+        Examples
+        --------
+        >>> failed = failure_from((0, 1), ValueError("bad line"), "host:1")
+        >>> cause = failed.cause()
+        >>> cause, type(cause.__cause__).__name__
+        (ValueError('bad line'), 'RemoteTraceback')
+        >>> Failed((0, 1), "lost", lost=True).cause() is None
+        True
+        """
+        original = None
+        if self.exception:
+            try:
+                original = pickle.loads(self.exception)
+            except Exception:  # its class is not importable here, or it cannot rebuild
+                original = None
+        if not isinstance(original, BaseException):
+            original = None
+        return with_remote_traceback(original, self.traceback)
 
 
 Event = Progress | Finished | Failed
 
 
 def failure_from(key: AttemptKey, exc: BaseException, worker: str) -> Failed:
-    """Describe an exception raised by an attempt, traceback text included."""
+    """Describe an exception raised by an attempt: summary, traceback text, and the
+    exception pickled if it survives a round trip (see :func:`pickle_exception`)."""
     text = "".join(traceback.format_exception(exc))
     summary = "".join(traceback.format_exception_only(exc)).strip()
-    return Failed(key, summary, text, worker, retryable=is_retryable(exc))
+    return Failed(key, summary, text, worker, retryable=is_retryable(exc),
+                  exception=pickle_exception(exc))
+
+
+def pickle_exception(exc: BaseException) -> bytes:
+    """Return ``exc`` cloudpickled, or ``b""`` when it cannot make the trip back.
+
+    Its traceback, cause and context stay behind (their text travels separately). An
+    exception that cannot be pickled, or not rebuilt from its pickle (an ``__init__``
+    with other arguments than ``args``), or whose pickle is over
+    :data:`MAX_PICKLED_ERROR` bytes comes back as text only.
+
+    Examples
+    --------
+    >>> pickle.loads(pickle_exception(KeyError("k")))
+    KeyError('k')
+    >>> class Odd(Exception):
+    ...     def __init__(self, a, b):
+    ...         super().__init__(a)
+    >>> pickle_exception(Odd(1, 2))
+    b''
+    """
+    try:
+        blob: bytes = cloudpickle.dumps(exc)
+        if len(blob) > MAX_PICKLED_ERROR:
+            return b""
+        pickle.loads(blob)
+    except Exception:
+        return b""
+    return blob
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -432,7 +432,7 @@ class ClusterExecutor:
             key = message[1]
             if key in worker.keys:
                 worker.keys.discard(key)
-                self._buffer.append(Failed(key, *message[2:7]))
+                self._buffer.append(Failed(key, *message[2:8]))
         elif kind == "cannot":
             key = message[1]
             self._unusable(worker, message[2])

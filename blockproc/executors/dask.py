@@ -252,7 +252,7 @@ class DaskExecutor:
                 self._bytes_done[worker] += value.bytes_read
                 out.append(Finished(key, value))
             elif outcome == "failed":
-                out.append(Failed(key, *value))
+                out.append(value)  # the Failed event the task made
             elif outcome == "lost":  # dask re-ran an attempt whose worker died
                 out.append(Failed(key, value, lost=True))
             else:
@@ -386,7 +386,7 @@ def _run_attempt(task: BlockTask, payload: bytes, token: str,
                  dask_key: str) -> tuple[str, Any]:
     """The dask task: run one attempt and return ``(outcome, value)``.
 
-    ``("done", BlockResult)``, ``("failed", (error, traceback, worker, retryable))`` for an error of
+    ``("done", BlockResult)``, ``("failed", Failed)`` for an error of
     the user code (returned, not raised, so dask logs nothing and the text is the same
     as on every executor), ``("cancelled", None)`` or ``("lost", why)``.
     """
@@ -410,5 +410,4 @@ def _run_attempt(task: BlockTask, payload: bytes, token: str,
         except AttemptCancelled:
             return "cancelled", None
         except Exception as exc:
-            failed = failure_from(task.key, exc, worker_name())
-            return "failed", (failed.error, failed.traceback, failed.worker, failed.retryable)
+            return "failed", failure_from(task.key, exc, worker_name())

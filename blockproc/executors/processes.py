@@ -114,7 +114,7 @@ class ProcessExecutor:
                     worker.key = None
                 elif kind == "failed":
                     if worker.key is not None:
-                        events.append(Failed(worker.key, *message[1:]))
+                        events.append(message[1])  # a Failed event
                     worker.key = None
                 elif kind == "ready":
                     worker.ready = True
@@ -218,9 +218,7 @@ def _worker_main(conn: Connection, payload: bytes, parent: int) -> None:
         try:
             result = run_block(task, mapper, _Reporter(conn, task.key, parent))
         except Exception as exc:
-            failed = failure_from(task.key, exc, name)
-            message: tuple[Any, ...] = ("failed", failed.error, failed.traceback,
-                                        failed.worker, False, failed.retryable)
+            message: tuple[Any, ...] = ("failed", failure_from(task.key, exc, name))
         else:
             if task.faults is not None:
                 task.faults.fire("after_write", task)

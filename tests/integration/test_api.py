@@ -131,7 +131,8 @@ def test_user_error_fails_job_with_block_range_record_and_traceback(local_root: 
     assert f"ValueError: bad record {bad!r}" in message
     assert "record " in message and repr(bad) in message
     assert "def mapper" in err.remote_traceback or "mapper" in err.remote_traceback
-    assert isinstance(err.__cause__, Exception) and "Traceback" in str(err.__cause__)
+    assert isinstance(err.__cause__, ValueError)  # the user's exception, pickled back
+    assert "Traceback" in str(err.__cause__.__cause__)  # its traceback text, once
     assert not (Path(out) / "_SUCCESS").exists()
     assert not (Path(out) / "_temporary").exists()
 

@@ -31,6 +31,7 @@ from blockproc.errors import (
     OutputExistsError,
     OutputLockedError,
     RecordTooLargeError,
+    RemoteTraceback,
     ReturnTypeError,
     StorageError,
     TextDecodeError,
@@ -243,7 +244,15 @@ def every_error() -> list[BaseException]:
 def test_every_error_class_in_the_module_is_covered() -> None:
     classes = {obj for obj in vars(errors).values()
                if isinstance(obj, type) and issubclass(obj, BaseException)}
-    assert classes == {type(e) for e in every_error()}
+    assert classes == {type(e) for e in every_error()} | {RemoteTraceback}
+
+
+@pytest.mark.parametrize("dumps", [pickle.dumps, cloudpickle.dumps], ids=["pickle", "cloudpickle"])
+def test_remote_traceback_survives_a_pickle_round_trip(dumps: Any) -> None:
+    """Not an error of its own (no exit code, not exported): a worker's traceback text."""
+    text = "Traceback (most recent call last):\n  ...\nValueError: bad"
+    copy = pickle.loads(dumps(RemoteTraceback(text)))
+    assert type(copy) is RemoteTraceback and copy.text == text and str(copy) == "\n" + text
 
 
 @pytest.mark.parametrize("dumps", [pickle.dumps, cloudpickle.dumps], ids=["pickle", "cloudpickle"])
