@@ -48,7 +48,7 @@ from blockproc.output import OutputDir, part_name
 from blockproc.progress import make_progress
 from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.storage import AbstractFileSystem
-from blockproc.worker import BlockTask, Mapper
+from blockproc.worker import AttemptHook, BlockTask, Mapper
 
 POLL_INTERVAL = 0.1
 """Seconds the loop waits for executor events before it looks at leases again."""
@@ -68,7 +68,7 @@ class JobOptions:
     speculation: bool = True
     max_bad_records: int | None = None
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE
-    faults: Any = None
+    hook: AttemptHook | None = None
     """A test's fault plan, shipped inside every task (None in production)."""
 
 
@@ -164,6 +164,8 @@ class Master:
                 self._step()
                 progress.update(self._committed_bytes + self._running_bytes(), self.committed,
                                 self._sched.num_running, self.failed_attempts)
+            if cancel.is_set():  # cancel() said True: the job ends cancelled, even if all
+                raise self._cancelled()  # blocks got committed meanwhile
         finally:
             progress.close()
             self._stop(lost_lock=isinstance(sys.exc_info()[1], LockLostError))
@@ -256,7 +258,7 @@ class Master:
             input_fs=self._input_fs, output_fs=self.output.fs, part=self._part(block.id),
             staging_path=self._staging_path(key),
             max_record_size=self.options.max_record_size,
-            max_bad_records=self.options.max_bad_records, faults=self.options.faults,
+            max_bad_records=self.options.max_bad_records, hook=self.options.hook,
         )
 
     def _cancelled(self) -> JobCancelledError:

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from blockproc._deps import require
 from blockproc.errors import (
@@ -63,6 +63,27 @@ class Mapper:
     """The part-file format (``output_format=``); text lines by default."""
 
 
+HookPoint = Literal["start", "during_write", "after_write"]
+"""Where :func:`run_block` fires a task's hook: before anything is written, after the
+first write to the part-file, and once the part-file is complete (its success not yet
+reported to the master)."""
+
+
+class AttemptHook(Protocol):
+    """What tests ship with every task to strike an attempt from inside (kill the
+    process, raise, stall); picklable, so it travels with the task to any executor.
+
+    Examples
+    --------
+    >>> class Trace:
+    ...     def fire(self, point: HookPoint, task: BlockTask) -> None:
+    ...         print(point, task.block.id)
+    """
+
+    def fire(self, point: HookPoint, task: BlockTask) -> None:
+        """Called at each point of each attempt; may raise or end the process."""
+
+
 @dataclass(frozen=True, slots=True)
 class BlockTask:
     """Everything a worker needs for one attempt; small, frozen and picklable."""
@@ -78,7 +99,8 @@ class BlockTask:
     staging_path: str
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE
     max_bad_records: int | None = None
-    faults: Any = None
+    hook: AttemptHook | None = None
+    """A test's fault plan (``JobOptions.hook``), fired at the :data:`HookPoint` s."""
 
     @property
     def errors_path(self) -> str:
@@ -336,9 +358,9 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     started = time.time()
     clock = time.perf_counter()
     compressed = task.file.compression is not None
-    faults = task.faults
-    if faults is not None:
-        faults.fire("start", task)
+    hook = task.hook
+    if hook is not None:
+        hook.fire("start", task)
     combined = bool(task.block.files)
     source = None if compressed or combined else RangeSource(
         task.input_fs, task.file.path, expected=task.file, limit=task.block.end)
@@ -352,7 +374,7 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
                 task, source, whole=mapper.kind == "block")
         counted = _Counted(chunks, report)
         with open_output(task.output_fs, task.staging_path) as out, \
-                mapper.output.open(out if faults is None else _FaultyFile(out, task)) as writer:
+                mapper.output.open(out if hook is None else _HookedFile(out, task)) as writer:
             if mapper.kind == "command":
                 records_in, stderr_bytes = _run_command(mapper.fn, counted, writer, task)
             else:
@@ -361,6 +383,8 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     finally:
         if source is not None:
             source.close()
+    if hook is not None:
+        hook.fire("after_write", task)
     bytes_read = task.file.size if source is None else source.bytes_read
     if combined:
         bytes_read = task.block.end - task.block.start  # every file read whole, once
@@ -373,8 +397,8 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     )
 
 
-class _FaultyFile:
-    """Wrap a part-file so a test's fault plan can strike after the first write."""
+class _HookedFile:
+    """Wrap a part-file so a task's hook fires after the first write."""
 
     def __init__(self, file: Any, task: BlockTask) -> None:
         self._file = file
@@ -385,7 +409,8 @@ class _FaultyFile:
         written: int = self._file.write(data)
         if not self._fired:
             self._fired = True
-            self._task.faults.fire("during_write", self._task)
+            assert self._task.hook is not None
+            self._task.hook.fire("during_write", self._task)
         return written
 
 

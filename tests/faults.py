@@ -1,9 +1,11 @@
 """Fault injection for tests: a seeded plan of faults, fired inside real worker processes.
 
-The worker calls ``task.faults.fire(point, task)`` at three points of an attempt:
-``"start"`` (before anything is written), ``"during_write"`` (after the first write to
-the part-file) and ``"after_write"`` (the part-file is complete, its success not yet
-reported to the master). A fault is chosen per ``(block id, attempt number)``.
+A :class:`FaultPlan` is an :class:`~blockproc.worker.AttemptHook`: passed as
+``JobOptions(hook=plan)``, it travels inside every task, and ``run_block`` calls
+``task.hook.fire(point, task)`` at three points of an attempt: ``"start"`` (before
+anything is written), ``"during_write"`` (after the first write to the part-file) and
+``"after_write"`` (the part-file is complete, its success not yet reported to the
+master), whatever the executor. A fault is chosen per ``(block id, attempt number)``.
 """
 
 from __future__ import annotations

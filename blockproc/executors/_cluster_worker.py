@@ -518,8 +518,6 @@ def slot_main(conn: Connection, payload: bytes, parent_pid: int) -> None:
                 conn.send(("failed", key, failed.error, failed.traceback, failed.worker, False,
                            failed.retryable, failed.exception))
             else:
-                if task.faults is not None:  # the fault-injection tests strike here too
-                    task.faults.fire("after_write", task)
                 conn.send(("done", key, result))
     except (EOFError, OSError):
         os._exit(1)  # the supervisor is gone

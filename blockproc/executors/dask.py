@@ -403,10 +403,7 @@ def _run_attempt(task: BlockTask, payload: bytes, token: str,
                             f"attempt")
         try:
             mapper = _mapper(token, payload)
-            result = run_block(task, mapper, beat)
-            if task.faults is not None:  # the fault-injection tests strike here too
-                task.faults.fire("after_write", task)
-            return "done", result
+            return "done", run_block(task, mapper, beat)
         except AttemptCancelled:
             return "cancelled", None
         except Exception as exc:

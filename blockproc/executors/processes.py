@@ -220,8 +220,6 @@ def _worker_main(conn: Connection, payload: bytes, parent: int) -> None:
         except Exception as exc:
             message: tuple[Any, ...] = ("failed", failure_from(task.key, exc, name))
         else:
-            if task.faults is not None:
-                task.faults.fire("after_write", task)
             message = ("done", result)
         try:
             conn.send(message)

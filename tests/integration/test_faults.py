@@ -354,7 +354,7 @@ def test_random_faults_lose_and_duplicate_nothing(tmp_path: Path, seed: int) -> 
     fs, path = resolve(str(out))
     job = Job(plan, Mapper("record", jobs.identity), output_fs=fs, output_path=path,
               executor=make_executor("processes", 2),
-              options=JobOptions(speculation=False, faults=faults))
+              options=JobOptions(speculation=False, hook=faults))
     run_job(job)
     res = job.result()
     assert read_parts(str(out)) == data  # nothing lost, nothing duplicated, in order

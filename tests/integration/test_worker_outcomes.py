@@ -267,7 +267,7 @@ def test_a_full_disk_fails_at_once(tmp_path: Path) -> None:
     fs, path = resolve(str(tmp_path / "out"))
     job = Job(bp.plan(src), Mapper("record", str.upper), output_fs=fs, output_path=path,
               executor=make_executor("inline", 1),
-              options=JobOptions(max_attempts=4, faults=DiskFull()))
+              options=JobOptions(max_attempts=4, hook=DiskFull()))
     run_job(job)
     error = fails_at_once(job.result)
     assert "No space left on device" in str(error)

@@ -267,3 +267,30 @@ def test_cancel_stops_the_workers_and_keeps_what_was_committed(memfs: str) -> No
     assert fs.exists(f"{memfs}/out/part-00000.txt")
     assert not fs.exists(f"{memfs}/out/_SUCCESS")
     assert not fs.exists(f"{memfs}/out/_temporary")
+
+
+class Recorder:
+    """A hook that notes where it fired."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[str, AttemptKey]] = []
+
+    def fire(self, point: str, task: BlockTask) -> None:
+        self.points.append((point, task.key))
+
+
+def test_the_hook_travels_in_every_task_and_fires_at_three_points(memfs: str) -> None:
+    hook = Recorder()
+    m = master(memfs, FakeExecutor(FakeClock()), hook=hook)
+    m.run(threading.Event())
+    assert hook.points == [(point, (block, 1)) for block in range(len(m.plan.blocks))
+                           for point in ("start", "during_write", "after_write")]
+
+
+def test_a_cancel_while_the_last_blocks_commit_still_cancels(memfs: str) -> None:
+    cancel = threading.Event()
+    ex = FakeExecutor(FakeClock(), slots=3, on_poll=lambda n: cancel.set())
+    m = master(memfs, ex)
+    with pytest.raises(JobCancelledError, match=r"cancelled with 3 of 3 blocks committed"):
+        m.run(cancel)
+    assert not filesystem("memory").exists(f"{memfs}/out/_SUCCESS")
