@@ -21,6 +21,10 @@ In every format ``None`` writes nothing and a list, tuple or generator stands fo
 several records. text, csv and jsonl stream as results come; Parquet writes a row
 group per table (or per 65,536 dict rows); ``.npy`` keeps the part's arrays until the
 block ends, because its header holds the row count.
+
+One module per output format, named after its :mod:`blockproc.formats` sibling:
+``base`` (:class:`PartWriter`, which also writes ``text``; the checks that refuse a
+value), ``lines`` (text), ``csv_format``, ``jsonl``, ``parquet`` and ``npy``.
 """
 
 from __future__ import annotations
