@@ -13,7 +13,8 @@ A module may import only from its own layer or the layers below it::
 
 A module in a subpackage takes the subpackage's layer, and modules of one subpackage
 may import each other. Every import counts, wherever it is: module level, inside a
-function, under ``if TYPE_CHECKING:``. Only ``blockproc/storage.py`` may import fsspec.
+function, under ``if TYPE_CHECKING:``. Only the modules of ``blockproc/storage/`` may
+import fsspec.
 
 The modules are read with :mod:`ast`, not imported, so a violation is reported even
 when it would also be an import cycle.
@@ -71,8 +72,10 @@ LAYERS: dict[str, int] = {
 }
 """Layer of each top-level module or subpackage of blockproc."""
 
-FSSPEC_IMPORTERS = {f"{PACKAGE}.storage"}
-"""The only modules allowed to import fsspec (STYLE.md: "Only storage.py talks to fsspec")."""
+FSSPEC_IMPORTERS = {f"{PACKAGE}.storage", *(f"{PACKAGE}.storage.{name}" for name in (
+    "listing", "reading", "retry", "urls", "writing"))}
+"""The only modules allowed to import fsspec: the storage package's (STYLE.md: "Only
+storage talks to fsspec")."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""storage.py without a server: error classification, retries with backoff, change
+"""blockproc.storage without a server: error classification, retries with backoff, change
 detection, publishing, missing-package errors, and a fault-injecting filesystem wrapper."""
 
 from __future__ import annotations
