@@ -29,6 +29,7 @@ from blockproc.errors import (
     AccessError,
     BlockprocError,
     ConfigError,
+    LockLostError,
     OutputExistsError,
     StorageError,
 )
@@ -150,6 +151,15 @@ class OutputDir:
         except BlockprocError:
             raise
         except Exception as exc:
+            if not setup and self.lock.generation:
+                # a write that failed because the output was taken over (the new owner
+                # removed its staging) is a lost lock, not a storage failure
+                try:
+                    self.lock.renew()
+                except LockLostError:
+                    raise
+                except Exception:
+                    pass
             raise self._storage_error(what, exc, setup=setup) from exc
 
     def _storage_error(self, what: str, exc: BaseException, *,
@@ -252,12 +262,17 @@ class OutputDir:
         :class:`~blockproc.LockLostError` instead if another job took the output over.
         """
         with self._storage(f"to commit {result.part}"):
+            # checked before each write, not once: a job stopped between two of them (an
+            # object store's copy takes a while) finds out before the next one
             self.lock.guard()
             publish(self.fs, staging_path, self._join(result.part))
             if result.bad_records:
+                self.lock.guard()
                 self._keep(layout.errors_path(staging_path), ERRORS_DIR, result.part, ".jsonl")
             if result.stderr_bytes:  # what a --cmd wrote to stderr, kept with its part
+                self.lock.guard()
                 self._keep(layout.stderr_path(staging_path), LOGS_DIR, result.part, ".stderr")
+            self.lock.guard()
             self._ledger.record(result)
 
     def _keep(self, staged: str, folder: str, part: str, suffix: str) -> None:

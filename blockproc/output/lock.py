@@ -20,8 +20,9 @@ Between renewals an owner trusts its lease: nobody may take over before ``LOCK_L
 seconds without a renewal, so writes within a third of the lease after the last renewal
 need no round trip to the store. Clocks of the hosts sharing an output must agree within
 a few seconds. One window remains, as with any lease on storage that cannot check a
-token itself: an owner stopped between its check and its write (microseconds) for longer
-than the lease could still make that one write after a takeover.
+token itself: a write already under way when its owner was stopped (checked, not yet
+sent: microseconds on a disk, milliseconds for an object store's request) can still land
+when it thaws, at most one, before the next check stops it.
 """
 
 from __future__ import annotations

@@ -303,9 +303,14 @@ def test_stale_lock_is_taken_over_and_the_stalled_job_is_fenced(
     after = {k: v for k, v in store.snapshot("out").items() if "/_temporary/" not in k}
     changed = sorted(k for k in finished.keys() | after.keys()
                      if finished.get(k) != after.get(k) and "/_blockproc/lock/" not in k)
-    assert changed == [], f"the fenced job wrote to the output after the takeover: {changed}"
+    # The test stops the job right after a part appears, on purpose in the middle of a
+    # commit: the one write already under way when it was stopped (checked, request not
+    # yet sent) may land when it thaws (README, "Fencing"); nothing after it may.
+    assert len(changed) <= 1, f"the fenced job wrote to the output after the takeover: {changed}"
     manifest = store.manifest("out")
-    assert verify_output(*resolve(store.url("out"), store.storage_options), manifest) == []
+    flagged = verify_output(*resolve(store.url("out"), store.storage_options), manifest)
+    assert flagged == [k.rsplit("/", 1)[1] for k in changed if "/part-" in k
+                       and "/_blockproc/" not in k]
     output = read_parts(store.url("out"), storage_options=store.storage_options)
     assert output.upper() == DATA.upper()  # every line once, from one job or the other
     assert [b["id"] for b in manifest["blocks"]] == list(range(len(manifest["blocks"])))
