@@ -38,7 +38,8 @@ from blockproc.errors import (
     UnfinishedOutputError,
 )
 from blockproc.job import Job
-from blockproc.model import Block, BlockResult, JobResult, Plan
+from blockproc.model import Block, BlockResult, Plan
+from blockproc.result import JobResult
 from blockproc.worker import Batch
 
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from blockproc.api import map_lines
 from blockproc.datasets import access_log
-from blockproc.model import JobResult
+from blockproc.result import JobResult
 
 
 def cache_dir() -> Path:

@@ -19,9 +19,10 @@ from blockproc.executors import EXECUTORS, default_workers, make_executor
 from blockproc.formats import RecordFormat, get_format
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE
 from blockproc.job import Job, JobOptions, run_job, start_job
-from blockproc.model import JobResult, Plan
+from blockproc.model import Plan
 from blockproc.output_formats import OutputFormat, get_output_format
 from blockproc.planning import make_plan
+from blockproc.result import JobResult
 from blockproc.storage import (
     AbstractFileSystem,
     credentials_message,

@@ -37,10 +37,10 @@ from blockproc.errors import (
 from blockproc.executors import EXECUTORS
 from blockproc.formats import Delimited, Lines, Raw, RecordFormat, available_formats
 from blockproc.job import run_job
-from blockproc.model import JobResult
 from blockproc.output import SUCCESS, OutputStatus
 from blockproc.output import status as output_status
 from blockproc.output import verify as verify_output
+from blockproc.result import JobResult
 from blockproc.storage import is_credentials_error
 
 _state = {"debug": False}

@@ -18,8 +18,9 @@ from blockproc._types import IfExists
 from blockproc.errors import JobCancelledError
 from blockproc.executors import Executor
 from blockproc.master import JobOptions, Master
-from blockproc.model import JobResult, Plan
+from blockproc.model import Plan
 from blockproc.output import OutputDir
+from blockproc.result import JobResult
 from blockproc.storage import AbstractFileSystem, filesystem
 from blockproc.worker import Mapper
 

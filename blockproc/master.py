@@ -43,9 +43,10 @@ from blockproc.errors import BlockFailedError, JobCancelledError, JobError, Lock
 from blockproc.executors import Executor, Failed, Finished, Progress
 from blockproc.formats import DEFAULT_MAX_RECORD_SIZE
 from blockproc.formats import from_dict as format_from_dict
-from blockproc.model import AttemptRecord, BlockResult, JobResult, Plan
+from blockproc.model import AttemptRecord, BlockResult, Plan
 from blockproc.output import OutputDir, part_name
 from blockproc.progress import make_progress
+from blockproc.result import JobResult
 from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.storage import AbstractFileSystem
 from blockproc.worker import AttemptHook, BlockTask, Mapper

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from blockproc._units import format_size
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,114 +297,6 @@ class AttemptRecord:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""
         return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class JobResult:
-    """The committed output of a finished job.
-
-    ``parts`` are the part-file URLs in block order; counts are summed over blocks.
-    In Jupyter it shows as an HTML summary; :meth:`timeline` draws its attempts.
-
-    Examples
-    --------
-    >>> import blockproc as bp
-    >>> bp.testing.write_files("memory://doc/result", {"a.log": b"a 500\\nb 200\\nc 503\\n"})
-    ['memory://doc/result/a.log']
-    >>> result = bp.map_lines(lambda s: s if " 5" in s else None, "memory://doc/result",
-    ...                       output="memory://doc/result-out", block_size=6,
-    ...                       executor="inline")
-    >>> result  # doctest: +ELLIPSIS
-    <JobResult 3 blocks, 3 records in, 2 out, 12 B written, ...s, output='memory://doc/result-out'>
-    >>> result.parts[0]
-    'memory://doc/result-out/part-00000.txt'
-    >>> result.num_records, result.num_records_out, result.num_retries
-    (3, 2, 0)
-    >>> result.num_bytes_read >= 18, result.num_bytes_written
-    (True, 12)
-    """
-
-    output: str
-    job_id: str
-    blocks: tuple[BlockResult, ...]
-    seconds: float
-    attempts: tuple[AttemptRecord, ...] = ()
-
-    @property
-    def parts(self) -> tuple[str, ...]:
-        """Part-file URLs, in block order."""
-        base = self.output.rstrip("/")
-        return tuple(f"{base}/{b.part}" for b in self.blocks)
-
-    @property
-    def num_records(self) -> int:
-        """Records read from the input."""
-        return sum(b.records_in for b in self.blocks)
-
-    @property
-    def num_records_out(self) -> int:
-        """Records written to the part-files."""
-        return sum(b.records_out for b in self.blocks)
-
-    @property
-    def num_bytes_read(self) -> int:
-        """Bytes fetched from storage, overhang included."""
-        return sum(b.bytes_read for b in self.blocks)
-
-    @property
-    def num_bytes_written(self) -> int:
-        """Bytes written to the part-files."""
-        return sum(b.bytes_written for b in self.blocks)
-
-    @property
-    def num_retries(self) -> int:
-        """Attempts that did not end in a commit (failed, lost or discarded)."""
-        return sum(1 for a in self.attempts if a.status != "committed")
-
-    def __repr__(self) -> str:
-        return (
-            f"<JobResult {len(self.blocks)} block{'s' if len(self.blocks) != 1 else ''}, "
-            f"{self.num_records} records in, "
-            f"{self.num_records_out} out, {format_size(self.num_bytes_written)} written, "
-            f"{self.seconds:.2f}s, output={self.output!r}>"
-        )
-
-    def _repr_html_(self) -> str:
-        """Return the HTML summary Jupyter shows: inputs, blocks, records, bytes, wall
-        time, throughput, retries, speculative attempts and the slowest blocks."""
-        from blockproc.report import html_summary  # L1 too; imported late: it imports us
-
-        return html_summary(self)
-
-    def timeline(self, path: str | os.PathLike[str] | None = None) -> Figure:
-        """Draw every attempt per worker over time (a Gantt chart); return the Figure.
-
-        Bars are coloured by how the attempt ended (committed, failed, lost, discarded);
-        speculative attempts are hatched. Needs matplotlib: ``pip install
-        "blockproc[plot]"``. ``blockproc status OUT --timeline chart.png`` draws the same.
-
-        Parameters
-        ----------
-        path : str or os.PathLike, optional
-            Also save the chart there as a PNG (or the format its suffix names).
-
-        Examples
-        --------
-        >>> import pathlib, tempfile
-        >>> import blockproc as bp
-        >>> bp.testing.write_files("memory://doc/timeline", {"a.log": b"x\\n" * 100})
-        ['memory://doc/timeline/a.log']
-        >>> result = bp.map_lines(str.upper, "memory://doc/timeline", block_size=50,
-        ...                       output="memory://doc/timeline-out", executor="inline")
-        >>> chart = pathlib.Path(tempfile.mkdtemp()) / "timeline.png"
-        >>> fig = result.timeline(chart)
-        >>> chart.read_bytes()[:4], len(fig.axes[0].patches)
-        (b'\\x89PNG', 4)
-        """
-        from blockproc.report import draw_timeline
-
-        return draw_timeline(self.attempts, path, title=f"blockproc job {self.job_id}: "
-                             f"{len(self.attempts)} attempts, {self.seconds:.2f}s")
 
 
 def blocks_summary(blocks: Sequence[BlockResult]) -> dict[str, int]:

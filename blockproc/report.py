@@ -14,10 +14,10 @@ import html
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from blockproc._units import format_size
-from blockproc.model import AttemptRecord, BlockResult, JobResult
+from blockproc.model import AttemptRecord, BlockResult
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,12 +38,39 @@ NUM_SLOWEST = 5
 PLOT_HINT = 'pip install "blockproc[plot]"'
 
 
+
+class ResultLike(Protocol):
+    """What the report reads of a :class:`~blockproc.JobResult` (which imports this
+    module to show itself, so the report names it by shape, not by import)."""
+
+    @property
+    def output(self) -> str: ...
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def blocks(self) -> tuple[BlockResult, ...]: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def attempts(self) -> tuple[AttemptRecord, ...]: ...
+    @property
+    def num_records(self) -> int: ...
+    @property
+    def num_records_out(self) -> int: ...
+    @property
+    def num_bytes_read(self) -> int: ...
+    @property
+    def num_bytes_written(self) -> int: ...
+    @property
+    def num_retries(self) -> int: ...
+
+
 def is_speculative(attempt: AttemptRecord) -> bool:
     """Return True for a speculative attempt (a backup copy of a straggling block)."""
     return bool(getattr(attempt, "speculative", False))
 
 
-def summary(result: JobResult) -> dict[str, Any]:
+def summary(result: ResultLike) -> dict[str, Any]:
     """Return the figures of the report on ``result`` as a JSON-safe dict.
 
     Inputs are counted from the blocks (files with no block, such as empty ones, are not
@@ -51,7 +78,8 @@ def summary(result: JobResult) -> dict[str, Any]:
 
     Examples
     --------
-    >>> from blockproc.model import Block, BlockResult, JobResult
+    >>> from blockproc.model import Block, BlockResult
+    >>> from blockproc.result import JobResult
     >>> block = BlockResult(Block(0, "data/a.log", 0, 2_000_000), "part-00000.txt", 1,
     ...                     "host:1", 10, 4, 2_000_000, 80, "crc32:0", 0.0, 0.5)
     >>> s = summary(JobResult("out", "job1", (block,), seconds=1.0))
@@ -138,12 +166,12 @@ def _slow_block(b: BlockResult) -> dict[str, Any]:
             "records_in": b.records_in}
 
 
-def html_summary(result: JobResult) -> str:
+def html_summary(result: ResultLike) -> str:
     """Return an HTML table that sums up ``result`` (what Jupyter shows for it).
 
     Examples
     --------
-    >>> from blockproc.model import JobResult
+    >>> from blockproc.result import JobResult
     >>> "<table" in html_summary(JobResult("out", "job1", (), seconds=0.0))
     True
     """

@@ -8,7 +8,7 @@ A module may import only from its own layer or the layers below it::
     L4  job, master
     L3  planning, worker, scheduler, output/, executors/, progress, testing
     L2  storage, formats/, output_formats/, datasets
-    L1  model, report     (report: HTML summary and timeline; imports only model and L0)
+    L1  model, report, result   (report reads model; result: JobResult, shown by report)
     L0  errors, _types, _units, _deps, _registry
 
 A module in a subpackage takes the subpackage's layer, and modules of one subpackage
@@ -64,6 +64,7 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}.datasets": 2,
     f"{PACKAGE}.model": 1,
     f"{PACKAGE}.report": 1,
+    f"{PACKAGE}.result": 1,
     f"{PACKAGE}.errors": 0,
     f"{PACKAGE}._types": 0,
     f"{PACKAGE}._units": 0,

@@ -17,8 +17,8 @@ from blockproc.errors import BlockFailedError, InputError, JobCancelledError, Jo
 from blockproc.executors import Event, Failed, Finished, Progress
 from blockproc.executors.base import failure_from
 from blockproc.master import POLL_INTERVAL, JobOptions, Master
-from blockproc.model import JobResult
 from blockproc.output import OutputDir
+from blockproc.result import JobResult
 from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.storage import filesystem
 from blockproc.testing import read_parts, write_files

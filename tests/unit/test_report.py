@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from blockproc import report
-from blockproc.model import AttemptRecord, Block, BlockResult, JobResult
+from blockproc.model import AttemptRecord, Block, BlockResult
+from blockproc.result import JobResult
 
 matplotlib = pytest.importorskip("matplotlib")
 from matplotlib.colors import to_rgba  # noqa: E402
