@@ -196,7 +196,7 @@ def submit(
     >>> job.result().num_records_out
     2
     """
-    job = _make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
+    job = make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
                     output_format=output_format,
                     executor_options=executor_options, if_exists=if_exists,
                     max_attempts=max_attempts, speculation=speculation,
@@ -205,7 +205,7 @@ def submit(
     return start_job(job)
 
 
-def _make_job(
+def make_job(
     plan: Plan,
     fn: Callable[[Any], Any] | str,
     *,
@@ -223,30 +223,16 @@ def _make_job(
     executor_options: Mapping[str, Any] | None = None,
     output_format: str | OutputFormat = "text",
 ) -> Job:
+    """Check every option and build the :class:`~blockproc.Job` that :func:`submit` starts
+    (and ``blockproc run`` runs in its own thread); nothing runs yet.
+
+    Every misuse is refused here, before any work, with a :class:`~blockproc.ConfigError`
+    (or ``TypeError`` for a value of the wrong kind) naming the option and the fix.
+    """
     if not isinstance(plan, Plan):
         raise TypeError(f"submit() takes a Plan from bp.plan(...), got {plan!r}")
-    if per not in ("record", "block"):
-        raise ConfigError(f"per must be 'record' or 'block', got {per!r}")
-    if if_exists not in _IF_EXISTS:
-        raise ConfigError(f"if_exists must be one of {', '.join(_IF_EXISTS)}, got {if_exists!r}")
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ConfigError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
-    if executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    writer = get_output_format(output_format)
-    if isinstance(fn, str):
-        if not fn.strip():
-            raise ConfigError("the command is empty; pass a shell command such as 'grep ERROR'")
-        if not writer.is_streaming_text:
-            raise ConfigError(
-                f"a command writes its stdout as the part-file, so output_format must be "
-                f"text, csv or jsonl, not {writer.name!r}; write {writer.name} files from a "
-                f"Python function with map_blocks instead")
-        mapper = Mapper("command", fn, writer)
-    elif callable(fn):
-        mapper = Mapper(per, fn, writer)
-    else:
-        raise TypeError(f"fn must be a callable or a command string, got {fn!r}")
+    _check_job_options(per, if_exists, max_attempts, max_bad_records, executor)
+    mapper = _make_mapper(fn, per, get_output_format(output_format))
     if not isinstance(output, (str, os.PathLike)):
         raise TypeError(f"output must be a path or a URL, got {output!r}")
     if not os.fspath(output).strip():
@@ -262,10 +248,6 @@ def _make_job(
                 )
         _check_picklable(mapper)
     _check_output(plan, out_fs, out_path)
-    if max_bad_records is not None and (isinstance(max_bad_records, bool)
-                                        or not isinstance(max_bad_records, int)
-                                        or max_bad_records < 0):
-        raise ConfigError(f"max_bad_records must be None or an int >= 0, got {max_bad_records!r}")
     options = JobOptions(
         max_attempts=max_attempts,
         speculation=executor in ("processes", "cluster") if speculation is None
@@ -277,6 +259,38 @@ def _make_job(
                executor=make_executor(executor, workers, executor_options),
                if_exists=if_exists,
                options=options, progress=progress)
+
+
+def _check_job_options(per: str, if_exists: str, max_attempts: object,
+                       max_bad_records: object, executor: str) -> None:
+    if per not in ("record", "block"):
+        raise ConfigError(f"per must be 'record' or 'block', got {per!r}")
+    if if_exists not in _IF_EXISTS:
+        raise ConfigError(f"if_exists must be one of {', '.join(_IF_EXISTS)}, got {if_exists!r}")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ConfigError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if max_bad_records is not None and (isinstance(max_bad_records, bool)
+                                        or not isinstance(max_bad_records, int)
+                                        or max_bad_records < 0):
+        raise ConfigError(f"max_bad_records must be None or an int >= 0, got {max_bad_records!r}")
+
+
+def _make_mapper(fn: Callable[[Any], Any] | str, per: Literal["record", "block"],
+                 writer: OutputFormat) -> Mapper:
+    if isinstance(fn, str):
+        if not fn.strip():
+            raise ConfigError("the command is empty; pass a shell command such as 'grep ERROR'")
+        if not writer.is_streaming_text:
+            raise ConfigError(
+                f"a command writes its stdout as the part-file, so output_format must be "
+                f"text, csv or jsonl, not {writer.name!r}; write {writer.name} files from a "
+                f"Python function with map_blocks instead")
+        return Mapper("command", fn, writer)
+    if callable(fn):
+        return Mapper(per, fn, writer)
+    raise TypeError(f"fn must be a callable or a command string, got {fn!r}")
 
 
 def max_workers() -> tuple[int, str]:
@@ -417,7 +431,7 @@ def _run(urlpath: InputsLike, fn: Any, per: Literal["record", "block"], *,
          storage_options: Mapping[str, Any] | None, **options: Any) -> JobResult:
     job_plan = plan(urlpath, block_size=block_size, format=format,
                     storage_options=storage_options)
-    job = _make_job(job_plan, fn, output=output, per=per, storage_options=storage_options,
+    job = make_job(job_plan, fn, output=output, per=per, storage_options=storage_options,
                     **options)
     run_job(job)  # in this thread, so pdb and Ctrl-C work as usual
     result = job.result()

@@ -358,7 +358,7 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
     if not quiet:
         for note in _plan_notes(plan):
             click.echo(f"note: {note}", err=True)
-    job = api._make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
+    job = api.make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
                         executor_options=executor_options, output_format=output_spec,
                         if_exists="resume" if resume else if_exists,  # type: ignore[arg-type]
                         max_attempts=max_attempts, speculation=speculation,

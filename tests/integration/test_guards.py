@@ -42,7 +42,7 @@ def test_the_environment_variable_allows_more_workers(
     with pytest.raises(bp.ConfigError, match=r"at most 1 .*BLOCKPROC_MAX_WORKERS=2"):
         bp.submit(plan, str.upper, output=str(tmp_path / "out"), workers=2)
     monkeypatch.setenv(api.MAX_WORKERS_ENV, "2")
-    job = api._make_job(plan, str.upper, output=str(tmp_path / "out"), per="record",
+    job = api.make_job(plan, str.upper, output=str(tmp_path / "out"), per="record",
                         executor="processes", workers=2, if_exists="error", max_attempts=1,
                         speculation=None, max_bad_records=None, max_record_size="1MiB",
                         progress=False, storage_options=None)
