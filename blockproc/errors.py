@@ -186,6 +186,7 @@ class BlockFailedError(JobError):
     ...                        block_id=3, attempt=4)
     >>> err.block_id, err.attempt
     (3, 4)
+    >>> from blockproc.errors import with_remote_traceback
     >>> err.__cause__ = with_remote_traceback(ValueError("bad"), "Traceback ...\\nValueError")
     >>> type(err.__cause__).__name__, err.remote_traceback
     ('ValueError', 'Traceback ...\\nValueError')
