@@ -7,10 +7,7 @@ result and returns an exit code (``ConfigError`` 2, job failures 1, Ctrl-C 130, 
 
 from __future__ import annotations
 
-import codecs
 import functools
-import importlib
-import inspect
 import json
 import os
 import shlex
@@ -18,15 +15,25 @@ import signal
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
 import click
 
-from blockproc import api, formats, output_formats
-from blockproc._units import format_size, parse_size
+from blockproc import api, output_formats
+from blockproc._units import format_size
+from blockproc.cli.options import (
+    SIZE,
+    _format_options,
+    _import_function,
+    _make_format,
+    _make_output,
+    _parse_key_values,
+    _summary,
+)
+from blockproc.cli.status_command import status
 from blockproc.errors import (
     BlockFailedError,
     BlockprocError,
@@ -35,12 +42,7 @@ from blockproc.errors import (
     UnfinishedOutputError,
 )
 from blockproc.executors import EXECUTORS
-from blockproc.formats import Delimited, Lines, Raw, RecordFormat, available_formats
 from blockproc.job import run_job
-from blockproc.output import SUCCESS, OutputStatus
-from blockproc.output import status as output_status
-from blockproc.output import verify as verify_output
-from blockproc.result import JobResult
 from blockproc.storage import is_credentials_error
 
 _state = {"debug": False}
@@ -51,199 +53,6 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that it stops a job as Ctrl-C does."""
 
 
-class SizeParam(click.ParamType):  # type: ignore[type-arg]
-    """A byte size such as ``64MiB``, checked with :func:`parse_size`."""
-
-    name = "size"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            size = parse_size(str(value), name=param.name if param and param.name else "size")
-        except ConfigError as exc:
-            self.fail(str(exc), param, ctx)
-        if size < 1:
-            self.fail(f"must be >= 1 byte, got {value!r}", param, ctx)
-        return size
-
-
-SIZE = SizeParam()
-
-
-def _format_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--format", "format_name", type=click.Choice(available_formats()),
-                     default="lines", show_default=True, help="How bytes become records."),
-        click.option("--delimiter", default=None,
-                     help=r"Record delimiter for --format delimited/raw; escapes like '\0', "
-                          r"'\n\n' or '|+|' work. Default: newline."),
-        click.option("--encoding", default=None,
-                     help="Text encoding of records (lines: utf-8 by default; delimited: "
-                          "bytes unless given)."),
-        click.option("--errors", "decode_errors", default="strict", show_default=True,
-                     help="What to do with undecodable bytes: strict, replace, ignore, "
-                          "surrogateescape."),
-        click.option("--block-size", type=SIZE, default="64MiB", show_default=True,
-                     help="Nominal bytes per block: 64MiB = 64*2**20, 64MB = 64*10**6."),
-        click.option("--format-option", "format_option", multiple=True, metavar="KEY=VALUE",
-                     help="An option of csv, jsonl, parquet or fixed (repeatable; JSON "
-                          "values): sep=';', header=false, column_types='{\"n\": "
-                          "\"int64\"}', columns=a,b, dtype='<f8', record_size=16."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _make_format(format_name: str, delimiter: str | None, encoding: str | None,
-                 decode_errors: str, format_option: Sequence[str] = ()) -> RecordFormat:
-    extra = _parse_key_values(format_option, "--format-option")
-    if format_name in ("csv", "jsonl", "parquet", "fixed"):
-        if delimiter is not None:
-            raise ConfigError("--delimiter is for --format delimited/raw; the csv field "
-                              "separator is --format-option sep=';'")
-        if encoding is not None:
-            extra.setdefault("encoding", encoding)
-        for key in ("columns", "column_names"):
-            if isinstance(extra.get(key), str):
-                extra[key] = extra[key].split(",")
-        try:
-            return formats.from_dict({"name": format_name, **extra})
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ConfigError(f"--format-option for --format {format_name}: {exc}"
-                              f"{_options_of(format_name, formats.get_format)}") from None
-    if extra:
-        raise ConfigError(f"--format-option is for csv, jsonl, parquet and fixed, not "
-                          f"--format {format_name}")
-    delim = b"\n" if delimiter is None else _unescape(delimiter)
-    if format_name == "lines":
-        if delimiter is not None:
-            raise ConfigError("--delimiter needs --format delimited or --format raw")
-        return Lines(encoding or "utf-8", decode_errors)
-    if format_name == "delimited":
-        return Delimited(delim, encoding, decode_errors)
-    return Raw(delim)
-
-
-def _unescape(text: str) -> bytes:
-    try:
-        return codecs.decode(text.encode("utf-8"), "unicode_escape").encode("latin-1")
-    except (UnicodeError, ValueError) as exc:
-        raise ConfigError(f"--delimiter {text!r} is not a valid escaped string: {exc}") from None
-
-
-def _import_function(spec: str, option: str) -> Callable[..., Any]:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"{option} {spec!r} must look like 'module:function', e.g. 'mymod:parse'")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"{option} {spec!r}: cannot import module {module_name!r} ({exc}); run blockproc "
-            f"from the directory that holds {module_name.replace('.', '/')}.py, or install it"
-        ) from None
-    except SyntaxError as exc:
-        where = f"{exc.filename}, line {exc.lineno}" if exc.filename else module_name
-        raise ConfigError(
-            f"{option} {spec!r}: module {module_name!r} has a syntax error ({exc.msg}, "
-            f"{where}); fix it, then check with `python -c 'import {module_name}'`"
-        ) from None
-    except Exception as exc:
-        raise ConfigError(
-            f"{option} {spec!r}: importing module {module_name!r} raised "
-            f"{type(exc).__name__}: {exc}; fix the module (check with `python -c 'import "
-            f"{module_name}'`)"
-        ) from None
-    module = obj
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigError(
-                f"{option} {spec!r}: module {module_name!r} has no {attr!r}; "
-                f"{_callables_of(module)}") from None
-    if not callable(obj):
-        raise ConfigError(f"{option} {spec!r} is not callable ({type(obj).__name__}); name "
-                          f"a function: {_callables_of(module)}")
-    return obj  # type: ignore[no-any-return]
-
-
-def _callables_of(module: Any) -> str:
-    """Return ``"it has: f, g"``: the public functions defined in ``module``."""
-    names = sorted(n for n, v in vars(module).items() if not n.startswith("_") and callable(v)
-                   and getattr(v, "__module__", None) == module.__name__)
-    shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
-    return f"it has: {shown}" if names else "it defines no public function"
-
-
-def _parse_key_values(values: Sequence[str], option: str) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{option} {item!r} must look like key=value")
-        try:
-            options[key] = json.loads(value)
-        except ValueError as exc:
-            if value.lstrip().startswith(("{", "[")):  # meant as JSON: say where it breaks
-                raise ConfigError(
-                    f"{option} {item!r}: the value is not valid JSON ({exc}); quote it for "
-                    f"the shell, e.g. {key}='{{\"n\": \"int64\"}}'") from None
-            options[key] = value
-    return options
-
-
-def _make_output(output_format: str, output_option: Sequence[str]) -> output_formats.OutputFormat:
-    spec = output_formats.get_output_format(output_format)
-    extra = _parse_key_values(output_option, "--output-option")
-    if not extra:
-        return spec
-    try:
-        return type(spec)(**extra)
-    except TypeError as exc:
-        raise ConfigError(f"--output-option for --output-format {output_format}: {exc}"
-                          f"{_options_of(output_format, output_formats.get_output_format)}"
-                          ) from None
-
-
-def _options_of(name: str, make: Callable[[str], Any]) -> str:
-    """Return ``"; options of NAME: a, b"`` listing what the format ``name`` takes."""
-    try:
-        params = inspect.signature(type(make(name))).parameters
-    except (ConfigError, TypeError, ValueError):  # fixed cannot be made without options
-        return ""
-    names = [p for p in params if p != "name" and not p.startswith("_")]
-    return f"; options of {name}: {', '.join(names)}" if names else ""
-
-
-def _plural(count: int, noun: str) -> str:
-    """Return ``"1 block"``, ``"2 blocks"``.
-
-    Examples
-    --------
-    >>> _plural(1, "block"), _plural(0, "block"), _plural(3, "file")
-    ('1 block', '0 blocks', '3 files')
-    """
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
-
-
-def _summary(result: JobResult) -> str:
-    from blockproc import report
-
-    kept = report.what_was_kept(
-        result.output, sum(b.bad_records for b in result.blocks),
-        sum(1 for b in result.blocks if b.stderr_bytes), len(result.blocks))
-    return "\n".join([
-        f"committed {_plural(len(result.blocks), 'block')}: {result.num_records:,} records "
-        f"in, {result.num_records_out:,} out, {format_size(result.num_bytes_written)} "
-        f"written in {result.seconds:.2f}s (retries: {result.num_retries})",
-        *kept, f"output: {result.output}"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -270,6 +79,9 @@ def cli(debug: bool) -> None:
     An error prints one line; --debug adds the traceback.
     """
     _state["debug"] = debug
+
+
+cli.add_command(status)
 
 
 @cli.command(short_help="Map a function or a command over the blocks of INPUTS.")
@@ -516,103 +328,6 @@ def _plan_notes(p: Any) -> list[str]:
     """Return what the plan left out, for the user to see."""
     return [f"skipped {path!r}: a blockproc output (it holds _SUCCESS or _blockproc/) "
             f"inside an input directory" for path in p.skipped]
-
-
-@cli.command(short_help="Show a finished job's manifest; verify it or chart it.")
-@click.argument("output")
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-@click.option("--verify", is_flag=True, help="Check every part-file's size and CRC-32.")
-@click.option("--timeline", "timeline", metavar="PATH", default=None,
-              help="Draw every attempt per worker over time into the local file PATH (a PNG "
-                   "chart; needs matplotlib: pip install \"blockproc[plot]\").")
-@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
-              help="fsspec storage option for OUTPUT (repeatable).")
-def status(output: str, as_json: bool, verify: bool, timeline: str | None,
-           storage_option: tuple[str, ...]) -> None:
-    """Show what the manifest of OUTPUT says (exit 1 if the job is unfinished)."""
-    options = _parse_key_values(storage_option, "--storage-option")
-    st = output_status(output, options)
-    if not st.is_finished:
-        _echo_unfinished(output, st)
-        raise SystemExit(1)
-    assert st.manifest is not None
-    if as_json:
-        click.echo(json.dumps(st.manifest, indent=1))
-    else:
-        _echo_finished(output, st)
-    if timeline is not None:
-        _draw_timeline(output, st, timeline, quiet=as_json)
-    if verify:
-        bad = verify_output(output, options)
-        if bad:
-            click.echo(f"verify: {len(bad)} part-files missing or changed: {', '.join(bad)}")
-            raise SystemExit(1)
-        click.echo(f"verify: all {len(st.manifest['blocks'])} part-files match the manifest")
-
-
-def _echo_unfinished(output: str, st: OutputStatus) -> None:
-    from blockproc import report
-
-    click.echo(f"unfinished: {st.num_committed} of {st.num_blocks} blocks committed, no "
-               f"{SUCCESS}; rerun the same `blockproc run ... -o {output}` command with "
-               f"--resume to finish it")
-    if st.num_committed:
-        click.echo(f"attempts: the committed blocks took "
-                   f"{_plural(st.committed_attempts, 'attempt')}")
-    for line in report.what_was_kept(output, st.bad_records, st.blocks_with_stderr,
-                                     st.num_committed):
-        click.echo(line)
-    if st.lock_holder:
-        click.echo(f"lock: held by job {st.lock_holder.get('job_id')} (pid "
-                   f"{st.lock_holder.get('pid')} on {st.lock_holder.get('host')})")
-
-
-def _echo_finished(output: str, st: OutputStatus) -> None:
-    from blockproc import report
-
-    manifest = st.manifest or {}
-    totals = manifest["totals"]
-    click.echo(f"job {manifest['job_id']} finished {manifest['finished']} in "
-               f"{manifest['seconds']:.2f}s on {manifest['executor']} "
-               f"({manifest['workers']} workers)")
-    click.echo(f"inputs: {len(manifest['inputs'])} files, "
-               f"{format_size(sum(f['size'] for f in manifest['inputs']))}; "
-               f"format {manifest['format']['name']}")
-    click.echo(f"blocks: {totals['num_blocks']}; records {totals['records_in']:,} in, "
-               f"{totals['records_out']:,} out; {format_size(totals['bytes_read'])} read, "
-               f"{format_size(totals['bytes_written'])} written")
-    for line in report.what_was_kept(output, st.bad_records, st.blocks_with_stderr,
-                                     st.num_blocks):
-        click.echo(line)
-    if not st.attempts:
-        return
-    counts = ", ".join(f"{n} {s}" for s in report.STATUSES
-                       if (n := sum(a.status == s for a in st.attempts)))
-    click.echo(f"attempts: {len(st.attempts)} ({counts}); "
-               f"{sum(map(report.is_speculative, st.attempts))} speculative")
-    if st.earlier_blocks:
-        in_all = _plural(st.num_attempts, "attempt")
-        click.echo(f"resumed: earlier runs made {_plural(st.earlier_attempts, 'attempt')} and "
-                   f"committed {_plural(st.earlier_blocks, 'block')}; {in_all} in all runs")
-
-
-def _draw_timeline(output: str, st: OutputStatus, timeline: str, *, quiet: bool) -> None:
-    from blockproc import report
-
-    manifest, attempts = st.manifest or {}, st.attempts
-    if not attempts:
-        raise click.ClickException(
-            f"the manifest of {output!r} records no attempts (an older blockproc wrote "
-            f"it); rerun the job to draw its timeline")
-    try:
-        report.draw_timeline(attempts, timeline, title=f"blockproc job "
-                             f"{manifest['job_id']}: {len(attempts)} attempts, "
-                             f"{manifest['seconds']:.2f}s")
-    except (ImportError, OSError) as exc:
-        raise click.ClickException(f"cannot draw the timeline: {exc}") from None
-    if not quiet:
-        click.echo(f"timeline: {len(attempts)} attempts on "
-                   f"{len({a.worker for a in attempts})} workers, drawn to {timeline}")
 
 
 @cli.command(short_help="Make a sample access log and extract its server errors.")

@@ -1,0 +1,114 @@
+"""``blockproc status``: print what :func:`blockproc.output.status` says of an output,
+verify it or chart its timeline (the library reads; this module only prints)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from blockproc._units import format_size
+from blockproc.cli.options import (
+    _parse_key_values,
+    _plural,
+)
+from blockproc.output import SUCCESS, OutputStatus
+from blockproc.output import status as output_status
+from blockproc.output import verify as verify_output
+
+
+@click.command(short_help="Show a finished job's manifest; verify it or chart it.")
+@click.argument("output")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--verify", is_flag=True, help="Check every part-file's size and CRC-32.")
+@click.option("--timeline", "timeline", metavar="PATH", default=None,
+              help="Draw every attempt per worker over time into the local file PATH (a PNG "
+                   "chart; needs matplotlib: pip install \"blockproc[plot]\").")
+@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+              help="fsspec storage option for OUTPUT (repeatable).")
+def status(output: str, as_json: bool, verify: bool, timeline: str | None,
+           storage_option: tuple[str, ...]) -> None:
+    """Show what the manifest of OUTPUT says (exit 1 if the job is unfinished)."""
+    options = _parse_key_values(storage_option, "--storage-option")
+    st = output_status(output, options)
+    if not st.is_finished:
+        _echo_unfinished(output, st)
+        raise SystemExit(1)
+    assert st.manifest is not None
+    if as_json:
+        click.echo(json.dumps(st.manifest, indent=1))
+    else:
+        _echo_finished(output, st)
+    if timeline is not None:
+        _draw_timeline(output, st, timeline, quiet=as_json)
+    if verify:
+        bad = verify_output(output, options)
+        if bad:
+            click.echo(f"verify: {len(bad)} part-files missing or changed: {', '.join(bad)}")
+            raise SystemExit(1)
+        click.echo(f"verify: all {len(st.manifest['blocks'])} part-files match the manifest")
+
+
+def _echo_unfinished(output: str, st: OutputStatus) -> None:
+    from blockproc import report
+
+    click.echo(f"unfinished: {st.num_committed} of {st.num_blocks} blocks committed, no "
+               f"{SUCCESS}; rerun the same `blockproc run ... -o {output}` command with "
+               f"--resume to finish it")
+    if st.num_committed:
+        click.echo(f"attempts: the committed blocks took "
+                   f"{_plural(st.committed_attempts, 'attempt')}")
+    for line in report.what_was_kept(output, st.bad_records, st.blocks_with_stderr,
+                                     st.num_committed):
+        click.echo(line)
+    if st.lock_holder:
+        click.echo(f"lock: held by job {st.lock_holder.get('job_id')} (pid "
+                   f"{st.lock_holder.get('pid')} on {st.lock_holder.get('host')})")
+
+
+def _echo_finished(output: str, st: OutputStatus) -> None:
+    from blockproc import report
+
+    manifest = st.manifest or {}
+    totals = manifest["totals"]
+    click.echo(f"job {manifest['job_id']} finished {manifest['finished']} in "
+               f"{manifest['seconds']:.2f}s on {manifest['executor']} "
+               f"({manifest['workers']} workers)")
+    click.echo(f"inputs: {len(manifest['inputs'])} files, "
+               f"{format_size(sum(f['size'] for f in manifest['inputs']))}; "
+               f"format {manifest['format']['name']}")
+    click.echo(f"blocks: {totals['num_blocks']}; records {totals['records_in']:,} in, "
+               f"{totals['records_out']:,} out; {format_size(totals['bytes_read'])} read, "
+               f"{format_size(totals['bytes_written'])} written")
+    for line in report.what_was_kept(output, st.bad_records, st.blocks_with_stderr,
+                                     st.num_blocks):
+        click.echo(line)
+    if not st.attempts:
+        return
+    counts = ", ".join(f"{n} {s}" for s in report.STATUSES
+                       if (n := sum(a.status == s for a in st.attempts)))
+    click.echo(f"attempts: {len(st.attempts)} ({counts}); "
+               f"{sum(map(report.is_speculative, st.attempts))} speculative")
+    if st.earlier_blocks:
+        in_all = _plural(st.num_attempts, "attempt")
+        click.echo(f"resumed: earlier runs made {_plural(st.earlier_attempts, 'attempt')} and "
+                   f"committed {_plural(st.earlier_blocks, 'block')}; {in_all} in all runs")
+
+
+def _draw_timeline(output: str, st: OutputStatus, timeline: str, *, quiet: bool) -> None:
+    from blockproc import report
+
+    manifest, attempts = st.manifest or {}, st.attempts
+    if not attempts:
+        raise click.ClickException(
+            f"the manifest of {output!r} records no attempts (an older blockproc wrote "
+            f"it); rerun the job to draw its timeline")
+    try:
+        report.draw_timeline(attempts, timeline, title=f"blockproc job "
+                             f"{manifest['job_id']}: {len(attempts)} attempts, "
+                             f"{manifest['seconds']:.2f}s")
+    except (ImportError, OSError) as exc:
+        raise click.ClickException(f"cannot draw the timeline: {exc}") from None
+    if not quiet:
+        click.echo(f"timeline: {len(attempts)} attempts on "
+                   f"{len({a.worker for a in attempts})} workers, drawn to {timeline}")
