@@ -19,6 +19,7 @@ from blockproc.executors import EXECUTORS, default_workers, make_executor
 from blockproc.formats import RecordFormat, get_format
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE
 from blockproc.job import Job, JobOptions, run_job, start_job
+from blockproc.limits import MAX_WORKERS_ENV, max_workers
 from blockproc.model import Plan
 from blockproc.output_formats import OutputFormat, get_output_format
 from blockproc.planning import make_plan
@@ -38,15 +39,6 @@ DEFAULT_BLOCK_SIZE = 64 * 2**20
 """64 MiB: large enough to amortise start-up, small enough to balance load."""
 
 _IF_EXISTS = ("error", "overwrite", "resume")
-
-WORKERS_PER_CPU = 8
-"""At most this many worker processes per CPU (I/O-bound maps may use more than one)."""
-
-WORKER_MEMORY = 256 * 2**20
-"""Memory to count per worker process: the interpreter, its imports and a 64 MiB block."""
-
-MAX_WORKERS_ENV = "BLOCKPROC_MAX_WORKERS"
-"""The environment variable that replaces the machine's worker bound (see max_workers)."""
 
 LARGE_FUNCTION_SIZE = 10 * 2**20
 """A function that pickles to more than this (10 MiB, as Dask) is warned about."""
@@ -291,45 +283,6 @@ def _make_mapper(fn: Callable[[Any], Any] | str, per: Literal["record", "block"]
     if callable(fn):
         return Mapper(per, fn, writer)
     raise TypeError(f"fn must be a callable or a command string, got {fn!r}")
-
-
-def max_workers() -> tuple[int, str]:
-    """Return the most worker processes one machine may start, and where that comes from.
-
-    ``WORKERS_PER_CPU`` per CPU, and no more than the machine's memory holds at
-    ``WORKER_MEMORY`` each; the environment variable ``BLOCKPROC_MAX_WORKERS=N``
-    replaces the bound.
-
-    Examples
-    --------
-    >>> bound, why = max_workers()
-    >>> bound >= 1 and "CPU" in why
-    True
-    """
-    override = os.environ.get(MAX_WORKERS_ENV)
-    if override is not None:
-        try:
-            value = int(override)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ConfigError(f"{MAX_WORKERS_ENV}={override!r} must be a whole number >= 1")
-        return value, f"{MAX_WORKERS_ENV}={value}"
-    cpus = default_workers()
-    bound = WORKERS_PER_CPU * cpus
-    why = f"{WORKERS_PER_CPU} per CPU, {cpus} CPU{'s' if cpus != 1 else ''}"
-    memory = _total_memory()
-    if memory:
-        bound = min(bound, memory // WORKER_MEMORY)
-        why += f"; {format_size(WORKER_MEMORY)} each of {format_size(memory)} memory"
-    return max(1, bound), why
-
-
-def _total_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not on Linux or macOS
-        return 0
 
 
 def _ensure_workers(workers: int | None, executor: str,

@@ -254,12 +254,13 @@ def worker(address: str, slots: int | None, authkey_file: str | None, once: bool
     """
     from blockproc.executors import default_workers
     from blockproc.executors.cluster import load_authkey, run_worker
+    from blockproc.limits import MAX_WORKERS_ENV, max_workers
 
-    if slots is not None and slots > (bound := api.max_workers())[0]:
+    if slots is not None and slots > (bound := max_workers())[0]:
         raise ConfigError(
             f"--slots {slots} is more worker processes than this machine can run: at most "
             f"{bound[0]} ({bound[1]}); pass --slots {bound[0]} or fewer, or set the "
-            f"environment variable {api.MAX_WORKERS_ENV}={slots} to allow more")
+            f"environment variable {MAX_WORKERS_ENV}={slots} to allow more")
     key = load_authkey(authkey_file)
     if os.getcwd() not in sys.path:  # import the job's modules from here, as `run` does
         sys.path.insert(0, os.getcwd())

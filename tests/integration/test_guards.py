@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import blockproc as bp
-from blockproc import api
+from blockproc import api, limits
 from blockproc.cli import main
 from blockproc.planning import MAX_SMALL_BLOCKS, check_block_count
 from blockproc.storage import scan_inputs
@@ -25,10 +25,10 @@ def test_a_job_never_starts_more_workers_than_blocks(tmp_path: Path) -> None:
 
 def test_the_worker_bound_comes_from_cpus_and_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(api.MAX_WORKERS_ENV, raising=False)
-    monkeypatch.setattr(api, "default_workers", lambda: 4)
-    monkeypatch.setattr(api, "_total_memory", lambda: 64 * 2**30)
+    monkeypatch.setattr(limits, "default_workers", lambda: 4)
+    monkeypatch.setattr(limits, "total_memory", lambda: 64 * 2**30)
     assert api.max_workers() == (32, "8 per CPU, 4 CPUs; 256.0 MiB each of 64.0 GiB memory")
-    monkeypatch.setattr(api, "_total_memory", lambda: 2 * 2**30)  # memory binds first
+    monkeypatch.setattr(limits, "total_memory", lambda: 2 * 2**30)  # memory binds first
     assert api.max_workers()[0] == 8
     monkeypatch.setenv(api.MAX_WORKERS_ENV, "500")
     assert api.max_workers() == (500, "BLOCKPROC_MAX_WORKERS=500")
