@@ -6,25 +6,20 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
 import itertools
 import json
-import lzma
 import os
 import socket
-import subprocess
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal, Protocol
 
 from blockproc._deps import require
+from blockproc.command import run_command
 from blockproc.errors import (
-    CommandError,
-    CommandNotFoundError,
     InputError,
     ReturnTypeError,
     TooManyBadRecordsError,
@@ -39,6 +34,7 @@ from blockproc.output.layout import errors_path, stderr_path
 from blockproc.output_formats import OutputFormat, PartWriter, TextOutput
 from blockproc.storage import (
     RangeSource,
+    is_corrupt_stream,
     iter_whole_files,
     open_decompressed,
     open_output,
@@ -281,28 +277,6 @@ def _decompressed_chunks(task: BlockTask) -> Iterator[bytes]:
             yield chunk
 
 
-def is_corrupt_stream(exc: BaseException) -> bool:
-    """Return True for the errors a decompressor raises on a truncated or corrupt file
-    (not for a storage error met while reading it, which may pass on the next try).
-
-    Examples
-    --------
-    >>> import gzip
-    >>> try:
-    ...     gzip.decompress(gzip.compress(b"x" * 100)[:-10])
-    ... except Exception as exc:
-    ...     is_corrupt_stream(exc)
-    True
-    >>> is_corrupt_stream(ConnectionResetError()), is_corrupt_stream(OSError(5, "EIO"))
-    (False, False)
-    """
-    if isinstance(exc, (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)):
-        return True
-    if type(exc).__name__ == "ZstdError":
-        return True
-    return type(exc) is OSError and exc.errno is None and exc.args == ("Invalid data stream",)
-
-
 def combined_chunks(task: BlockTask, *, records: bool = True) -> Iterator[bytes]:
     """Yield the files of a combined block (``task.block.files``) whole, one after another.
 
@@ -376,7 +350,9 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
         with open_output(task.output_fs, task.staging_path) as out, \
                 mapper.output.open(out if hook is None else _HookedFile(out, task)) as writer:
             if mapper.kind == "command":
-                records_in, stderr_bytes = _run_command(mapper.fn, counted, writer, task)
+                records_in, stderr_bytes = run_command(
+                    mapper.fn, counted, writer, delimiter=task.format.delimiter,
+                    open_stderr=lambda: open_output(task.output_fs, task.stderr_path))
             else:
                 records_in = _run_function(mapper, task, counted, writer, bad)
         bad.save()
@@ -613,81 +589,3 @@ def _refused_record(exc: ReturnTypeError, output: OutputFormat, task: BlockTask,
         except Exception:  # another error of that result: not the one refused
             continue
     return ReturnTypeError(f"for a record of {task.describe()}: {exc}")
-
-
-def _run_command(command: str, chunks: _Counted, writer: PartWriter,
-                 task: BlockTask) -> tuple[int, int]:
-    """Pipe the block's bytes through ``sh -c command``; its stdout is the part-file.
-
-    Exit status 0 succeeds, and so does 1 with nothing on stderr: that is how ``grep``
-    says "no line matched", which is a normal outcome for one block of a big file. Any
-    other status, or 1 with an error message, fails the attempt; 127 and 126 (not found,
-    not executable) are not retried. What the command writes to stderr is staged at
-    ``task.stderr_path``, to be kept with the committed part-file. Returns the records
-    fed to the command and the bytes it wrote to stderr.
-    """
-    with subprocess.Popen(command, shell=True, stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
-        delimiter = task.format.delimiter
-        records = [0]
-        stderr_tail = [b""]
-        stderr_bytes = [0]
-        feed_error: list[BaseException] = []
-
-        def feed() -> None:
-            last = b""
-            try:
-                for chunk in chunks:
-                    records[0] += chunk.count(delimiter)
-                    last = chunk
-                    stdin.write(chunk)
-                if last and not last.endswith(delimiter):
-                    records[0] += 1
-            except BrokenPipeError:
-                pass  # the command stopped reading (like `head`); its exit code decides
-            except BaseException as exc:  # stop the command, report from the main thread
-                feed_error.append(exc)
-                proc.kill()
-            finally:
-                with contextlib.suppress(BrokenPipeError):
-                    stdin.close()
-
-        def drain_stderr() -> None:
-            tail = b""
-            log = None
-            try:
-                while piece := stderr.read(65536):
-                    tail = (tail + piece)[-4096:]
-                    if log is None:
-                        log = open_output(task.output_fs, task.stderr_path)
-                    log.write(piece)
-                    stderr_bytes[0] += len(piece)
-            finally:
-                if log is not None:
-                    log.close()
-            stderr_tail[0] = tail
-
-        threads = [threading.Thread(target=feed, daemon=True),
-                   threading.Thread(target=drain_stderr, daemon=True)]
-        for t in threads:
-            t.start()
-        while piece := stdout.read(CHUNK_SIZE):
-            writer.write(piece, piece.count(b"\n"))
-        code = proc.wait()
-        for t in threads:
-            t.join()
-    if feed_error:
-        raise feed_error[0]
-    if code != 0 and not (code == 1 and not stderr_tail[0]):
-        tail = stderr_tail[0].decode(errors="replace").strip()
-        if code in (126, 127):
-            what = "was not found" if code == 127 else "cannot be run (not executable)"
-            raise CommandNotFoundError(
-                f"command {command!r} {what}: sh exited with code {code}; its stderr ends "
-                f"with:\n{tail or '(nothing)'}\nCheck the name and that it is on the PATH of "
-                f"every worker; every attempt would fail the same way")
-        raise CommandError(f"command {command!r} exited with code {code}; its stderr ends "
-                           f"with:\n{tail or '(nothing)'}")
-    return records[0], stderr_bytes[0]

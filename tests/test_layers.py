@@ -6,7 +6,7 @@ A module may import only from its own layer or the layers below it::
     L6  cli
     L5  api, _demo
     L4  job, master
-    L3  planning, worker, scheduler, limits, output/, executors/, progress, testing
+    L3  planning, worker, command, scheduler, limits, output/, executors/, progress, testing
     L2  storage, formats/, output_formats/, datasets
     L1  model, report, result   (report reads model; result: JobResult, shown by report)
     L0  errors, _types, _units, _deps, _registry
@@ -55,6 +55,7 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}.worker": 3,
     f"{PACKAGE}.scheduler": 3,
     f"{PACKAGE}.limits": 3,
+    f"{PACKAGE}.command": 3,
     f"{PACKAGE}.output": 3,
     f"{PACKAGE}.executors": 3,
     f"{PACKAGE}.progress": 3,

@@ -26,6 +26,7 @@ from blockproc.errors import InputChangedError
 from blockproc.storage.listing import InputListing, list_inputs, scan_inputs, verify_unchanged
 from blockproc.storage.reading import (
     RangeSource,
+    is_corrupt_stream,
     iter_whole_files,
     open_decompressed,
     read_whole,
@@ -63,7 +64,8 @@ from blockproc.storage.writing import (
 __all__ = [
     "AbstractFileSystem", "InputChangedError", "InputListing", "RangeSource", "RetryPolicy",
     "compression_of", "create_exclusive", "credentials_message", "default_retry",
-    "filesystem", "is_credentials_error", "is_local", "is_retryable", "iter_whole_files",
+    "filesystem", "is_corrupt_stream", "is_credentials_error", "is_local", "is_retryable",
+    "iter_whole_files",
     "list_inputs", "open_decompressed", "open_output", "protocol_of", "publish", "read_json",
     "read_whole", "remove_tree", "resolve", "retry_call", "retry_policy", "scan_inputs",
     "set_retry_policy", "to_url", "verify_unchanged", "write_bytes_atomic",

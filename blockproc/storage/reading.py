@@ -4,8 +4,11 @@ streams, zstd frames and whole small files.
 
 from __future__ import annotations
 
+import gzip
 import io
 import itertools
+import lzma
+import zlib
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -237,3 +240,25 @@ def iter_whole_files(fs: AbstractFileSystem, files: Sequence[InputFile], *,
         for _, future in pending:  # consume what already ran (errors included)
             if not future.cancelled():
                 future.exception()
+
+
+def is_corrupt_stream(exc: BaseException) -> bool:
+    """Return True for the errors a decompressor raises on a truncated or corrupt file
+    (not for a storage error met while reading it, which may pass on the next try).
+
+    Examples
+    --------
+    >>> import gzip
+    >>> try:
+    ...     gzip.decompress(gzip.compress(b"x" * 100)[:-10])
+    ... except Exception as exc:
+    ...     is_corrupt_stream(exc)
+    True
+    >>> is_corrupt_stream(ConnectionResetError()), is_corrupt_stream(OSError(5, "EIO"))
+    (False, False)
+    """
+    if isinstance(exc, (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)):
+        return True
+    if type(exc).__name__ == "ZstdError":
+        return True
+    return type(exc) is OSError and exc.errno is None and exc.args == ("Invalid data stream",)
