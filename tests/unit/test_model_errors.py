@@ -44,10 +44,10 @@ from blockproc.model import (
     Block,
     BlockResult,
     InputFile,
-    JobResult,
     Plan,
     blocks_summary,
 )
+from blockproc.result import JobResult
 from blockproc.testing import write_files
 
 # -- Block, InputFile, Plan ------------------------------------------------------------
