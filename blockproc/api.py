@@ -220,6 +220,22 @@ def make_job(
 
     Every misuse is refused here, before any work, with a :class:`~blockproc.ConfigError`
     (or ``TypeError`` for a value of the wrong kind) naming the option and the fix.
+
+    Examples
+    --------
+    >>> import blockproc as bp
+    >>> bp.testing.write_files("memory://doc/make-job", {"a.log": b"a\\n"})
+    ['memory://doc/make-job/a.log']
+    >>> options = dict(output="memory://doc/make-job-out", per="record", workers=None,
+    ...                if_exists="error", max_attempts=4, speculation=None,
+    ...                max_bad_records=None, max_record_size="256MiB", progress=False,
+    ...                storage_options=None)
+    >>> make_job(bp.plan("memory://doc/make-job"), str.upper, executor="threads", **options)
+    <Job 1 block: 0 committed, 0 failed attempts, pending>
+    >>> make_job(bp.plan("memory://doc/make-job"), str.upper, executor="gpu", **options)
+    Traceback (most recent call last):
+    ...
+    blockproc.ConfigError: unknown executor 'gpu'; choose one of ...
     """
     if not isinstance(plan, Plan):
         raise TypeError(f"submit() takes a Plan from bp.plan(...), got {plan!r}")
