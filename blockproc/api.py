@@ -4,6 +4,7 @@ canonical values to the planner and the job."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -26,8 +27,7 @@ from blockproc.planning import make_plan
 from blockproc.result import JobResult
 from blockproc.storage import (
     AbstractFileSystem,
-    credentials_message,
-    is_credentials_error,
+    access_refused_as_error,
     is_local,
     protocol_of,
     resolve,
@@ -352,17 +352,10 @@ def _check_output(plan: Plan, fs: AbstractFileSystem, path: str) -> None:
         return
     if protocol_of(fs) == "memory":
         return
-    try:
+    with access_refused_as_error(url, "reach the output",
+                                 "check the credentials and the bucket's policy"), \
+            contextlib.suppress(FileNotFoundError):
         fs.info(path)
-    except FileNotFoundError:
-        pass
-    except PermissionError as exc:
-        raise AccessError(f"cannot reach the output {url!r}: permission denied ({exc}); "
-                          f"check the credentials and the bucket's policy") from None
-    except Exception as exc:
-        if is_credentials_error(exc):
-            raise AccessError(credentials_message(url, exc)) from None
-        raise
 
 
 def _check_picklable(mapper: Mapper) -> None:

@@ -42,6 +42,7 @@ from blockproc.storage.retry import (
 )
 from blockproc.storage.urls import (
     AbstractFileSystem,
+    access_refused_as_error,
     compression_of,
     credentials_message,
     filesystem,
@@ -63,6 +64,7 @@ from blockproc.storage.writing import (
 
 __all__ = [
     "AbstractFileSystem", "InputChangedError", "InputListing", "RangeSource", "RetryPolicy",
+    "access_refused_as_error",
     "compression_of", "create_exclusive", "credentials_message", "default_retry",
     "filesystem", "is_corrupt_stream", "is_credentials_error", "is_local", "is_retryable",
     "iter_whole_files",

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 
 from blockproc.errors import (
-    AccessError,
     ConfigError,
     InputChangedError,
     InputError,
@@ -26,10 +25,9 @@ from blockproc.storage.retry import retry_call
 from blockproc.storage.urls import (
     COMPRESSION_PACKAGES,
     GLOB_CHARS,
+    access_refused_as_error,
     check_protocol,
     compression_of,
-    credentials_message,
-    is_credentials_error,
     protocol_of,
     resolve,
 )
@@ -174,15 +172,9 @@ def scan_inputs(
 
 def _list_one(fs: AbstractFileSystem, url: str, path: str) -> _Expanded:
     """List one input argument (retried), with a one-line error for a refused access."""
-    try:
+    with access_refused_as_error(url, "list the input",
+                                 "check its permissions or the credentials"):
         return retry_call(functools.partial(_expand, fs, url, path), f"to list {url!r}")
-    except PermissionError as exc:
-        raise AccessError(f"cannot list the input {url!r}: permission denied ({exc}); "
-                          f"check its permissions or the credentials") from None
-    except Exception as exc:
-        if is_credentials_error(exc):
-            raise AccessError(credentials_message(url, exc)) from None
-        raise
 
 
 def _check_codecs(files: Iterable[InputFile]) -> None:

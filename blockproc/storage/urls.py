@@ -11,16 +11,15 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
 
-from blockproc.errors import (
-    ConfigError,
-)
+from blockproc.errors import AccessError, ConfigError
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem as AbstractFileSystem
@@ -163,6 +162,29 @@ def credentials_message(url: str, exc: BaseException) -> str:
                 "--storage-option anon=true (storage_options={'anon': True}) for a public "
                 "bucket")
     return f"no credentials to reach {url!r} ({type(exc).__name__}: {exc}); {hint}"
+
+
+@contextlib.contextmanager
+def access_refused_as_error(url: str, what: str, hint: str) -> Iterator[None]:
+    """Turn "permission denied" and "no credentials" from any store into a one-line
+    :class:`~blockproc.AccessError` about ``what`` (exit 2, before any work).
+
+    Examples
+    --------
+    >>> with access_refused_as_error("s3://b/in", "list the input", "check its policy"):
+    ...     raise PermissionError("Access Denied")
+    Traceback (most recent call last):
+    ...
+    blockproc.AccessError: cannot list the input 's3://b/in': permission denied ...
+    """
+    try:
+        yield
+    except PermissionError as exc:
+        raise AccessError(f"cannot {what} {url!r}: permission denied ({exc}); {hint}") from None
+    except Exception as exc:
+        if is_credentials_error(exc):
+            raise AccessError(credentials_message(url, exc)) from None
+        raise
 
 
 def is_object_store(fs: AbstractFileSystem) -> bool:
