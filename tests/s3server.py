@@ -35,6 +35,12 @@ from typing import Any
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 
+
+def client_options(endpoint_url: str, **extra: Any) -> dict[str, Any]:
+    """fsspec/s3fs options that reach the S3 endpoint ``endpoint_url`` with the test keys."""
+    return {"key": ACCESS_KEY, "secret": SECRET_KEY,
+            "client_kwargs": {"endpoint_url": endpoint_url}, **extra}
+
 #: Environment that keeps boto from looking for real credentials or instance metadata.
 OFFLINE_ENV = {
     "AWS_ACCESS_KEY_ID": ACCESS_KEY,
@@ -150,12 +156,7 @@ class S3Server:
 
     def storage_options(self, **extra: Any) -> dict[str, Any]:
         """fsspec/s3fs options that reach this server (and nothing else)."""
-        options: dict[str, Any] = {
-            "key": ACCESS_KEY, "secret": SECRET_KEY,
-            "client_kwargs": {"endpoint_url": self.endpoint_url},
-        }
-        options.update(extra)
-        return options
+        return client_options(self.endpoint_url, **extra)
 
     # -- accounting and faults ---------------------------------------------------------------
 

@@ -29,9 +29,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-ACCESS_KEY = "testing"
-SECRET_KEY = "testing"
-"""SeaweedFS without an IAM configuration accepts any key and secret."""
+from tests.s3server import client_options  # SeaweedFS without IAM accepts any key
 
 READY_BUCKET = "weed-ready"
 
@@ -213,12 +211,7 @@ class SeaweedServer:
 
     def storage_options(self, **extra: Any) -> dict[str, Any]:
         """fsspec/s3fs options that reach this server (and nothing else)."""
-        options: dict[str, Any] = {
-            "key": ACCESS_KEY, "secret": SECRET_KEY,
-            "client_kwargs": {"endpoint_url": self.endpoint_url},
-        }
-        options.update(extra)
-        return options
+        return client_options(self.endpoint_url, **extra)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server's log."""
