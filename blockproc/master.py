@@ -39,7 +39,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from blockproc._types import IfExists
-from blockproc.errors import BlockFailedError, JobCancelledError, JobError, LockLostError
+from blockproc.errors import (
+    BlockFailedError,
+    InputChangedError,
+    JobCancelledError,
+    JobError,
+    LockLostError,
+)
 from blockproc.executors import Executor, Failed, Finished, Progress
 from blockproc.formats import DEFAULT_MAX_RECORD_SIZE
 from blockproc.formats import from_dict as format_from_dict
@@ -283,15 +289,6 @@ class Master:
         )
         if failure is not None:  # the worker's exception, its traceback text attached once
             error.__cause__ = failure.cause()
-        if failure and _error_class(failure.error) == "InputChangedError":
+        if isinstance(error.__cause__, InputChangedError):
             error.resumable = False  # the plan no longer matches the input: start over
         return error
-
-
-def _error_class(summary: str) -> str:
-    """The class name an error summary line starts with.
-
-    >>> _error_class("blockproc.errors.InputChangedError: a.log changed")
-    'InputChangedError'
-    """
-    return summary.partition(":")[0].rpartition(".")[2].strip()
