@@ -51,7 +51,7 @@ def test_the_environment_variable_allows_more_workers(
 
 def test_block_count_limits() -> None:
     check_block_count(MAX_SMALL_BLOCKS, 100, MAX_SMALL_BLOCKS * 100)  # at the limit: fine
-    with pytest.raises(bp.ConfigError, match=r"10,001 blocks.*block_size='64KiB'"):
+    with pytest.raises(bp.ConfigError, match=r"100,001 blocks.*block_size='64KiB'"):
         check_block_count(MAX_SMALL_BLOCKS + 1, 100, (MAX_SMALL_BLOCKS + 1) * 100)
     check_block_count(20_000, 2**20, 20_000 * 2**20)  # many blocks of 1 MiB: fine
     with pytest.raises(bp.ConfigError, match=r"1,000,001 blocks; more than the limit"):

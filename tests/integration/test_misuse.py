@@ -128,9 +128,9 @@ def _empty_dir(ws: Path) -> None:
     (ws / "empty" / ".hidden").write_text("not an input\n")
 
 
-def _big_log(ws: Path) -> None:  # 1.2 MB: 12,000 blocks of 100 B
+def _big_log(ws: Path) -> None:  # 12.4 MB: 124,320 blocks of 100 B
     (ws / "big").mkdir()
-    (ws / "big" / "big.log").write_bytes(DATA * 2800)
+    (ws / "big" / "big.log").write_bytes(DATA * 28000)
 
 
 def _huge_sparse(ws: Path) -> None:  # 70 GB of holes: planning reads nothing but its size
@@ -395,14 +395,14 @@ CASES: list[Case] = [
          env={"BLOCKPROC_MAX_WORKERS": "lots"},
          api=lambda ws: run_upper(ws, workers=2, executor="processes"), error=bp.ConfigError),
     Case("block-size-far-too-small", ("run", "big", "-o", "out", *MAP, "--block-size", "100"),
-         2, r"block_size=100 B cuts 1\.2 MiB of input into 12,432 blocks; blocks under "
+         2, r"block_size=100 B cuts 11\.9 MiB of input into 124,320 blocks; blocks under "
             r"64\.0 KiB", r"--block-size 64KiB",
          setup=_big_log, api=lambda ws: bp.plan("big", block_size=100), error=bp.ConfigError,
-         api_message=r"12,432 blocks.*block_size='64KiB'"),
+         api_message=r"124,320 blocks.*block_size='64KiB'"),
     Case("more-than-a-million-blocks", ("run", "huge", "-o", "out", *MAP, "--block-size",
                                         "64KiB"), 2,
          r"cuts 65\.2 GiB of input into 1,068,116 blocks; more than the limit of 1,000,000",
-         r"--block-size 8MiB", setup=_huge_sparse,
+         r"--block-size 1MiB", setup=_huge_sparse,
          api=lambda ws: bp.plan("huge", block_size="64KiB"), error=bp.ConfigError,
          api_message=r"1,068,116 blocks"),
     Case("unknown-protocol", ("run", "nosuch://bucket/in.log", "-o", "out", *MAP), 2,
