@@ -26,7 +26,7 @@ Examples
 
 from __future__ import annotations
 
-import statistics
+import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -92,10 +92,61 @@ class Attempt:
                              self.ended_at, self.status, self.error, self.speculative)
 
 
+class RunningMedian:
+    """The median of numbers added one at a time: O(log n) per number, O(1) to read
+    (two heaps), the same value as :func:`statistics.median` of them all.
+
+    Examples
+    --------
+    >>> m = RunningMedian()
+    >>> m.value, len(m)
+    (0.0, 0)
+    >>> for x in (5.0, 1.0, 3.0, 8.0):
+    ...     m.add(x)
+    >>> m.value, len(m)
+    (4.0, 4)
+    """
+
+    __slots__ = ("_high", "_low")
+
+    def __init__(self) -> None:
+        self._low: list[float] = []  # the smaller half, negated (a max-heap)
+        self._high: list[float] = []  # the larger half
+
+    def __len__(self) -> int:
+        return len(self._low) + len(self._high)
+
+    def add(self, x: float) -> None:
+        """Add one number."""
+        if self._low and x > -self._low[0]:
+            heapq.heappush(self._high, x)
+        else:
+            heapq.heappush(self._low, -x)
+        if len(self._low) > len(self._high) + 1:
+            heapq.heappush(self._high, -heapq.heappop(self._low))
+        elif len(self._high) > len(self._low):
+            heapq.heappush(self._low, -heapq.heappop(self._high))
+
+    @property
+    def value(self) -> float:
+        """The median so far (0.0 before any number)."""
+        if not self._low:
+            return 0.0
+        if len(self._low) > len(self._high):
+            return -self._low[0]
+        return (-self._low[0] + self._high[0]) / 2
+
+
 @dataclass
 class Scheduler:
     """Hand out blocks, track attempts and their leases, retry failures, commit each
-    block once."""
+    block once.
+
+    Every operation costs O(1) or O(log n) in the number of blocks and of attempts, except
+    :meth:`stragglers` (a pass over the running attempts, once per clock tick) and
+    :meth:`stop` (once per job): per-block counts replace scans of ``running``, a heap of
+    deadlines the scan for expired leases, a running median the sort of all block rates.
+    """
 
     num_blocks: int
     max_attempts: int = 4
@@ -115,7 +166,21 @@ class Scheduler:
     retryable: dict[int, bool] = field(init=False, default_factory=dict)
     """Whether each block's last failure may be retried."""
     failed_block: int | None = field(init=False, default=None)
-    rates: list[float] = field(init=False, default_factory=list)
+    rates: RunningMedian = field(init=False, default_factory=RunningMedian)
+    """The rates (bytes/s) of the committed attempts, for their median."""
+    running_bytes: int = field(init=False, default=0)
+    """Bytes done by the running attempts (each counted up to its block's size)."""
+    _per_block: dict[int, int] = field(init=False, default_factory=dict, repr=False)
+    """Running attempts of each block that has any."""
+    _speculating: dict[int, int] = field(init=False, default_factory=dict, repr=False)
+    """Running speculative attempts of each block that has any."""
+    _deadlines: list[tuple[float, int, int]] = field(init=False, default_factory=list,
+                                                      repr=False)
+    """A heap of ``(deadline, block, number)``: at least one entry per running attempt,
+    never later than its deadline (a renewed lease is pushed again when its old entry
+    comes up, an ended attempt's entry is dropped then)."""
+    _lag: tuple[tuple[float, int], list[AttemptKey]] = field(
+        init=False, default=((-1.0, -1), []), repr=False)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -144,17 +209,38 @@ class Scheduler:
         attempt = Attempt(block, number, now, now + self.lease_timeout, self.wall_clock(),
                           speculative=speculative)
         self.running[attempt.key] = attempt
+        self._per_block[block] = self._per_block.get(block, 0) + 1
+        if speculative:
+            self._speculating[block] = self._speculating.get(block, 0) + 1
+        deadlines = self._deadlines
+        if len(deadlines) > 2 * len(self.running) + 64:  # mostly ended attempts': rebuild
+            deadlines[:] = [(a.deadline, *k) for k, a in self.running.items()]
+            heapq.heapify(deadlines)
+        else:
+            heapq.heappush(deadlines, (attempt.deadline, block, number))
         return attempt.key
 
     def _end(self, key: AttemptKey, status: Status, error: str = "",
              worker: str = "") -> Attempt | None:
         attempt = self.running.pop(key, None)
         if attempt is not None:
+            block = attempt.block
+            _decrement(self._per_block, block)
+            if attempt.speculative:
+                _decrement(self._speculating, block)
+            self.running_bytes -= min(attempt.bytes_done, self.size(block))
             attempt.status, attempt.error = status, error
             attempt.worker = worker or attempt.worker
             attempt.ended_at = self.wall_clock()
             self.history.append(attempt)
         return attempt
+
+    def _running_of(self, block: int) -> list[AttemptKey]:
+        """The running attempts of ``block``, oldest first (no scan of ``running``)."""
+        if not self._per_block.get(block):
+            return []
+        return [(block, n) for n in range(1, self.attempts_made.get(block, 0) + 1)
+                if (block, n) in self.running]
 
     def assign(self) -> AttemptKey | None:
         """Return the next attempt to start, or None when nothing is pending."""
@@ -173,11 +259,17 @@ class Scheduler:
         :data:`SPECULATION_MIN_SECONDS`) and its rate is below the median rate of the
         finished blocks divided by :data:`SPECULATION_SLOWDOWN`. Executors mark these in
         their status lines; :meth:`speculate` starts a second attempt of the first.
+
+        One pass over the running attempts; asked again at the same clock time with no
+        attempt ended meanwhile, it answers from that pass.
         """
-        median = statistics.median(self.rates) if self.rates else 0.0
+        median = self.rates.value
         if median <= 0:
             return []
         now = self.clock()
+        tick = (now, len(self.history))
+        if self._lag[0] == tick:
+            return list(self._lag[1])
         found: list[tuple[float, AttemptKey]] = []
         for key, attempt in self.running.items():
             elapsed = now - attempt.started
@@ -190,7 +282,9 @@ class Scheduler:
             remaining = (size - attempt.bytes_done) / rate if rate > 0 else float("inf")
             found.append((remaining, key))
         found.sort(key=lambda item: -item[0])
-        return [key for _, key in found]
+        lagging = [key for _, key in found]
+        self._lag = (tick, lagging)
+        return list(lagging)
 
     def speculate(self) -> AttemptKey | None:
         """Return a second attempt of the worst straggler, or None.
@@ -200,9 +294,9 @@ class Scheduler:
         """
         if self.pending or self.failed_block is not None:
             return None
-        speculated = {a.block for a in self.running.values() if a.speculative}
         for key in self.stragglers():
-            if key[0] not in speculated and key[0] not in self.committed:
+            if (key[0] not in self._speculating and key[0] not in self.committed
+                    and key in self.running):
                 return self._start(key[0], speculative=True)
         return None
 
@@ -212,6 +306,8 @@ class Scheduler:
         (ignored if it is not running)."""
         attempt = self.running.get(key)
         if attempt is not None:
+            size = self.size(attempt.block)
+            self.running_bytes += min(bytes_done, size) - min(attempt.bytes_done, size)
             attempt.bytes_done = bytes_done
             attempt.records_done = records_done
             attempt.deadline = self.clock() + self.lease_timeout
@@ -235,8 +331,8 @@ class Scheduler:
         if attempt is not None:
             elapsed = self.clock() - attempt.started
             if elapsed > 0:
-                self.rates.append(self.size(block) / elapsed)
-        others = [k for k in self.running if k[0] == block]
+                self.rates.add(self.size(block) / elapsed)
+        others = self._running_of(block)
         for k in others:
             self._end(k, "discarded", "another attempt finished first")
         return True, others
@@ -256,7 +352,7 @@ class Scheduler:
         self.errors[block] = error
         self.retryable[block] = retryable
         self.failures[block] = self.failures.get(block, 0) + 1
-        if any(k[0] == block for k in self.running):
+        if self._per_block.get(block):
             return  # another attempt of the block is still running
         if not retryable or self.failures[block] >= self.max_attempts:
             self.failed_block = block
@@ -264,9 +360,18 @@ class Scheduler:
             self.pending.appendleft(block)
 
     def expire(self) -> list[AttemptKey]:
-        """Fail every attempt whose lease ran out and return them, so they can be stopped."""
-        now = self.clock()
-        expired = [k for k, attempt in self.running.items() if attempt.deadline < now]
+        """Fail every attempt whose lease ran out and return them, so they can be stopped
+        (earliest deadline first; O(log n) per lease looked at, none when nothing is due)."""
+        now, deadlines, expired = self.clock(), self._deadlines, []
+        while deadlines and deadlines[0][0] < now:
+            _, block, number = heapq.heappop(deadlines)
+            attempt = self.running.get((block, number))
+            if attempt is None:
+                continue  # ended meanwhile
+            if attempt.deadline < now:
+                expired.append(attempt.key)
+            else:  # renewed since: look again at its new deadline
+                heapq.heappush(deadlines, (attempt.deadline, block, number))
         for key in expired:
             self.fail(key, f"no progress for {self.lease_timeout:g}s; the lease expired",
                       lost=True)
@@ -278,3 +383,12 @@ class Scheduler:
         for key in stopped:
             self._end(key, "discarded", why)
         return stopped
+
+
+def _decrement(counts: dict[int, int], block: int) -> None:
+    """Count one less for ``block``, dropping it at zero."""
+    left = counts.get(block, 0) - 1
+    if left > 0:
+        counts[block] = left
+    else:
+        counts.pop(block, None)

@@ -1,0 +1,171 @@
+"""The master at scale: no cost that grows with the square of the blocks or attempts.
+
+The complexity check runs the simulation of ``benchmarks/bench_scale.py`` (the real
+Scheduler, Master loop, commit ledger and manifest against a simulated executor) at
+1,000 and 10,000 blocks: ten times the blocks may take at most 15 times the time (best of
+3 each, so noise on a shared machine does not decide). Nothing here times absolute speed.
+The scheduler's bookkeeping (per-block counts, the deadline heap, the running median,
+the running bytes) is checked against brute force over random operations.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blockproc.scheduler import AttemptKey, RunningMedian, Scheduler
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_scale.py"
+
+
+def bench_scale() -> ModuleType:
+    """``benchmarks/bench_scale.py`` as a module (benchmarks/ is no package)."""
+    spec = importlib.util.spec_from_file_location("bench_scale", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_scale", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- the running median ---------------------------------------------------------------
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=1e12, allow_nan=False), min_size=1,
+                max_size=200))
+def test_running_median_is_the_median_of_all_numbers(numbers: list[float]) -> None:
+    m = RunningMedian()
+    for i, x in enumerate(numbers):
+        m.add(x)
+        assert m.value == pytest.approx(statistics.median(numbers[:i + 1]))
+    assert len(m) == len(numbers)
+
+
+# -- the scheduler's indexes against brute force --------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["assign", "speculate", "beat", "complete", "fail",
+                                          "lost", "tick", "expire"]),
+                         st.integers(0, 50)), max_size=120)
+
+
+def check_against_brute_force(s: Scheduler) -> None:
+    running = list(s.running.values())
+    assert s.running_bytes == sum(min(a.bytes_done, s.size(a.block)) for a in running)
+    assert s.num_running == len(running)
+
+
+@settings(max_examples=200, deadline=None)
+@given(OPS, st.integers(1, 6), st.integers(1, 3))
+def test_scheduler_indexes_agree_with_scans_of_running(ops: list[tuple[str, int]],
+                                                       blocks: int, max_attempts: int) -> None:
+    clock = Clock()
+    s = Scheduler(blocks, max_attempts=max_attempts, lease_timeout=5.0, clock=clock,
+                  wall_clock=clock, block_sizes=[100] * blocks)
+    for op, n in ops:
+        keys = sorted(s.running)
+        key: AttemptKey | None = keys[n % len(keys)] if keys else None
+        if op == "assign":
+            s.assign()
+        elif op == "speculate":
+            before = {k[0] for k, a in s.running.items() if a.speculative}
+            started = s.speculate()
+            if started is not None:
+                assert started[0] not in before and started[0] not in s.committed
+                assert s.running[started].speculative
+        elif op == "beat" and key is not None:
+            s.heartbeat(key, n * 7, n)
+        elif op == "complete" and key is not None:
+            others = [k for k in s.running if k[0] == key[0] and k != key]
+            first = key[0] not in s.committed
+            commit, cancel = s.complete(key)
+            assert commit is first
+            assert sorted(cancel) == (sorted(others) if first else [])
+            assert not any(k[0] == key[0] for k in s.running) or not first
+        elif op in ("fail", "lost") and key is not None:
+            s.fail(key, "boom", lost=op == "lost")
+            if key[0] not in s.committed and any(k[0] == key[0] for k in s.running):
+                assert key[0] not in s.pending  # another attempt still runs: not queued
+        elif op == "tick":
+            clock.now += n / 10
+        elif op == "expire":
+            due = sorted(k for k, a in s.running.items() if a.deadline < clock.now)
+            assert sorted(s.expire()) == due
+            assert not any(a.deadline < clock.now for a in s.running.values())
+        check_against_brute_force(s)
+
+
+def test_a_renewed_lease_is_not_expired_by_its_old_deadline() -> None:
+    clock = Clock()
+    s = Scheduler(2, lease_timeout=10.0, clock=clock, wall_clock=clock)
+    a, b = s.assign(), s.assign()
+    assert a is not None and b is not None
+    for _ in range(5):  # renewed many times: one heap entry suffices
+        clock.now += 6
+        s.heartbeat(a, 1, 1)
+    assert s.expire() == [b]
+    clock.now += 10.5
+    assert s.expire() == [a]
+
+
+def test_stragglers_asked_twice_at_one_time_agree() -> None:
+    clock = Clock()
+    s = Scheduler(4, clock=clock, wall_clock=clock, block_sizes=[100] * 4)
+    keys = [s.assign() for _ in range(4)]
+    clock.now = 1.0
+    assert s.complete(keys[0]) == (True, [])  # 100 B/s
+    clock.now = 5.0
+    lagging = s.stragglers()
+    assert sorted(lagging) == sorted(keys[1:])
+    assert s.stragglers() == lagging
+    spec = s.speculate()
+    assert spec is not None and spec[0] == lagging[0][0]
+    second = s.speculate()  # the same pass, the next block
+    assert second is not None and second[0] == lagging[1][0]
+    s.complete(spec)  # an attempt ended: asked again, the scheduler looks again
+    assert lagging[0] not in s.stragglers()
+
+
+# -- the complexity check -------------------------------------------------------------
+
+
+def best_of(runs: int, blocks: int, workers: int, tmp_path: Path) -> float:
+    module = bench_scale()
+    best = float("inf")
+    for i in range(runs):
+        root = tmp_path / f"{blocks}-{i}"
+        root.mkdir()
+        t0 = time.process_time()
+        figures = module.simulate(blocks, workers, root=str(root))
+        best = min(best, time.process_time() - t0 - figures["executor_cpu_s"])
+        assert figures["by_status"]["committed"] == blocks
+    return best
+
+
+@pytest.mark.parametrize(("few", "many"), [(10, 10), (100, 1000)])
+def test_ten_times_the_blocks_takes_at_most_fifteen_times_the_time(
+        few: int, many: int, tmp_path: Path) -> None:
+    """With as many workers (a cost per block that grows with the blocks), and with ten
+    times the workers too (a scan of the running attempts per event)."""
+    small = best_of(3, 1_000, few, tmp_path)
+    large = best_of(3, 10_000, many, tmp_path)
+    assert large <= 15 * small, (
+        f"10,000 blocks on {many} workers took {large:.3f}s of CPU, 1,000 blocks on {few} "
+        f"{small:.3f}s: {large / small:.1f}x for 10x the blocks; something grows faster "
+        f"than linearly")
