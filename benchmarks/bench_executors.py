@@ -43,14 +43,24 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # workers import workloads by reference, like bench_core
+if str(HERE) not in sys.path:  # workers import workloads by reference, like bench_suite
     sys.path.insert(0, str(HERE))
 
 import workloads as wl  # noqa: E402
-from bench_core import ensure_input, human, parse_size, warm_cache  # noqa: E402
+from bench_suite import ensure_input, parse_size, warm  # noqa: E402
 
 import blockproc as bp  # noqa: E402
 from blockproc.testing import read_parts  # noqa: E402
+
+
+def human(n: float) -> str:
+    """``1073741824`` -> ``"1.00 GiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} GiB"
+
 
 AUTHKEY = "bench-executors-" + os.urandom(8).hex()
 FUNCTIONS: dict[str, Callable[[str], Any]] = {"W1": wl.grep_5xx_upper, "W3": wl.parse_project}
@@ -139,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(args.data_dir).resolve()
     path = ensure_input(data_dir, args.size, args.seed)
     input_bytes = path.stat().st_size
-    print(f"page cache warmed: read {human(input_bytes)} in {warm_cache(path):.2f} s",
+    started = time.perf_counter()
+    warm(path)
+    print(f"page cache warmed: read {human(input_bytes)} in {time.perf_counter() - started:.2f} s",
           flush=True)
     port = free_port()
     n = args.workers

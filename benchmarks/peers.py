@@ -1,20 +1,23 @@
 """Baselines ("peers") for benchmarks/bench_suite.py, and the block-level workload code.
 
-Every engine runs the same per-line code from ``benchmarks/workloads.py``
-(``grep_5xx_upper``, ``method_status``, ``parse_project``). This module adds:
+Every engine runs the same code from ``benchmarks/workloads.py``: per line
+(``grep_5xx_upper``, ``parse_project``) for ``map_lines``, per batch of lines
+(``grep_5xx_upper_batch``, ``count_batch``, ``parse_project_batch``) for everything that
+hands its code a batch. This module adds:
 
 * vectorised block functions for ``bp.map_blocks`` (``w1_block``, ``w2_block``,
   ``w3_block``): one regex pass over the block's bytes instead of a Python call per line;
-* the baselines: single-process sequential Python (``run_seq``), hand-written
-  ``multiprocessing.Pool`` over 64 MiB ranges read with ``fsspec.utils.read_block``,
-  either decoded into one list of lines per block (``run_pool(..., batched=False)``) or fed
-  to the per-line code in ~1 MiB batches of lines (``batched=True``), Dask bag with the
-  processes scheduler (``run_dask``) and GNU parallel ``--pipepart`` (``run_parallel``,
-  which calls this file as its per-block filter: ``python peers.py --stdin W1``).
+* the baselines: single-process sequential Python (``run_seq``); the hand-written
+  ``multiprocessing.Pool`` in its strongest form (``run_pool``: the default start method,
+  one task per ``block_size`` range, each streamed in ~1 MiB whole-line batches with one
+  call of the per-batch function per batch, one part-file per range); the 1,000-line job
+  of a forked ``Pool(2)`` (``run_small_pool``); Dask bag with the processes scheduler
+  (``run_dask``) and GNU parallel ``--pipepart`` (``run_parallel``, which calls this file
+  as its per-block filter: ``python peers.py --stdin W1``).
 
-Functions are module-level so that cloudpickle and multiprocessing send them *by reference*
-(``peers.w1_block``); the suite puts ``benchmarks/`` on ``sys.path`` (and ``PYTHONPATH`` for
-its children), which spawned workers inherit.
+Functions are module-level so that cloudpickle and multiprocessing send them *by
+reference* (``peers.w1_block``); the suite puts ``benchmarks/`` on ``sys.path`` (and
+``PYTHONPATH`` for its children), which spawned workers inherit.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ BATCH_SIZE = 1 << 20
 # --- per-line code by workload -----------------------------------------------------------
 
 LINE_FNS: dict[str, Callable[[str], Any]] = {"W1": wl.grep_5xx_upper, "W3": wl.parse_project}
+BATCH_FNS: dict[str, Callable[[list[str]], list[str]]] = {
+    "W1": wl.grep_5xx_upper_batch, "W2": wl.count_batch, "W3": wl.parse_project_batch}
+"""The per-batch code the Pool, the sequential baseline and ``map_batches`` run."""
 
 
 def identity(line: str) -> str:
@@ -141,6 +147,25 @@ def _w3_block_lines(batch: Any) -> str:
     return "".join(out)
 
 
+def records_block(batch: Any, workload: str) -> list[str]:
+    """``map_blocks`` with the Pool's per-batch code over the whole block's records."""
+    return BATCH_FNS[workload](batch.records)
+
+
+def w1_records(batch: Any) -> list[str]:
+    """W1 per-batch code over a block's records (``map_blocks``)."""
+    return wl.grep_5xx_upper_batch(batch.records)
+
+
+def w3_records(batch: Any) -> list[str]:
+    """W3 per-batch code over a block's records (``map_blocks``)."""
+    return wl.parse_project_batch(batch.records)
+
+
+RECORDS_FNS: dict[str, Callable[[Any], Any]] = {"W1": w1_records, "W2": wl.count_block,
+                                                "W3": w3_records}
+
+
 def scan_block(batch: Any) -> str:
     """Raw scan: count the block's bytes; the part-file is that one number."""
     return f"{len(batch.data)}\n"
@@ -187,20 +212,15 @@ def _split(text: str) -> list[str]:
 
 
 def process_lines(workload: str, batches: Iterator[list[str]], out: Any) -> int:
-    """Run ``workload``'s per-line code over batches of lines, writing to binary ``out``."""
+    """Run ``workload``'s per-batch code over batches of lines (one call per batch),
+    writing the results to binary ``out``; return the number of lines."""
     n = 0
-    if workload == "W2":
-        counts: Counter[tuple[str, str]] = Counter()
-        for lines in batches:
-            wl.count_lines(lines, counts)
-            n += len(lines)
-        out.write("".join(s + "\n" for s in wl.format_counts(counts)).encode())
-        return n
-    fn = LINE_FNS[workload]
+    fn = BATCH_FNS[workload]
+    write = out.write
     for lines in batches:
-        res = lines_out(lines, fn)
+        res = fn(lines)
         if res:
-            out.write(("\n".join(res) + "\n").encode())
+            write(("\n".join(res) + "\n").encode())
         n += len(lines)
     return n
 
@@ -215,34 +235,82 @@ def run_seq(workload: str, path: str, out_dir: str, workers: int, block_size: in
 # --- hand-written multiprocessing.Pool ---------------------------------------------------
 
 
-def _pool_block(args: tuple[str, str, int, int, str, bool]) -> int:
-    import fsspec.utils
+def line_start(f: Any, pos: int) -> int:
+    """The offset right after the first newline at or after ``pos`` (0 stays 0): the
+    rule of fsspec's read_block, Hadoop and blockproc, so the ranges' lines tile the file."""
+    if pos <= 0:
+        return 0
+    f.seek(pos)
+    while chunk := f.read(1 << 16):
+        found = chunk.find(b"\n")
+        if found >= 0:
+            return pos + found + 1
+        pos += len(chunk)
+    return pos
 
-    workload, path, offset, length, part, batched = args
-    with open(path, "rb") as f:
-        data = fsspec.utils.read_block(f, offset, length, delimiter=b"\n")
-    with open(part, "wb") as out:
-        if batched:
-            return process_lines(workload, iter_line_batches(data), out)
-        lines = _split(data.decode())
-        del data
-        return process_lines(workload, iter([lines]), out)
+
+def range_batches(f: Any, start: int, end: int,
+                  batch_size: int = BATCH_SIZE) -> Iterator[list[str]]:
+    """Yield the lines of ``[start, end)`` of binary file ``f`` (aligned offsets) in
+    ~``batch_size`` whole-line batches, decoded like blockproc's ``lines`` format."""
+    f.seek(start)
+    pos, carry = start, b""
+    while pos < end:
+        chunk = f.read(min(batch_size, end - pos))
+        if not chunk:
+            break
+        pos += len(chunk)
+        data = carry + chunk if carry else chunk
+        cut = data.rfind(b"\n") + 1
+        carry = data[cut:]
+        if cut:
+            yield _split(data[:cut].decode())
+    if carry:
+        yield _split(carry.decode() + "\n")
 
 
-def run_pool(workload: str, path: str, out_dir: str, workers: int, block_size: int,
-             *, batched: bool) -> int:
-    """multiprocessing.Pool (spawn) over ``block_size`` ranges, one part-file per range."""
+def _pool_task(args: tuple[str, str, int, int, str]) -> int:
+    """One range: stream it in ~1 MiB batches, one call of the batch code per batch."""
+    workload, path, offset, block_size, part = args
+    with open(path, "rb", buffering=0) as f, open(part, "wb") as out:
+        start = line_start(f, offset)
+        end = line_start(f, offset + block_size)
+        return process_lines(workload, range_batches(f, start, end), out)
+
+
+def run_pool(workload: str, path: str, out_dir: str, workers: int, block_size: int) -> int:
+    """multiprocessing.Pool (the platform's default start method: fork on Linux) over
+    ``block_size`` ranges, one part-file per range; return the lines read."""
     import multiprocessing
 
     os.makedirs(out_dir, exist_ok=True)
     size = os.path.getsize(path)
-    jobs = [(workload, path, off, block_size, os.path.join(out_dir, f"part-{i:05d}"), batched)
+    jobs = [(workload, path, off, block_size, os.path.join(out_dir, f"part-{i:05d}"))
             for i, off in enumerate(range(0, size, block_size))]
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        n = sum(pool.imap(_pool_block, jobs))
+    with multiprocessing.Pool(workers) as pool:
+        n = sum(pool.imap(_pool_task, jobs))
         pool.close()
         pool.join()
     return n
+
+
+def run_small_pool(path: str, out_dir: str, workers: int) -> int:
+    """The small job the way a script does it: read the lines, a forked ``Pool`` maps W3's
+    per-batch code over ``workers`` slices, one output file; return the lines read."""
+    import multiprocessing
+
+    os.makedirs(out_dir, exist_ok=True)
+    with open(path, "rb") as f:
+        lines = _split(f.read().decode())
+    step = -(-len(lines) // workers)
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        parts = pool.map(wl.parse_project_batch,
+                         [lines[i:i + step] for i in range(0, len(lines), step)])
+    with open(os.path.join(out_dir, "out.txt"), "wb") as out:
+        for res in parts:
+            if res:
+                out.write(("\n".join(res) + "\n").encode())
+    return len(lines)
 
 
 # --- Dask bag ----------------------------------------------------------------------------
@@ -250,9 +318,7 @@ def run_pool(workload: str, path: str, out_dir: str, workers: int, block_size: i
 
 def _dask_partition(lines: list[str], workload: str) -> list[str]:
     stripped = [s[:-1] if s.endswith("\n") else s for s in lines]
-    if workload == "W2":
-        return wl.format_counts(wl.count_lines(stripped))
-    return lines_out(stripped, LINE_FNS[workload])
+    return BATCH_FNS[workload](stripped)
 
 
 def run_dask(workload: str, path: str, out_dir: str, workers: int, block_size: int) -> None:
