@@ -163,8 +163,9 @@ class CSV:
         ``pos``.
 
         Plans made by :func:`blockproc.plan` are already aligned (``aligned=True``), so
-        this returns ``pos``. Otherwise, with quoted newlines possible, it runs the
-        quote-aware pass over ``[0, pos)``: exact, but it reads the file up to ``pos``.
+        this returns ``pos``. Otherwise, with quoted newlines possible, it resolves the
+        state at ``pos`` from the bytes before it (a few KiB on typical data; the whole
+        of ``[0, pos)`` when they cannot tell): exact either way.
         """
         if pos <= 0:
             return Boundary(0, b"", 0)
@@ -176,9 +177,12 @@ class CSV:
             return find_boundary(read, pos, size, b"\n", max_record_size=max_record_size)
         grammar = _grammar(self.dialect)
         data_start = _data_start(read(0, 3), self.encoding)
-        pieces = [cs.scan_piece(read, a, min(pos, a + cs.SCAN_SIZE), data_start, grammar.d)
-                  for a in range(0, pos, cs.SCAN_SIZE)]
-        state = cs.chain_states(pieces, read, data_start, grammar)[pos]
+        resolved = cs.resolve_states(read, [pos], data_start, grammar)
+        if resolved is None:  # the full pass over [0, pos)
+            pieces = [cs.scan_piece(read, a, min(pos, a + cs.SCAN_SIZE), data_start, grammar.d)
+                      for a in range(0, pos, cs.SCAN_SIZE)]
+            resolved = cs.chain_states(pieces, read, data_start, grammar)
+        state = resolved[pos]
         if pos < data_start:
             pos, state = data_start, cs.S
         found = cs.row_start(read, pos, size, state, grammar)
@@ -391,13 +395,13 @@ class CSV:
         return head[self._body_start(head):], it
 
 
-def _unclosed_quote(f: InputFile, scans: Sequence[cs.PieceScan], states: Mapping[int, int],
-                    data_start: int, read: ReadFn, grammar: cs.Grammar) -> InputError:
+def _unclosed_quote(f: InputFile, states: Mapping[int, int], data_start: int, read: ReadFn,
+                    grammar: cs.Grammar) -> InputError:
     """Return the error for a file that ends inside a quoted field, naming the quote."""
     start, state = data_start, cs.S
-    for scan in scans:  # the opening quote is after the last piece that starts outside quotes
-        if scan.start > data_start and not cs.is_open_quote(states[scan.start]):
-            start, state = scan.start, states[scan.start]
+    for pos in sorted(states):  # the opening quote is after the last known state outside quotes
+        if data_start < pos < f.size and not cs.is_open_quote(states[pos]):
+            start, state = pos, states[pos]
     offset = cs.opening_quote(read, start, f.size, state, grammar.d)
     where = "a quote" if offset is None else f"the quote at byte offset {offset}"
     rest = "" if offset is None else f" ({f.size - offset} bytes)"
@@ -421,40 +425,66 @@ def align_blocks(fmt: CSV, files: Sequence[InputFile], blocks: Sequence[Block],
     by_path: dict[str, list[Block]] = {}
     for b in blocks:
         by_path.setdefault(b.path, []).append(b)
+    nominal = {path: [b.start for b in bs] for path, bs in by_path.items()}
     plain = [f for f in files if not f.compression and f.size and f.path in by_path]
+    plain_paths = {f.path for f in plain}
     data_starts: dict[str, int] = {}
-    tasks: list[tuple[cs.Opener, int, int, int]] = []
-    cuts: dict[str, list[int]] = {}
-    for f in plain:
+    states: dict[str, dict[int, int]] = {}
+    for f in plain:  # step 1: each nominal start (and the end) from a window before it
         with access.open(f.path) as src:
             data_starts[f.path] = _data_start(src.read(0, 3), fmt.encoding)
-        cuts[f.path] = cs.cut_points(f.size, [b.start for b in by_path[f.path]])
-        bounds = [*cuts[f.path], f.size]
-        tasks.extend((functools.partial(access.open, f.path), a, e, data_starts[f.path])
-                     for a, e in itertools.pairwise(bounds))
-    scans = iter(cs.scan_all(tasks, grammar.d))
+            found = cs.resolve_states(src.read, [*nominal[f.path], f.size],
+                                      data_starts[f.path], grammar)
+        if found is not None:
+            states[f.path] = found
+    slow = [f for f in plain if f.path not in states]
+    states.update(_scanned_states(slow, nominal, data_starts, access, grammar))
     triples: list[tuple[str, int, int]] = []
     for f in files:
-        if f not in plain:
+        if f.path not in plain_paths:
             triples.extend((b.path, b.start, b.end) for b in by_path.get(f.path, ()))
             continue
-        file_scans = [next(scans) for _ in cuts[f.path]]
-        ds = data_starts[f.path]
         with access.open(f.path) as src:
-            states = cs.chain_states(file_scans, src.read, ds, grammar)
-            if cs.is_open_quote(states[f.size]) and not fmt.allow_unclosed_quote:
-                raise _unclosed_quote(f, file_scans, states, ds, src.read, grammar)
-            nominal = [b.start for b in by_path[f.path]]
-            starts = [0] * len(nominal)
-            following = f.size
-            for i in range(len(nominal) - 1, 0, -1):
-                pos, state = nominal[i], states[nominal[i]]
-                if pos < ds:
-                    pos, state = ds, cs.S
-                found = cs.row_start(src.read, pos, nominal[i + 1] if i + 1 < len(nominal)
-                                     else f.size, state, grammar)
-                starts[i] = following if found is None else found
-                following = starts[i]
+            starts = _row_starts(fmt, f, nominal[f.path], states[f.path],
+                                 data_starts[f.path], src.read, grammar)
         ends = [*starts[1:], f.size]
         triples.extend((f.path, s, e) for s, e in zip(starts, ends, strict=True) if s < e)
     return renumber(triples)
+
+
+def _scanned_states(files: Sequence[InputFile], nominal: Mapping[str, Sequence[int]],
+                    data_starts: Mapping[str, int], access: FileAccess,
+                    grammar: cs.Grammar) -> dict[str, dict[int, int]]:
+    """Return the exact states at the pieces of each file from the full pass (step 2)."""
+    tasks: list[tuple[cs.Opener, int, int, int]] = []
+    cuts: dict[str, list[int]] = {}
+    for f in files:
+        cuts[f.path] = cs.cut_points(f.size, nominal[f.path])
+        tasks.extend((functools.partial(access.open, f.path), a, e, data_starts[f.path])
+                     for a, e in itertools.pairwise([*cuts[f.path], f.size]))
+    scans = iter(cs.scan_all(tasks, grammar.d))
+    out: dict[str, dict[int, int]] = {}
+    for f in files:
+        file_scans = [next(scans) for _ in cuts[f.path]]
+        with access.open(f.path) as src:
+            out[f.path] = cs.chain_states(file_scans, src.read, data_starts[f.path], grammar)
+    return out
+
+
+def _row_starts(fmt: CSV, f: InputFile, nominal: Sequence[int], states: Mapping[int, int],
+                data_start: int, read: ReadFn, grammar: cs.Grammar) -> list[int]:
+    """Return where each nominal block of ``f`` really starts (step 3): after the first
+    row-ending LF at or after its nominal start, given the exact state there."""
+    if cs.is_open_quote(states[f.size]) and not fmt.allow_unclosed_quote:
+        raise _unclosed_quote(f, states, data_start, read, grammar)
+    starts = [0] * len(nominal)
+    following = f.size
+    for i in range(len(nominal) - 1, 0, -1):
+        pos, state = nominal[i], states[nominal[i]]
+        if pos < data_start:
+            pos, state = data_start, cs.S
+        found = cs.row_start(read, pos, nominal[i + 1] if i + 1 < len(nominal) else f.size,
+                             state, grammar)
+        starts[i] = following if found is None else found
+        following = starts[i]
+    return starts

@@ -244,6 +244,22 @@ def test_csv_chained_parity_states_equal_the_exact_grammar(data: bytes, cuts: li
         assert states[p] == exact, (p, states, data)
 
 
+@settings(SLOW, max_examples=150)
+@given(data=csv_file(), draw=st.data(), window=st.integers(1, 6), limit=st.sampled_from([1, 8, 64]))
+@example(data=b'c0,c1\n1,"x\n2,y\n3,z"\n4,w\n', draw=None, window=1, limit=8)
+@example(data=b'c0\r\n5" screen\r\n"a\r\nb"\r\n', draw=None, window=2, limit=8)
+@example(data=b'c0,c1\n"a""\nb",""""\n7,"\n"\n', draw=None, window=1, limit=64)
+def test_csv_blocks_resolved_from_small_windows_give_pyarrows_parse(
+        data: bytes, draw: st.DataObject | None, window: int, limit: int) -> None:
+    # windows of a few bytes, so most starts are resolved locally (every state agrees)
+    # or fall back to the full pass, instead of walking from the file start
+    sizes = list(range(1, len(data) + 2)) if draw is None else block_sizes(len(data), draw)
+    with mock.patch.object(cs, "RESOLVE_WINDOW", window), \
+            mock.patch.object(cs, "RESOLVE_LIMIT", limit):
+        check_csv_partition(data, CSV(), sizes)
+        check_csv_partition(data, CSV(escape_char="\\"), sizes[:8])
+
+
 def test_csv_partition_end_to_end_through_the_plan_and_the_worker(memfs: str) -> None:
     data = (b'id,text\n' + b''.join(b'%d,"line %d\n%d,fake row\n""q""",\n' % (i, i, i)
                                      for i in range(40)))

@@ -132,13 +132,85 @@ def test_escape_character_makes_newlines_and_quotes_literal() -> None:
         assert rows_of({"f.csv": data}, fmt, block_size) == expected, block_size
 
 
-def test_the_parallel_scan_reads_each_file_about_once() -> None:
-    rows = b"".join(b'%d,"text %d\nwith a newline",%d\n' % (i, i, i * 7) for i in range(5000))
-    data = b"a,b,c\n" + rows
-    _, blocks, access = plan_csv({"f.csv": data}, CSV(), 4096)
-    total = sum(access.log)
-    assert len(data) <= total <= len(data) * 1.1 + 64 * 1024, (total, len(data))
+ROWS_WITH_NEWLINES = b"a,b,c\n" + b"".join(
+    b'%d,"text %d\nwith a newline, and ""quotes""",%d\n' % (i, i, i * 7) for i in range(5000))
+
+
+def test_planning_reads_a_few_kib_per_block_not_the_file() -> None:
+    data = ROWS_WITH_NEWLINES
+    _, blocks, access = plan_csv({"f.csv": data}, CSV(), 16 * 1024)
     assert len(blocks) > 10
+    # a window of RESOLVE_WINDOW before each nominal start (all the grammar's states agree
+    # within it), the row-start walk after it, the BOM probe and the header
+    per_block = cs.RESOLVE_WINDOW + 4 * cs.ROW_WINDOW_SIZE
+    assert sum(access.log) <= (len(blocks) + 1) * per_block + 8192, (sum(access.log), len(data))
+    assert sum(access.log) < len(data) / 2
+
+
+def test_windows_that_cannot_tell_fall_back_to_the_full_pass_reading_the_file_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A long stretch without any quote: a walk that starts inside quotes stays there and
+    # one that starts outside stays outside, so no window before it can decide.
+    quoteless = b"".join(b"%d,plain,%d\n" % (i, i) for i in range(20000))
+    data = ROWS_WITH_NEWLINES + quoteless + b'1,"x\ny",2\n'
+    grammar = cs.Grammar(CSV().dialect)
+    pos = len(ROWS_WITH_NEWLINES) + len(quoteless) // 2
+
+    def read(s: int, e: int) -> bytes:
+        return data[s:e]
+
+    assert cs.resolve_state(read, pos, 0, cs.S, grammar, limit=16 * 1024) is None
+    assert cs.resolve_state(read, pos, 0, cs.S, grammar, limit=len(data)) == cs.F
+    monkeypatch.setattr(cs, "RESOLVE_LIMIT", 16 * 1024)  # under the block size
+    _, _blocks, access = plan_csv({"f.csv": data}, CSV(), 64 * 1024)
+    assert len(data) <= sum(access.log) <= len(data) * 1.1 + 64 * 1024, sum(access.log)
+    assert rows_of({"f.csv": data}, CSV(), 64 * 1024) == pa_csv.read_csv(
+        io.BytesIO(data), convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys("abc", pa.string()))).to_pylist()
+
+
+_BYTES = st.lists(st.sampled_from([b"a", b",", b'"', b'""', b"\n", b"\r\n", b"\r", b"\\",
+                                   b'",', b',"', b'"\n']), max_size=60).map(b"".join)
+
+
+def test_a_window_that_starts_right_after_an_escape_inside_quotes_is_not_misread() -> None:
+    # found by search: without the "escaped, inside quotes" start state, the other walks
+    # of [4, 8) agree on a state that is not the one the walk from byte 0 reaches
+    data = b'"\\,\\\\\\"\na\\'
+    grammar = cs.Grammar(cs.Dialect.of(",", '"', "\\", True))
+
+    def read(s: int, e: int) -> bytes:
+        return data[s:e]
+
+    exact = cs.walk_range(read, 0, 8, cs.S, grammar)
+    without_qe = {grammar.walk(data, 4, 8, s)[1] for s in cs.start_states(grammar.d)
+                  if s != cs.QE}
+    assert len(without_qe) == 1 and without_qe != {exact}
+    assert cs.resolve_state(read, 8, 0, cs.S, grammar, window=4, limit=4) in (None, exact)
+
+
+@given(data=_BYTES, window=st.integers(1, 8), limit=st.integers(1, 40),
+       escape=st.sampled_from([None, "\\"]), double_quote=st.booleans())
+def test_a_resolved_state_is_the_state_of_the_walk_from_the_start(
+        data: bytes, window: int, limit: int, escape: str | None, double_quote: bool) -> None:
+    # any bytes (stray quotes, CR, CRLF, doubled quotes, escapes), any split point: the
+    # local answer is either "cannot tell" or exactly the sequential parse's state
+    grammar = cs.Grammar(cs.Dialect.of(",", '"', escape, double_quote))
+
+    def read(s: int, e: int) -> bytes:
+        return data[max(0, s):e]
+
+    anchors = {0: cs.S}
+    for pos in range(1, len(data) + 1):
+        exact = cs.walk_range(read, 0, pos, cs.S, grammar)
+        anchor = max(a for a in anchors if a <= pos // 2 or a == 0)
+        got = cs.resolve_state(read, pos, anchor, anchors[anchor], grammar,
+                               window=window, limit=limit)
+        assert got in (None, exact), (pos, got, exact)
+        anchors[pos] = exact
+    points = list(range(len(data) + 1))
+    resolved = cs.resolve_states(read, points, 0, grammar)
+    assert resolved == {p: cs.walk_range(read, 0, p, cs.S, grammar) for p in points}
 
 
 def test_boundary_without_a_plan_is_exact_but_reads_from_the_start() -> None:
