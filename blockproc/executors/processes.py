@@ -9,6 +9,15 @@ A worker process dies with its master: when the master is killed (kill -9 includ
 worker stops within a fraction of a second, even in the middle of a long call of the
 user's function (see :func:`~blockproc.executors._cluster_worker.die_with_parent`); the
 master's successor runs its block again.
+
+Start-up. Workers are fresh processes for every job, so no job can see another's function
+or module state, and they start warm: on Linux, from a master with no other thread
+running (a script calling ``map_lines``), they are forked from it with everything already
+imported (as ``multiprocessing.Pool`` does); otherwise (a notebook kernel, ``submit``'s
+background thread) they are forked from a template process started on the first job,
+which has imported the engine and never runs user code (``multiprocessing``'s
+``forkserver``: kept alive for later jobs, stopped when the interpreter exits). Where
+neither exists they are spawned.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -28,7 +38,6 @@ from typing import Any
 import cloudpickle
 
 from blockproc.errors import JobError
-from blockproc.executors._cluster_worker import die_with_parent
 from blockproc.executors._mainguard import main_module_hidden
 from blockproc.executors.base import (
     Event,
@@ -42,7 +51,32 @@ from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.worker import BlockTask, Mapper, run_block, worker_name
 
 REPORT_INTERVAL = 0.2
-_CONTEXT = multiprocessing.get_context("spawn")
+_PRELOAD = ["blockproc.executors.processes"]
+"""What the template process imports once, before it forks any worker."""
+
+
+def start_method() -> str:
+    """Return how the next worker process starts: ``"fork"`` from this process when it
+    runs no other thread (forking beside a running thread can copy a held lock),
+    else ``"forkserver"`` (fork from a clean template process), else ``"spawn"``.
+
+    Examples
+    --------
+    >>> start_method() in ("fork", "forkserver", "spawn")
+    True
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform == "linux" and "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _context() -> Any:
+    method = start_method()
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(_PRELOAD)
+    return context
 
 
 @dataclass
@@ -70,10 +104,12 @@ class ProcessExecutor:
             self._workers.append(self._spawn())
 
     def _spawn(self) -> _Worker:
-        parent, child = _CONTEXT.Pipe()
-        process = _CONTEXT.Process(target=_worker_main,
-                                   args=(child, self._payload, os.getpid()),
-                                   name="blockproc-worker", daemon=True)
+        context = _context()
+        parent, child = context.Pipe()
+        # A worker forked by the template process watches that one, which ends with us.
+        watch = 0 if context.get_start_method() == "forkserver" else os.getpid()
+        process = context.Process(target=_worker_main, args=(child, self._payload, watch),
+                                  name="blockproc-worker", daemon=True)
         with main_module_hidden():
             process.start()
         child.close()
@@ -202,8 +238,12 @@ class _Reporter:
 
 def _worker_main(conn: Connection, payload: bytes, parent: int) -> None:
     """Body of a worker process: load the mapper once, then run attempts until told to
-    stop; exit at once if the master ``parent`` dies."""
+    stop; exit at once if ``parent`` dies (0: this process's parent, the template
+    process, which ends with the master)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides what Ctrl-C means
+    from blockproc.executors._cluster_worker import die_with_parent  # the worker's only
+
+    parent = parent or os.getppid()
     die_with_parent(parent)
     _keep_freed_memory()
     try:
