@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from blockproc.model import AttemptRecord
 
@@ -90,6 +90,14 @@ class Attempt:
         """The ended attempt as the manifest keeps it."""
         return AttemptRecord(self.block, self.number, self.worker, self.started_at,
                              self.ended_at, self.status, self.error, self.speculative)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``to_record().to_dict()``, without the record in between (a row of the
+        attempts file, written for every attempt of a job)."""
+        return {"block_id": self.block, "attempt": self.number, "worker": self.worker,
+                "started": self.started_at, "finished": self.ended_at,
+                "status": self.status, "error": self.error,
+                "speculative": self.speculative}
 
 
 class RunningMedian:

@@ -39,7 +39,7 @@ from blockproc.output.checks import check_not_input, exists_error, refuse_foreig
 from blockproc.output.layout import ERRORS_DIR, LEDGER, LOGS_DIR, PLAN, STATE_DIR, SUCCESS
 from blockproc.output.ledger import Ledger, earlier_attempts, read_ledger, save_attempts
 from blockproc.output.lock import OutputLock
-from blockproc.output.manifest import build_manifest, dumps_rows
+from blockproc.output.manifest import build_manifest, write_manifest
 from blockproc.storage import (
     AbstractFileSystem,
     publish,
@@ -47,7 +47,6 @@ from blockproc.storage import (
     remove_tree,
     retry_call,
     to_url,
-    write_bytes_atomic,
     write_json_atomic,
 )
 
@@ -63,6 +62,8 @@ class OutputDir:
         self.lock = OutputLock(fs, self._join(STATE_DIR), job_id, self.url)
         self._ledger = Ledger(fs, self.path, job_id)
         self._renew_failing_since: float | None = None
+        # layout.staging_path's folder, joined once: the master asks for every attempt
+        self._staging_dir = posixpath.dirname(layout.staging_path(self.path, job_id, "p", 1))
 
     def _join(self, *parts: str) -> str:
         return posixpath.join(self.path, *parts)
@@ -74,7 +75,7 @@ class OutputDir:
     def staging_path(self, block_id: int, attempt: int, part: str) -> str:
         """Where attempt ``attempt`` of ``block_id`` writes its part-file (see
         :func:`~blockproc.output.layout.staging_path`)."""
-        return layout.staging_path(self.path, self.job_id, part, attempt)
+        return f"{self._staging_dir}/{part}.attempt-{attempt}"
 
     def prepare(
         self, plan: Plan, if_exists: IfExists, inputs: Sequence[str]
@@ -329,4 +330,4 @@ class OutputDir:
         with self._storage("to write _SUCCESS"):
             self.lock.renew()  # a fresh check right before the one write readers trust
             remove_tree(self.fs, self._join(layout.TEMPORARY))
-            write_bytes_atomic(self.fs, self._join(SUCCESS), dumps_rows(manifest))
+            write_manifest(self.fs, self._join(SUCCESS), manifest)

@@ -26,11 +26,12 @@ from __future__ import annotations
 import contextlib
 import json
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from blockproc.model import BlockResult
 from blockproc.output.layout import ATTEMPTS, LEDGER, STATE_DIR
+from blockproc.output.manifest import iter_list, write_stream_atomic
 from blockproc.storage import (
     AbstractFileSystem,
     is_local,
@@ -112,10 +113,12 @@ def _rows(fs: AbstractFileSystem, name: str) -> list[bytes]:
 
 
 def save_attempts(fs: AbstractFileSystem, root: str, job_id: str,
-                  records: Sequence[Mapping[str, Any]]) -> None:
-    """Write the attempts of run ``job_id`` for the runs that resume it."""
-    write_json_atomic(fs, posixpath.join(root, STATE_DIR, ATTEMPTS, f"{job_id}.json"),
-                      list(records), indent=None)
+                  records: Sequence[Any]) -> None:
+    """Write the attempts of run ``job_id`` for the runs that resume it: ``records`` are
+    dicts, or objects with ``to_dict()`` (each turned into JSON as it is written)."""
+    rows = records if isinstance(records, list | tuple) else list(records)
+    write_stream_atomic(fs, posixpath.join(root, STATE_DIR, ATTEMPTS, f"{job_id}.json"),
+                        lambda: iter_list(rows))
 
 
 def earlier_attempts(fs: AbstractFileSystem, root: str,

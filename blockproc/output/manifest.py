@@ -15,24 +15,43 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import posixpath
 import time
+import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from blockproc.model import BlockResult, Plan, blocks_summary
 from blockproc.output.layout import SUCCESS
-from blockproc.storage import AbstractFileSystem, read_json, retry_call
+from blockproc.storage import (
+    AbstractFileSystem,
+    is_local,
+    read_json,
+    retry_call,
+    write_bytes_atomic,
+)
+from blockproc.storage.urls import is_object_store
 
 MANIFEST_VERSION = 1
+
+ROWS_PER_CHUNK = 2048
+"""Rows serialised per chunk of a streamed manifest: big enough that writes are few,
+small enough that a million-block manifest never exists whole in memory as objects."""
 
 
 def build_manifest(job_id: str, plan: Plan, results: Sequence[BlockResult],
                    job: Mapping[str, Any]) -> dict[str, Any]:
     """Return the manifest of a finished job: its id, ``job`` (executor, workers, seconds,
-    options...), the plan's inputs and one entry per committed block."""
+    options...), the plan's inputs and one entry per committed block.
+
+    ``blocks`` holds the results themselves (and ``job["attempts"]`` may hold attempt
+    records): :func:`iter_rows` turns each row into JSON as it writes it, so no dict per
+    block is ever built for a million blocks at once.
+    """
     return {
         "version": MANIFEST_VERSION,
         "job_id": job_id,
@@ -43,15 +62,120 @@ def build_manifest(job_id: str, plan: Plan, results: Sequence[BlockResult],
         "format": dict(plan.format),
         "inputs": [f.to_dict() for f in plan.files],
         "totals": blocks_summary(results),
-        "blocks": [r.to_dict() for r in results],
+        "blocks": results,
     }
+
+
+def _is_rows(value: Any) -> bool:
+    """A non-empty list or tuple of objects (dicts, or rows with ``to_dict``)."""
+    if not isinstance(value, list | tuple) or not value:
+        return False
+    first = value[0]
+    return isinstance(first, dict) or hasattr(first, "to_dict")
+
+
+def _row_json(row: Any) -> str:
+    return json.dumps(row.to_dict() if hasattr(row, "to_dict") else row)
+
+
+def iter_rows(doc: Mapping[str, Any]) -> Iterator[bytes]:
+    """Yield :func:`dumps_rows` of ``doc`` in chunks of :data:`ROWS_PER_CHUNK` rows.
+
+    A list of row objects (anything with ``to_dict()``, as a ``BlockResult``) is written as
+    the list of their dicts, each made and dropped in turn.
+
+    Examples
+    --------
+    >>> from blockproc.model import AttemptRecord
+    >>> chunks = list(iter_rows({"job_id": "j", "attempts": [
+    ...     AttemptRecord(0, 1, "w", 0.0, 1.0, "committed")]}))
+    >>> print(b"".join(chunks).decode())
+    {
+     "job_id": "j",
+     "attempts": [
+      {"block_id": 0, "attempt": 1, "worker": "w", "started": 0.0, "finished": 1.0, ...}
+     ]
+    }
+    <BLANKLINE>
+    """
+    lead = "{\n"
+    for i, (key, value) in enumerate(doc.items()):
+        sep = "" if i == 0 else ",\n"
+        if not _is_rows(value):
+            lead += f"{sep} {json.dumps(key)}: {json.dumps(value)}"
+            continue
+        yield (lead + f"{sep} {json.dumps(key)}: [\n  ").encode()
+        for start in range(0, len(value), ROWS_PER_CHUNK):
+            rows = ",\n  ".join(map(_row_json, value[start:start + ROWS_PER_CHUNK]))
+            yield (rows + (",\n  " if start + ROWS_PER_CHUNK < len(value) else "")).encode()
+        lead = "\n ]"
+    yield (lead + "\n}\n").encode()
+
+
+def iter_list(rows: Sequence[Any]) -> Iterator[bytes]:
+    """Yield the JSON list of ``rows`` (dicts, or objects with ``to_dict()``), one row per
+    line, in chunks of :data:`ROWS_PER_CHUNK` rows.
+
+    Examples
+    --------
+    >>> b"".join(iter_list([{"id": 0}, {"id": 1}]))
+    b'[\\n{"id": 0},\\n{"id": 1}\\n]\\n'
+    >>> json.loads(b"".join(iter_list([])))
+    []
+    """
+    yield b"[\n"
+    for start in range(0, len(rows), ROWS_PER_CHUNK):
+        chunk = ",\n".join(map(_row_json, rows[start:start + ROWS_PER_CHUNK]))
+        yield (chunk + (",\n" if start + ROWS_PER_CHUNK < len(rows) else "")).encode()
+    yield b"\n]\n"
+
+
+def write_manifest(fs: AbstractFileSystem, path: str, doc: Mapping[str, Any]) -> None:
+    """Write ``doc`` to ``path`` as :func:`dumps_rows` does, atomically for readers (see
+    :func:`write_stream_atomic`)."""
+    write_stream_atomic(fs, path, lambda: iter_rows(doc))
+
+
+def write_stream_atomic(fs: AbstractFileSystem, path: str,
+                        chunks: Callable[[], Iterable[bytes]]) -> None:
+    """Write the bytes that ``chunks()`` yields to ``path`` so that readers see all of it
+    or nothing: streamed to a staging file that is renamed on a filesystem (retried from
+    the start on a transient error), one PUT of the whole on an object store (atomic
+    there). Nothing the size of the file is held in memory on a filesystem.
+    """
+    if is_object_store(fs):
+        write_bytes_atomic(fs, path, b"".join(chunks()))
+        return
+    directory, name = posixpath.split(path)
+    staging = posixpath.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+    def write() -> None:
+        if is_local(fs):
+            os.makedirs(directory, exist_ok=True)
+            with open(staging, "wb") as f:
+                f.writelines(chunks())
+            os.replace(staging, path)
+            return
+        fs.makedirs(directory, exist_ok=True)
+        with fs.open(staging, "wb") as f:
+            for chunk in chunks():
+                f.write(chunk)
+        fs.mv(staging, path)
+
+    try:
+        retry_call(write, f"to write {path!r}")
+    except BaseException:
+        with contextlib.suppress(Exception):  # nothing half-written stays behind
+            fs.rm_file(staging)
+        raise
 
 
 def dumps_rows(doc: Mapping[str, Any]) -> bytes:
     """Return ``doc`` as JSON with one line per key and per row of its lists of objects.
 
-    Readable, and fast for 10,000 blocks (each row goes through json's C encoder, which
-    ``indent=`` would disable).
+    Readable, and fast for 1,000,000 blocks (each row goes through json's C encoder, which
+    ``indent=`` would disable). Lists of row objects (with ``to_dict()``) are written as
+    the list of their dicts.
 
     Examples
     --------
@@ -65,14 +189,7 @@ def dumps_rows(doc: Mapping[str, Any]) -> bytes:
     }
     <BLANKLINE>
     """
-    fields = []
-    for key, value in doc.items():
-        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            rows = ",\n  ".join(json.dumps(v) for v in value)
-            fields.append(f" {json.dumps(key)}: [\n  {rows}\n ]")
-        else:
-            fields.append(f" {json.dumps(key)}: {json.dumps(value)}")
-    return ("{\n" + ",\n".join(fields) + "\n}\n").encode()
+    return b"".join(iter_rows(doc))
 
 
 def read_manifest(fs: AbstractFileSystem, path: str) -> dict[str, Any]:

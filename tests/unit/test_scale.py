@@ -11,6 +11,7 @@ the running bytes) is checked against brute force over random operations.
 from __future__ import annotations
 
 import importlib.util
+import json
 import statistics
 import sys
 import time
@@ -21,7 +22,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blockproc.model import AttemptRecord
+from blockproc.output import manifest
+from blockproc.output.ledger import earlier_attempts, save_attempts
 from blockproc.scheduler import AttemptKey, RunningMedian, Scheduler
+from blockproc.storage import filesystem
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_scale.py"
 
@@ -140,6 +145,79 @@ def test_stragglers_asked_twice_at_one_time_agree() -> None:
     assert second is not None and second[0] == lagging[1][0]
     s.complete(spec)  # an attempt ended: asked again, the scheduler looks again
     assert lagging[0] not in s.stragglers()
+
+
+# -- the manifest, streamed ------------------------------------------------------------
+
+
+def reference_dumps_rows(doc: dict[str, object]) -> bytes:
+    """The manifest layout as one string: one line per key and per row of a list of dicts."""
+    fields = []
+    for key, value in doc.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            rows = ",\n  ".join(json.dumps(v) for v in value)
+            fields.append(f" {json.dumps(key)}: [\n  {rows}\n ]")
+        else:
+            fields.append(f" {json.dumps(key)}: {json.dumps(value)}")
+    return ("{\n" + ",\n".join(fields) + "\n}\n").encode()
+
+
+RECORDS = st.builds(AttemptRecord, st.integers(0, 10**6), st.integers(1, 4),
+                    st.text(max_size=8), st.floats(0, 2e9), st.floats(0, 2e9),
+                    st.sampled_from(["committed", "failed", "lost", "discarded"]),
+                    st.text(max_size=20), st.booleans())
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(RECORDS, max_size=12), st.lists(RECORDS, max_size=5),
+       st.integers(1, 4))
+def test_streamed_rows_are_the_rows_of_the_whole_document(
+        blocks: list[AttemptRecord], attempts: list[AttemptRecord], per_chunk: int) -> None:
+    as_dicts = {"job_id": "j", "blocks": [b.to_dict() for b in blocks], "n": 3,
+                "attempts": [a.to_dict() for a in attempts]}
+    as_rows = {**as_dicts, "blocks": blocks, "attempts": tuple(attempts)}
+    expected = reference_dumps_rows(as_dicts)
+    saved = manifest.ROWS_PER_CHUNK
+    manifest.ROWS_PER_CHUNK = per_chunk  # chunk boundaries anywhere
+    try:
+        assert manifest.dumps_rows(as_rows) == expected
+        assert manifest.dumps_rows(as_dicts) == expected
+        listed = b"".join(manifest.iter_list(attempts))
+    finally:
+        manifest.ROWS_PER_CHUNK = saved
+    assert json.loads(expected) == json.loads(json.dumps(as_dicts))
+    assert json.loads(listed) == [a.to_dict() for a in attempts]
+
+
+class Exploding:
+    def to_dict(self) -> dict[str, object]:
+        raise OSError("the disk is full")
+
+
+@pytest.mark.parametrize("protocol", ["file", "memory"])
+def test_a_manifest_that_fails_mid_stream_leaves_nothing(protocol: str, tmp_path: Path,
+                                                         memfs: str) -> None:
+    fs = filesystem(protocol)
+    root = str(tmp_path) if protocol == "file" else memfs.replace("memory://", "/")
+    rows = [AttemptRecord(i, 1, "w", 0.0, 1.0, "committed") for i in range(5000)]
+    manifest.write_manifest(fs, f"{root}/_SUCCESS", {"job_id": "j", "blocks": rows})
+    assert len(manifest.read_manifest(fs, root)["blocks"]) == 5000
+    with pytest.raises(OSError, match="the disk is full"):
+        manifest.write_manifest(fs, f"{root}/other", {"blocks": [*rows, Exploding()]})
+    assert sorted(fs.ls(root, detail=False)) == [f"{root}/_SUCCESS"]
+
+
+def test_attempts_are_saved_from_the_scheduler_s_attempts(memfs: str) -> None:
+    fs, root = filesystem("memory"), memfs.replace("memory://", "/")
+    clock = Clock()
+    s = Scheduler(3, clock=clock, wall_clock=clock)
+    keys = [s.assign() for _ in range(3)]
+    for key in keys:
+        assert key is not None
+        s.fail(key, "boom") if key[0] == 1 else s.complete(key, "w:1")
+    save_attempts(fs, root, "run-1", s.history)
+    assert earlier_attempts(fs, root, "run-2") == [
+        {**a.to_record().to_dict(), "job_id": "run-1"} for a in s.history]
 
 
 # -- the complexity check -------------------------------------------------------------
