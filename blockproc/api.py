@@ -1,47 +1,30 @@
-"""The public functions: :func:`plan`, :func:`submit`, :func:`map_lines`, :func:`map_blocks`
-and :func:`map_command`. They check their arguments, normalise them once, and hand
-canonical values to the planner and the job."""
+"""The public functions: :func:`plan`, :func:`submit`, :func:`map_lines`,
+:func:`map_blocks`, :func:`reduce_blocks` and :func:`map_command`. They check their
+arguments, normalise them once, and hand canonical values to the planner and the job."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-import cloudpickle
-
 from blockproc._types import IfExists, InputsLike, SizeLike, URLLike
-from blockproc._units import format_size, parse_size
-from blockproc.errors import AccessError, ConfigError
-from blockproc.executors import EXECUTORS, default_workers, make_executor
+from blockproc._units import format_size
+from blockproc.errors import ConfigError
 from blockproc.formats import RecordFormat, get_format
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE
-from blockproc.job import Job, JobOptions, run_job, start_job
-from blockproc.limits import MAX_WORKERS_ENV, max_workers
+from blockproc.job import Job, run_job, start_job
+from blockproc.job_setup import ensure_positive_size, make_job, user_stacklevel
 from blockproc.model import Plan
-from blockproc.output_formats import OutputFormat, get_output_format
+from blockproc.output_formats import OutputFormat
 from blockproc.planning import make_plan
 from blockproc.result import JobResult
-from blockproc.storage import (
-    AbstractFileSystem,
-    access_refused_as_error,
-    is_local,
-    protocol_of,
-    resolve,
-    to_url,
-)
-from blockproc.worker import Batch, Mapper
+from blockproc.values import NOTHING
+from blockproc.worker import Batch
 
 DEFAULT_BLOCK_SIZE = 64 * 2**20
 """64 MiB: large enough to amortise start-up, small enough to balance load."""
-
-_IF_EXISTS = ("error", "overwrite", "resume")
-
-LARGE_FUNCTION_SIZE = 10 * 2**20
-"""A function that pickles to more than this (10 MiB, as Dask) is warned about."""
 
 READ_AMPLIFICATION = 4
 """A job of at least 1 MiB whose blocks read more than this many times its input (records
@@ -58,15 +41,6 @@ def _ensure_urls(urlpath: InputsLike) -> list[str]:
             raise ConfigError("no input given; pass a path, a glob, a directory or a list of them")
         return urls
     raise TypeError(f"inputs must be a path, a URL or a list of them, got {urlpath!r}")
-
-
-def _ensure_positive_size(value: SizeLike, name: str) -> int:
-    size = parse_size(value, name=name)
-    if size < 1:
-        raise ConfigError(
-            f"{name} must be >= 1 byte, got {value!r}; pass an int or a string like '64MiB'"
-        )
-    return size
 
 
 def plan(
@@ -107,7 +81,7 @@ def plan(
     (6, Block(id=3, path='/doc/p/b.log', start=0, end=8))
     """
     urls = _ensure_urls(urlpath)
-    size = _ensure_positive_size(block_size, "block_size")
+    size = ensure_positive_size(block_size, "block_size")
     fmt = get_format(format)
     return make_plan(urls, block_size=size, format=fmt, storage_options=storage_options)
 
@@ -116,8 +90,8 @@ def submit(
     plan: Plan,
     fn: Callable[[Any], Any] | str,
     *,
-    output: URLLike,
-    output_format: str | OutputFormat = "text",
+    output: URLLike | None = None,
+    output_format: str | OutputFormat | None = None,
     per: Literal["record", "block"] = "record",
     executor: str = "processes",
     workers: int | None = None,
@@ -139,12 +113,16 @@ def submit(
     fn : callable or str
         ``fn(record)`` (``per="record"``), ``fn(batch)`` (``per="block"``), or a shell
         command string that reads a block on stdin and writes the part-file on stdout.
-    output : str or PathLike
+    output : str or PathLike, optional
         The result directory: ``part-NNNNN.txt`` files and ``_SUCCESS`` when done.
-    output_format : str or output spec, default "text"
+        Without it nothing is written: each block's value (what a per-block function
+        returns; a per-record function's non-None results, as a list) goes back to the
+        master, into ``JobResult.values``; a job killed mid-way then starts over.
+    output_format : str or output spec, default "text" ("pickle" without ``output``)
         The part-files' format: ``"text"`` (``.txt``), ``"csv"``, ``"jsonl"``,
-        ``"parquet"`` or ``"npy"``, or a spec from :mod:`blockproc.output_formats` such as
-        ``CSVOutput(header=False)`` (see there for what ``fn`` may return).
+        ``"parquet"``, ``"npy"`` or ``"pickle"`` (values back to the master too), or a
+        spec from :mod:`blockproc.output_formats` such as ``CSVOutput(header=False)``
+        (see there for what ``fn`` may return).
     per : {"record", "block"}, default "record"
         Call ``fn`` once per record or once per block.
     executor : {"processes", "threads", "inline", "cluster", "dask"}, default "processes"
@@ -197,199 +175,8 @@ def submit(
     return start_job(job)
 
 
-def make_job(
-    plan: Plan,
-    fn: Callable[[Any], Any] | str,
-    *,
-    output: URLLike,
-    per: Literal["record", "block"],
-    executor: str,
-    workers: int | None,
-    if_exists: IfExists,
-    max_attempts: int,
-    speculation: bool | None,
-    max_bad_records: int | None,
-    max_record_size: SizeLike,
-    progress: bool | None,
-    storage_options: Mapping[str, Any] | None,
-    executor_options: Mapping[str, Any] | None = None,
-    output_format: str | OutputFormat = "text",
-) -> Job:
-    """Check every option and build the :class:`~blockproc.Job` that :func:`submit` starts
-    (and ``blockproc run`` runs in its own thread); nothing runs yet.
-
-    Every misuse is refused here, before any work, with a :class:`~blockproc.ConfigError`
-    (or ``TypeError`` for a value of the wrong kind) naming the option and the fix.
-
-    Examples
-    --------
-    >>> import blockproc as bp
-    >>> bp.testing.write_files("memory://doc/make-job", {"a.log": b"a\\n"})
-    ['memory://doc/make-job/a.log']
-    >>> options = dict(output="memory://doc/make-job-out", per="record", workers=None,
-    ...                if_exists="error", max_attempts=4, speculation=None,
-    ...                max_bad_records=None, max_record_size="256MiB", progress=False,
-    ...                storage_options=None)
-    >>> make_job(bp.plan("memory://doc/make-job"), str.upper, executor="threads", **options)
-    <Job 1 block: 0 committed, 0 failed attempts, pending>
-    >>> make_job(bp.plan("memory://doc/make-job"), str.upper, executor="gpu", **options)
-    Traceback (most recent call last):
-    ...
-    blockproc.ConfigError: unknown executor 'gpu'; choose one of ...
-    """
-    if not isinstance(plan, Plan):
-        raise TypeError(f"submit() takes a Plan from bp.plan(...), got {plan!r}")
-    _check_job_options(per, if_exists, max_attempts, max_bad_records, executor)
-    mapper = _make_mapper(fn, per, get_output_format(output_format))
-    if not isinstance(output, (str, os.PathLike)):
-        raise TypeError(f"output must be a path or a URL, got {output!r}")
-    if not os.fspath(output).strip():
-        raise ConfigError("output is empty; pass the result directory, such as 'out/'")
-    out_fs, out_path = resolve(os.fspath(output), storage_options)
-    workers = _ensure_workers(workers, executor, executor_options, len(plan.blocks))
-    if executor in ("processes", "cluster", "dask"):
-        for name in ((plan.protocol, "input"), (protocol_of(out_fs), "output")):
-            if name[0] == "memory":
-                raise ConfigError(
-                    f"the {name[1]} is on memory://, which each process has its own copy of; "
-                    f"use executor='threads' or 'inline' with memory://, or a shared path"
-                )
-        _check_picklable(mapper)
-    _check_output(plan, out_fs, out_path)
-    options = JobOptions(
-        max_attempts=max_attempts,
-        speculation=executor in ("processes", "cluster") if speculation is None
-        else bool(speculation),
-        max_bad_records=max_bad_records,
-        max_record_size=_ensure_positive_size(max_record_size, "max_record_size"),
-    )
-    return Job(plan, mapper, output_fs=out_fs, output_path=out_path,
-               executor=make_executor(executor, workers, executor_options),
-               if_exists=if_exists,
-               options=options, progress=progress)
-
-
-def _check_job_options(per: str, if_exists: str, max_attempts: object,
-                       max_bad_records: object, executor: str) -> None:
-    if per not in ("record", "block"):
-        raise ConfigError(f"per must be 'record' or 'block', got {per!r}")
-    if if_exists not in _IF_EXISTS:
-        raise ConfigError(f"if_exists must be one of {', '.join(_IF_EXISTS)}, got {if_exists!r}")
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise ConfigError(f"max_attempts must be an int >= 1, got {max_attempts!r}")
-    if executor not in EXECUTORS:
-        raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    if max_bad_records is not None and (isinstance(max_bad_records, bool)
-                                        or not isinstance(max_bad_records, int)
-                                        or max_bad_records < 0):
-        raise ConfigError(f"max_bad_records must be None or an int >= 0, got {max_bad_records!r}")
-
-
-def _make_mapper(fn: Callable[[Any], Any] | str, per: Literal["record", "block"],
-                 writer: OutputFormat) -> Mapper:
-    if isinstance(fn, str):
-        if not fn.strip():
-            raise ConfigError("the command is empty; pass a shell command such as 'grep ERROR'")
-        if not writer.is_streaming_text:
-            raise ConfigError(
-                f"a command writes its stdout as the part-file, so output_format must be "
-                f"text, csv or jsonl, not {writer.name!r}; write {writer.name} files from a "
-                f"Python function with map_blocks instead")
-        return Mapper("command", fn, writer)
-    if callable(fn):
-        return Mapper(per, fn, writer)
-    raise TypeError(f"fn must be a callable or a command string, got {fn!r}")
-
-
-def _ensure_workers(workers: int | None, executor: str,
-                    options: Mapping[str, Any] | None, num_blocks: int) -> int | None:
-    """Check ``workers`` against the machine and never start more than ``num_blocks``."""
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise ConfigError(f"workers must be a positive int, got {workers!r}")
-    remote = executor == "dask" and bool(options) and (
-        "client" in options or "address" in options)  # type: ignore[operator]
-    if workers is not None and executor in ("processes", "cluster", "dask") and not remote:
-        bound, why = max_workers()
-        if workers > bound:
-            raise ConfigError(
-                f"workers={workers} is more worker processes than this machine can run: at "
-                f"most {bound} ({why}); pass workers={bound} or fewer (CLI: --workers "
-                f"{bound}), or set the environment variable {MAX_WORKERS_ENV}={workers} "
-                f"to allow more"
-            )
-    if workers is None and executor in ("processes", "threads"):
-        workers = default_workers()
-    if workers is not None:  # a worker without a block would only cost a process
-        workers = min(workers, max(1, num_blocks))
-    return workers
-
-
-def _check_output(plan: Plan, fs: AbstractFileSystem, path: str) -> None:
-    """Refuse, before any work, an output inside an input directory of ``plan``, and one
-    this process cannot write (permission denied, no credentials)."""
-    url = to_url(fs, path)
-    target = path.rstrip("/")
-    if protocol_of(fs) == plan.protocol:
-        for directory in plan.directories:
-            if target == directory or target.startswith(directory.rstrip("/") + "/"):
-                raise ConfigError(
-                    f"output {url!r} is inside the input directory {to_url(fs, directory)!r}, "
-                    f"which is read recursively; choose an output directory outside it"
-                )
-    if is_local(fs):
-        existing = target or "/"
-        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-            existing = os.path.dirname(existing)
-        if existing != target and not os.path.isdir(existing):
-            raise ConfigError(f"output {url!r} is below {existing!r}, which is a file, not a "
-                              f"directory; choose another output path")
-        if os.path.isdir(existing) and not os.access(existing, os.W_OK | os.X_OK):
-            raise AccessError(
-                f"cannot write the output {url!r}: permission denied on {existing!r}; choose "
-                f"an output directory you can write to, or change its permissions"
-            )
-        return
-    if protocol_of(fs) == "memory":
-        return
-    with access_refused_as_error(url, "reach the output",
-                                 "check the credentials and the bucket's policy"), \
-            contextlib.suppress(FileNotFoundError):
-        fs.info(path)
-
-
-def _check_picklable(mapper: Mapper) -> None:
-    try:
-        payload = cloudpickle.dumps(mapper.fn)
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot send {mapper.fn!r} to worker processes: {type(exc).__name__}: {exc}; "
-            f"make it a module-level function or drop what it captures that cannot be "
-            f"pickled (open files, locks, clients), or use executor='threads'"
-        ) from exc
-    if len(payload) > LARGE_FUNCTION_SIZE:
-        inner = getattr(mapper.fn, "func", mapper.fn)  # functools.partial: name its function
-        name = getattr(inner, "__qualname__", None) or type(mapper.fn).__name__
-        warnings.warn(
-            f"the function {name} pickles to {format_size(len(payload))} (more than "
-            f"{format_size(LARGE_FUNCTION_SIZE)}), which is copied to every worker process; "
-            f"keep large data out of it: load it inside the function from a file (cached "
-            f"with functools.cache, once per worker), or use executor='threads'",
-            UserWarning, stacklevel=_user_stacklevel())
-
-
-def _user_stacklevel() -> int:
-    """Return the ``stacklevel`` that points a warning at the first caller outside
-    blockproc."""
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
-    return level
-
-
 def _run(urlpath: InputsLike, fn: Any, per: Literal["record", "block"], *,
-         output: URLLike, block_size: SizeLike, format: str | RecordFormat,
+         output: URLLike | None, block_size: SizeLike, format: str | RecordFormat,
          storage_options: Mapping[str, Any] | None, **options: Any) -> JobResult:
     job_plan = plan(urlpath, block_size=block_size, format=format,
                     storage_options=storage_options)
@@ -425,15 +212,15 @@ def check_read_amplification(plan: Plan, result: JobResult) -> None:
         f"{format_size(plan.num_bytes)}): records are much longer than "
         f"block_size={format_size(plan.block_size)}, and each block reads on to the end of "
         f"its record; pass a block size larger than the longest record (CLI: --block-size)",
-        UserWarning, stacklevel=_user_stacklevel())
+        UserWarning, stacklevel=user_stacklevel())
 
 
 def map_lines(
     fn: Callable[[Any], Any],
     urlpath: InputsLike,
     *,
-    output: URLLike,
-    output_format: str | OutputFormat = "text",
+    output: URLLike | None = None,
+    output_format: str | OutputFormat | None = None,
     block_size: SizeLike = DEFAULT_BLOCK_SIZE,
     format: str | RecordFormat = "lines",
     executor: str = "processes",
@@ -453,7 +240,8 @@ def map_lines(
     an iterable of them; with ``output_format="csv"``, ``"jsonl"`` or ``"parquet"`` it
     returns dicts (see :mod:`blockproc.output_formats`). A record is a ``str`` for ``lines``, a
     ``dict`` for ``csv``, ``jsonl`` and ``parquet`` rows, a numpy scalar for ``Fixed``.
-    Lambdas and notebook functions work (cloudpickle).
+    Lambdas and notebook functions work (cloudpickle). Without ``output``,
+    ``JobResult.values`` holds each block's non-None results as a list.
     Equivalent to ``submit(plan(urlpath, ...), fn, output=output, ...).result()``.
 
     Examples
@@ -479,8 +267,8 @@ def map_blocks(
     fn: Callable[[Batch], Any] | Callable[[Any], Any],
     urlpath: InputsLike,
     *,
-    output: URLLike,
-    output_format: str | OutputFormat = "text",
+    output: URLLike | None = None,
+    output_format: str | OutputFormat | None = None,
     block_size: SizeLike = DEFAULT_BLOCK_SIZE,
     format: str | RecordFormat = "lines",
     executor: str = "processes",
@@ -502,7 +290,10 @@ def map_blocks(
     for ``Fixed`` a read-only numpy array over the block's bytes (no copy). ``fn``
     returns an iterable of lines (str or bytes), a single str or bytes written as is, or
     None; or, with ``output_format``, a Table, dicts or an array (see
-    :mod:`blockproc.output_formats`).
+    :mod:`blockproc.output_formats`). Without ``output``, ``fn`` may return any
+    picklable value, and ``JobResult.values`` holds one per block, in block order
+    (like ``dask.bag.map_partitions(fn).compute()``); only the attempt that commits a
+    block hands its value over, so retries and speculative copies never count twice.
     Equivalent to ``submit(plan(urlpath, ...), fn, per="block", ...).result()``.
 
     Examples
@@ -514,6 +305,9 @@ def map_blocks(
     ...                     output="memory://doc/b-out", executor="inline")
     >>> bp.testing.read_parts("memory://doc/b-out")
     b'3\\n'
+    >>> bp.map_blocks(lambda batch: len(batch.records), "memory://doc/b", block_size=4,
+    ...               executor="inline").values
+    (2, 1, 0)
     """
     return _run(urlpath, fn, "block", output=output, block_size=block_size, format=format,
                 storage_options=storage_options, executor=executor, workers=workers,
@@ -566,3 +360,69 @@ def map_command(
                 max_attempts=max_attempts,
                 speculation=speculation, max_bad_records=max_bad_records,
                 max_record_size=max_record_size, progress=progress)
+
+
+def reduce_blocks(
+    fn: Callable[[Batch], Any] | Callable[[Any], Any],
+    combine: Callable[[Any, Any], Any],
+    urlpath: InputsLike,
+    *,
+    initial: Any = NOTHING,
+    output: URLLike | None = None,
+    block_size: SizeLike = DEFAULT_BLOCK_SIZE,
+    format: str | RecordFormat = "lines",
+    executor: str = "processes",
+    workers: int | None = None,
+    executor_options: Mapping[str, Any] | None = None,
+    if_exists: IfExists = "error",
+    max_attempts: int = 4,
+    speculation: bool | None = None,
+    max_bad_records: int | None = None,
+    max_record_size: SizeLike = DEFAULT_MAX_RECORD_SIZE,
+    progress: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> JobResult:
+    """Map each block to a partial result with ``fn`` and fold the partials with
+    ``combine``; ``JobResult.value`` is the answer.
+
+    ``fn`` gets what :func:`map_blocks` gives it and returns a picklable partial, such
+    as a dict of counts. The master folds partials as their blocks commit,
+    ``acc = combine(acc, partial)``, starting from ``initial`` (or from the first
+    partial when ``initial`` is not given, as :func:`functools.reduce`), so its memory
+    holds one accumulator however many blocks there are. Blocks commit in whatever
+    order they finish, so ``combine`` must be associative and commutative (sum, max,
+    merging counts or sets) for the answer not to depend on that order, as Spark's
+    ``aggregate`` and Dask's ``fold`` require; an order-sensitive ``combine`` (list
+    concatenation) gives the partials in completion order. ``combine`` may update
+    ``acc`` in place and return it. Only the attempt that commits a block contributes,
+    so retries and speculative copies never count twice.
+
+    With ``output``, each block's partial is committed as ``part-NNNNN.pickle``, and a
+    job resumed with ``if_exists="resume"`` folds those without running their blocks
+    again. Without ``output`` nothing is written, and a killed job starts over.
+
+    Examples
+    --------
+    >>> import collections, operator
+    >>> import blockproc as bp
+    >>> bp.testing.write_files("memory://doc/r", {"a.log": b"GET 200\\nPOST 500\\nGET 503\\n"})
+    ['memory://doc/r/a.log']
+    >>> def statuses(batch):
+    ...     return collections.Counter(line.split()[1][0] + "xx" for line in batch.records)
+    >>> bp.reduce_blocks(statuses, operator.add, "memory://doc/r", block_size=8,
+    ...                  executor="inline").value
+    Counter({'5xx': 2, '2xx': 1})
+    >>> bp.reduce_blocks(lambda b: len(b.records), max, "memory://doc/r", initial=0,
+    ...                  block_size=8, executor="inline").value
+    2
+    """
+    if not callable(combine):
+        raise TypeError(f"combine must be a function of two partials, got {combine!r}")
+    return _run(urlpath, fn, "block", output=output, block_size=block_size, format=format,
+                storage_options=storage_options, executor=executor, workers=workers,
+                output_format="pickle" if output is not None else None,
+                combine=combine, initial=initial,
+                executor_options=executor_options, if_exists=if_exists,
+                max_attempts=max_attempts, speculation=speculation,
+                max_bad_records=max_bad_records, max_record_size=max_record_size,
+                progress=progress)

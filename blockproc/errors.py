@@ -15,6 +15,7 @@ Every error inherits the builtin that callers already catch::
     │   └── UnfinishedOutputError(OutputExistsError)        holds an unfinished job: resume it
     ├── ReturnTypeError(BlockprocError, TypeError)          a value the output cannot write
     ├── TooManyBadRecordsError(BlockprocError, RuntimeError)  more than max_bad_records
+    ├── ValueTooLargeError(BlockprocError, ValueError)      a value for the master too big
     ├── CommandError(BlockprocError, RuntimeError)          a --cmd mapper exited non-zero
     │   └── CommandNotFoundError(CommandError)              a --cmd mapper cannot start
     └── JobError(BlockprocError)                            exit_code = 1
@@ -24,9 +25,10 @@ Every error inherits the builtin that callers already catch::
         ├── LockLostError(JobError)                         another job took the output over
         └── JobCancelledError(JobError)                     job.cancel(), Ctrl-C or SIGTERM
 
-The input errors, ``ReturnTypeError``, ``TooManyBadRecordsError`` and the command errors
-are raised inside an attempt, in a worker: the job fails with a
-:class:`BlockFailedError` that names the block and carries the worker's error. Those
+The input errors, ``ReturnTypeError``, ``TooManyBadRecordsError``, a block's
+``ValueTooLargeError`` and the command errors are raised inside an attempt, in a
+worker: the job fails with a :class:`BlockFailedError` that names the block and
+carries the worker's error. Those
 whose ``retryable`` is False fail the block at once, since every attempt would fail
 the same way.
 
@@ -144,6 +146,18 @@ class ReturnTypeError(BlockprocError, TypeError):
 
 class TooManyBadRecordsError(BlockprocError, RuntimeError):
     """An attempt met more bad records than ``max_bad_records``; retrying cannot help."""
+
+    retryable = False
+
+
+class ValueTooLargeError(BlockprocError, ValueError):
+    """A block's value (what the function returned to the master, pickled) or the job's
+    values together are over their size limit; retrying cannot help.
+
+    The limits are ``BLOCKPROC_MAX_BLOCK_VALUE`` (64 MiB per block) and
+    ``BLOCKPROC_MAX_JOB_VALUES`` (1 GiB per job): write the results to files with
+    ``output=``, or fold them as they arrive with :func:`~blockproc.reduce_blocks`.
+    """
 
     retryable = False
 

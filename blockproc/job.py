@@ -19,9 +19,10 @@ from blockproc.errors import JobCancelledError
 from blockproc.executors import Executor
 from blockproc.master import JobOptions, Master
 from blockproc.model import Plan
-from blockproc.output import OutputDir
+from blockproc.output import NoOutput, OutputDir
 from blockproc.result import JobResult
 from blockproc.storage import AbstractFileSystem, filesystem
+from blockproc.values import Values
 from blockproc.worker import Mapper
 
 __all__ = ["Job", "JobOptions", "new_job_id", "run_job", "start_job"]
@@ -58,20 +59,23 @@ class Job:
         plan: Plan,
         mapper: Mapper,
         *,
-        output_fs: AbstractFileSystem,
+        output_fs: AbstractFileSystem | None,
         output_path: str,
         executor: Executor,
         if_exists: IfExists = "error",
         options: JobOptions | None = None,
         progress: bool | None = None,
+        values: Values | None = None,
     ) -> None:
         self.plan = plan
         self.job_id = new_job_id()
         self.options = options or JobOptions()
-        self._master = Master(plan, mapper, OutputDir(output_fs, output_path, self.job_id),
+        output = NoOutput(self.job_id) if output_fs is None else OutputDir(
+            output_fs, output_path, self.job_id)
+        self._master = Master(plan, mapper, output,
                               executor, input_fs=filesystem(plan.protocol, plan.storage_options),
                               job_id=self.job_id, options=self.options, if_exists=if_exists,
-                              progress=progress)
+                              progress=progress, values=values)
         self._done = threading.Event()
         self._cancel = threading.Event()
         self._lock = threading.Lock()
@@ -82,7 +86,7 @@ class Job:
 
     @property
     def output(self) -> str:
-        """The output directory URL."""
+        """The output directory URL ("" for a job whose values only go to the master)."""
         return self._master.output.url
 
     # -- future-like interface --------------------------------------------------------

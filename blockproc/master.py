@@ -30,6 +30,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import threading
 import time
@@ -50,11 +51,12 @@ from blockproc.executors import Executor, Failed, Finished, Progress
 from blockproc.formats import DEFAULT_MAX_RECORD_SIZE
 from blockproc.formats import from_dict as format_from_dict
 from blockproc.model import AttemptRecord, BlockResult, Plan
-from blockproc.output import OutputDir, part_name
+from blockproc.output import NoOutput, OutputDir, part_name
 from blockproc.progress import make_progress
 from blockproc.result import JobResult
 from blockproc.scheduler import AttemptKey, Scheduler
-from blockproc.storage import AbstractFileSystem
+from blockproc.storage import AbstractFileSystem, retry_call
+from blockproc.values import Values
 from blockproc.worker import AttemptHook, BlockTask, Mapper
 
 POLL_INTERVAL = 0.1
@@ -77,21 +79,25 @@ class JobOptions:
     max_record_size: int = DEFAULT_MAX_RECORD_SIZE
     hook: AttemptHook | None = None
     """A test's fault plan, shipped inside every task (None in production)."""
+    max_value_size: int = 64 * 2**20
+    """The most bytes (pickled) a block's value for the master may take."""
 
 
 class Master:
     """One job's master: prepare the output, run every block, write ``_SUCCESS``.
 
     ``committed`` and ``failed_attempts`` count as the job runs (the handle's repr shows
-    them). ``clock`` is the scheduler's and the lock renewal's clock.
+    them). ``clock`` is the scheduler's and the lock renewal's clock. ``values`` takes
+    the value of each committed block (``pickle`` output), to collect or fold.
     """
 
-    def __init__(self, plan: Plan, mapper: Mapper, output: OutputDir, executor: Executor, *,
-                 input_fs: AbstractFileSystem, job_id: str = "",
+    def __init__(self, plan: Plan, mapper: Mapper, output: OutputDir | NoOutput,
+                 executor: Executor, *, input_fs: AbstractFileSystem, job_id: str = "",
                  options: JobOptions | None = None, if_exists: IfExists = "error",
-                 progress: bool | None = None,
+                 progress: bool | None = None, values: Values | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.plan, self.mapper, self.output, self.executor = plan, mapper, output, executor
+        self.values = values
         self.options = options or JobOptions()
         self.job_id = job_id or output.job_id
         self._input_fs = input_fs
@@ -117,6 +123,7 @@ class Master:
         plan, out = self.plan, self.output
         inputs = [f.path for f in plan.files] if out.fs is self._input_fs else []
         self._results = out.prepare(plan, self._if_exists, inputs)
+        self._read_committed_values()
         earlier = out.earlier_attempts()  # of the runs this one resumes
         self._earlier = Counter(int(r["block_id"]) for r in earlier)
         try:
@@ -126,8 +133,23 @@ class Master:
             out.finish(plan, ordered, self._manifest_job(seconds, attempts, earlier))
         finally:
             out.release()  # after _SUCCESS: the manifest is written under the lock
+        values = self.values
         return JobResult(output=out.url, job_id=self.job_id, blocks=ordered, seconds=seconds,
-                         attempts=tuple(attempts))
+                         attempts=tuple(attempts),
+                         values=None if values is None or values.combine else
+                         tuple(values.collected()),
+                         value=None if values is None else values.folded())
+
+    def _read_committed_values(self) -> None:
+        """Give ``values`` the value of each block earlier runs committed, in block order
+        (read back from its ``.pickle`` part-file)."""
+        if self.values is None or not self._results or not isinstance(self.output, OutputDir):
+            return
+        fs, root = self.output.fs, self.output.path
+        for block_id in sorted(self._results):
+            path = f"{root}/{self._results[block_id].part}"
+            data: bytes = retry_call(functools.partial(fs.cat_file, path), f"to read {path!r}")
+            self.values.add(block_id, data)
 
     def _manifest_job(self, seconds: float, attempts: list[AttemptRecord],
                       earlier: list[dict[str, Any]]) -> dict[str, Any]:
@@ -208,6 +230,9 @@ class Master:
             result = dataclasses.replace(event.result, attempts=(
                 self._earlier[key[0]] + sched.attempts_made[key[0]]))
             self.output.commit(result, self._staging_path(key))
+            if self.values is not None:
+                self.values.add(key[0], result.value)
+                result = dataclasses.replace(result, value=None)  # kept once, in values
             self._results[key[0]] = result
             self._committed_bytes += result.block.end - result.block.start
             self._bad_records += result.bad_records
@@ -266,6 +291,7 @@ class Master:
             staging_path=self._staging_path(key),
             max_record_size=self.options.max_record_size,
             max_bad_records=self.options.max_bad_records, hook=self.options.hook,
+            max_value_size=self.options.max_value_size,
         )
 
     def _cancelled(self) -> JobCancelledError:

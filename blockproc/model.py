@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -248,10 +248,15 @@ class BlockResult:
     attempts: int = 0
     """Attempts the block took in every run of the job, the committed one included (0:
     not recorded, as in older manifests)."""
+    counters: Mapping[str, int] = field(default_factory=dict)
+    """What the function counted with ``bp.counter(name).add()`` in this attempt."""
+    value: bytes | None = field(default=None, repr=False, compare=False)
+    """The block's value for the master, pickled (``pickle`` output only); it travels
+    to the master and is never written to the manifest."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the manifest entry for this block (``stderr_bytes`` and ``attempts``
-        only when not 0)."""
+        """Return the manifest entry for this block (``stderr_bytes``, ``attempts`` and
+        ``counters`` only when not 0 or empty)."""
         entry = self.block.to_dict()
         entry.update(
             part=self.part, attempt=self.attempt, worker=self.worker,
@@ -264,6 +269,8 @@ class BlockResult:
             entry["stderr_bytes"] = self.stderr_bytes
         if self.attempts:
             entry["attempts"] = self.attempts
+        if self.counters:
+            entry["counters"] = dict(self.counters)
         return entry
 
     @classmethod
@@ -278,6 +285,7 @@ class BlockResult:
             bad_records=int(data.get("bad_records", 0)),
             stderr_bytes=int(data.get("stderr_bytes", 0)),
             attempts=int(data.get("attempts", 0)),
+            counters={str(k): int(v) for k, v in data.get("counters", {}).items()},
         )
 
 
@@ -299,9 +307,12 @@ class AttemptRecord:
         return asdict(self)
 
 
-def blocks_summary(blocks: Sequence[BlockResult]) -> dict[str, int]:
-    """Return the totals a manifest carries for ``blocks``."""
+def blocks_summary(blocks: Sequence[BlockResult]) -> dict[str, Any]:
+    """Return the totals a manifest carries for ``blocks`` (``counters`` when a function
+    counted anything)."""
+    counters = sum_counters(b.counters for b in blocks)
     return {
+        **({"counters": counters} if counters else {}),
         "num_blocks": len(blocks),
         "records_in": sum(b.records_in for b in blocks),
         "records_out": sum(b.records_out for b in blocks),
@@ -310,3 +321,16 @@ def blocks_summary(blocks: Sequence[BlockResult]) -> dict[str, int]:
         "bad_records": sum(b.bad_records for b in blocks),
         "blocks_with_stderr": sum(1 for b in blocks if b.stderr_bytes),
     }
+
+
+def sum_counters(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Return the counters in ``counts`` (one mapping per block) summed, sorted by name.
+
+    >>> sum_counters([{"x": 2}, {"x": 2, "a": 1}])
+    {'a': 1, 'x': 4}
+    """
+    total: dict[str, int] = {}
+    for entry in counts:
+        for name, amount in entry.items():
+            total[name] = total.get(name, 0) + int(amount)
+    return dict(sorted(total.items()))

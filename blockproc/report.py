@@ -54,6 +54,8 @@ class ResultLike(Protocol):
     @property
     def attempts(self) -> tuple[AttemptRecord, ...]: ...
     @property
+    def counters(self) -> dict[str, int]: ...
+    @property
     def num_records(self) -> int: ...
     @property
     def num_records_out(self) -> int: ...
@@ -112,6 +114,7 @@ def summary(result: ResultLike) -> dict[str, Any]:
         "num_speculative": sum(1 for a in result.attempts if is_speculative(a)),
         "num_workers": len({a.worker for a in result.attempts} | {b.worker for b in blocks}),
         "slowest": [_slow_block(b) for b in slowest],
+        "counters": result.counters,
     }
 
 
@@ -180,7 +183,7 @@ def html_summary(result: ResultLike) -> str:
     attempts = ", ".join(f"{n:,} {status}" for status, n in s["attempts_by_status"].items())
     throughput = "n/a" if s["throughput_mb_s"] is None else f"{s['throughput_mb_s']:,.1f} MB/s"
     rows = [
-        ("output", e(s["output"])),
+        ("output", e(s["output"]) or "none: values returned to the master"),
         ("inputs", f"{s['num_inputs']:,} files, {format_size(s['input_bytes'])}"),
         ("blocks", f"{s['num_blocks']:,}"),
         ("records", f"{s['records_in']:,} in, {s['records_out']:,} out"),
@@ -193,6 +196,9 @@ def html_summary(result: ResultLike) -> str:
         ("retries", f"{s['num_retries']:,}"),
         ("speculative attempts", f"{s['num_speculative']:,}"),
     ]
+    if s["counters"]:
+        rows.append(("counters", e(", ".join(f"{name} = {amount:,}"
+                                             for name, amount in s["counters"].items()))))
     if s["bad_records"]:
         rows.append(("bad records", f"{s['bad_records']:,} skipped, logged in _errors/"))
     if s["blocks_with_stderr"]:

@@ -9,11 +9,11 @@ values, and the result, which shows itself with the report, import in one direct
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from blockproc._units import format_size
-from blockproc.model import AttemptRecord, BlockResult
+from blockproc.model import AttemptRecord, BlockResult, sum_counters
 from blockproc.report import draw_timeline, html_summary
 
 if TYPE_CHECKING:
@@ -25,6 +25,10 @@ class JobResult:
     """The committed output of a finished job.
 
     ``parts`` are the part-file URLs in block order; counts are summed over blocks.
+    ``values`` holds each block's value, in block order, when the function's results
+    went back to the master (``map_blocks``/``map_lines`` without ``output=``, or
+    ``output_format="pickle"``); ``value`` is what :func:`~blockproc.reduce_blocks`
+    folded; ``counters`` sums what the function counted with ``bp.counter``.
     In Jupyter it shows as an HTML summary; :meth:`timeline` draws its attempts.
 
     Examples
@@ -50,12 +54,22 @@ class JobResult:
     blocks: tuple[BlockResult, ...]
     seconds: float
     attempts: tuple[AttemptRecord, ...] = ()
+    values: tuple[Any, ...] | None = field(default=None, repr=False)
+    value: Any = field(default=None, repr=False)
 
     @property
     def parts(self) -> tuple[str, ...]:
-        """Part-file URLs, in block order."""
+        """Part-file URLs, in block order (none for a job without output)."""
+        if not self.output:
+            return ()
         base = self.output.rstrip("/")
         return tuple(f"{base}/{b.part}" for b in self.blocks)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """What the function counted with ``bp.counter(name).add()``, summed over the
+        committed attempts (one per block), by name."""
+        return sum_counters(b.counters for b in self.blocks)
 
     @property
     def num_records(self) -> int:
@@ -83,11 +97,12 @@ class JobResult:
         return sum(1 for a in self.attempts if a.status != "committed")
 
     def __repr__(self) -> str:
+        where = f"output={self.output!r}" if self.output else "values in memory"
         return (
             f"<JobResult {len(self.blocks)} block{'s' if len(self.blocks) != 1 else ''}, "
             f"{self.num_records} records in, "
             f"{self.num_records_out} out, {format_size(self.num_bytes_written)} written, "
-            f"{self.seconds:.2f}s, output={self.output!r}>"
+            f"{self.seconds:.2f}s, {where}>"
         )
 
     def _repr_html_(self) -> str:

@@ -1,12 +1,13 @@
 """Run one attempt of one block: read only its slice, map its records, write a part-file.
 
 :func:`run_block` is what every executor calls, in whatever process the attempt runs.
+The task it runs is in :mod:`blockproc.task`, the reading of the block's bytes in
+:mod:`blockproc.block_reading`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import socket
@@ -15,109 +16,42 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Literal, Protocol
+from typing import Any
 
-from blockproc._deps import require
+from blockproc.block_reading import (
+    CHUNK_SIZE,
+    aligned_chunks,
+    combined_chunks,
+    decompressed_chunks,
+    source_chunks,
+)
 from blockproc.command import run_command
+from blockproc.counters import collecting
 from blockproc.errors import (
-    InputError,
     ReturnTypeError,
     TooManyBadRecordsError,
 )
 from blockproc.formats import RecordFormat
-from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, Boundary, has_border
+from blockproc.formats.base import has_border
 from blockproc.formats.csv_format import CSV
-from blockproc.formats.hooks import BlockDecoder, BlockReader
+from blockproc.formats.hooks import BlockDecoder
 from blockproc.formats.text import code_unit
-from blockproc.model import Block, BlockResult, InputFile
-from blockproc.output.layout import errors_path, stderr_path
-from blockproc.output_formats import OutputFormat, PartWriter, TextOutput
+from blockproc.model import Block, BlockResult
+from blockproc.output_formats import OutputFormat, PartWriter
 from blockproc.storage import (
     RangeSource,
-    is_corrupt_stream,
-    iter_whole_files,
-    open_decompressed,
     open_output,
-    verify_unchanged,
-    zstd_frames,
 )
+from blockproc.task import AttemptHook, BlockTask, HookPoint, Mapper
+from blockproc.values import check_value_size
 
-CHUNK_SIZE = 1 << 20
-"""Bytes per read and per batch handed to the user code (~1 MiB keeps batches in cache)."""
+__all__ = [
+    "CHUNK_SIZE", "AttemptHook", "Batch", "BlockTask", "HookPoint", "Mapper", "ReportFn",
+    "aligned_chunks", "count_records", "record_offsets", "run_block", "worker_name",
+]
 
 ReportFn = Callable[[int, int], None]
 """``report(bytes_done, records_done)``; may raise to stop the attempt."""
-
-
-@dataclass(frozen=True, slots=True)
-class Mapper:
-    """What runs on each block: a function per record, a function per block, or a command."""
-
-    kind: Literal["record", "block", "command"]
-    fn: Any
-    output: OutputFormat = field(default_factory=TextOutput)
-    """The part-file format (``output_format=``); text lines by default."""
-
-
-HookPoint = Literal["start", "during_write", "after_write"]
-"""Where :func:`run_block` fires a task's hook: before anything is written, after the
-first write to the part-file, and once the part-file is complete (its success not yet
-reported to the master)."""
-
-
-class AttemptHook(Protocol):
-    """What tests ship with every task to strike an attempt from inside (kill the
-    process, raise, stall); picklable, so it travels with the task to any executor.
-
-    Examples
-    --------
-    >>> class Trace:
-    ...     def fire(self, point: HookPoint, task: BlockTask) -> None:
-    ...         print(point, task.block.id)
-    """
-
-    def fire(self, point: HookPoint, task: BlockTask) -> None:
-        """Called at each point of each attempt; may raise or end the process."""
-
-
-@dataclass(frozen=True, slots=True)
-class BlockTask:
-    """Everything a worker needs for one attempt; small, frozen and picklable."""
-
-    block: Block
-    attempt: int
-    num_blocks: int
-    file: InputFile
-    format: RecordFormat
-    input_fs: Any
-    output_fs: Any
-    part: str
-    staging_path: str
-    max_record_size: int = DEFAULT_MAX_RECORD_SIZE
-    max_bad_records: int | None = None
-    hook: AttemptHook | None = None
-    """A test's fault plan (``JobOptions.hook``), fired at the :data:`HookPoint` s."""
-
-    @property
-    def errors_path(self) -> str:
-        """Where the attempt logs the records it skipped (``max_bad_records``)."""
-        return errors_path(self.staging_path)
-
-    @property
-    def stderr_path(self) -> str:
-        """Where the attempt stages what a ``--cmd`` wrote to stderr (if anything); it is
-        published as ``_logs/part-NNNNN.stderr`` with the committed attempt."""
-        return stderr_path(self.staging_path)
-
-    @property
-    def key(self) -> tuple[int, int]:
-        """``(block id, attempt number)``."""
-        return (self.block.id, self.attempt)
-
-    def describe(self) -> str:
-        """Return ``block 3 of 8 (path [start, end))``."""
-        b = self.block
-        return f"block {b.id} of {self.num_blocks} ({b.path} [{b.start}, {b.end}))"
 
 
 @dataclass
@@ -162,170 +96,6 @@ def worker_name() -> str:
     return name
 
 
-def aligned_chunks(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
-    """Yield the bytes of the records ``task.block`` owns, in ``CHUNK_SIZE`` pieces.
-
-    Reads only the slice plus the overhang that finishes its last record; the bytes read
-    to find either boundary are reused, not fetched again.
-    """
-    block, size, fmt = task.block, task.file.size, task.format
-    first = fmt.boundary(source.read, block.start, size, max_record_size=task.max_record_size)
-    if block.end >= size:
-        last = Boundary(size, b"", size)
-    else:
-        last = fmt.boundary(source.read, block.end, size, max_record_size=task.max_record_size)
-    known = [(first.data_start, first.data), (last.data_start, last.data)]
-    pos, end = first.offset, last.offset
-    while pos < end:
-        for start, data in known:
-            if start <= pos < start + len(data):
-                stop = min(end, start + len(data))
-                yield data[pos - start:stop - start]
-                pos = stop
-                break
-        else:
-            stop = min(end, pos + CHUNK_SIZE)
-            for start, data in known:
-                if pos < start < stop and data:
-                    stop = start
-            data = source.read(pos, stop)
-            if len(data) < stop - pos:
-                raise OSError(
-                    f"{task.file.path!r} ended at byte {pos + len(data)}, before the "
-                    f"{size} bytes it had when the job was planned; the input changed"
-                )
-            yield data
-            pos = stop
-
-
-def aligned_range(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
-    """Yield the bytes of the records ``task.block`` owns as one piece, read in one call.
-
-    For per-block mappers, which need the whole range at once anyway: one ranged read of
-    the aligned range avoids reading it in ``CHUNK_SIZE`` pieces and joining them (a
-    second copy of the block). Only the small windows read to find the two boundaries
-    are fetched twice.
-    """
-    block, size, fmt = task.block, task.file.size, task.format
-    first = fmt.boundary(source.read, block.start, size, max_record_size=task.max_record_size)
-    if block.end >= size:
-        end = size
-    else:
-        end = fmt.boundary(source.read, block.end, size,
-                           max_record_size=task.max_record_size).offset
-    if end <= first.offset:
-        return
-    data = source.read(first.offset, end)
-    if len(data) < end - first.offset:
-        raise OSError(
-            f"{task.file.path!r} ended at byte {first.offset + len(data)}, before the "
-            f"{size} bytes it had when the job was planned; the input changed"
-        )
-    yield data
-
-
-def _source_chunks(task: BlockTask, source: RangeSource, *,
-                   whole: bool = False) -> Iterator[bytes]:
-    """Return the block's chunks: the aligned byte range (in one piece if ``whole``), or
-    what a format that reads its own blocks yields (Parquet: the row groups the block
-    owns)."""
-    if isinstance(task.format, BlockReader):
-        b = task.block
-        return task.format.read_block(source.read, b.start, b.end, task.file.size)
-    if whole:
-        return aligned_range(task, source)
-    return aligned_chunks(task, source)
-
-
-def _zstd_chunks(task: BlockTask) -> Iterator[bytes]:
-    """Decompress a ``.zst`` input frame after frame (:func:`~blockproc.storage.zstd_frames`),
-    and fail on a truncated or corrupt one as an input error naming the file."""
-    zstd = require("zstandard", "reading .zst inputs")
-    size = task.file.size
-    with RangeSource(task.input_fs, task.file.path, expected=task.file) as source:
-        raw = (source.read(pos, min(size, pos + CHUNK_SIZE))
-               for pos in range(0, size, CHUNK_SIZE))
-        try:
-            yield from zstd_frames(raw)
-        except (EOFError, zstd.ZstdError) as exc:
-            raise _corrupt(task, exc) from exc
-
-
-def _corrupt(task: BlockTask, exc: BaseException) -> InputError:
-    return InputError(
-        f"{task.file.path!r} is not a complete {task.file.compression} stream: "
-        f"{type(exc).__name__}: {exc}; the file is truncated or corrupt, so every attempt "
-        f"would fail the same way: re-create or re-download it")
-
-
-def _decompressed_chunks(task: BlockTask) -> Iterator[bytes]:
-    if task.file.compression == "zstd":
-        yield from _zstd_chunks(task)
-        return
-    verify_unchanged(task.input_fs, task.file)
-    compression = task.file.compression or ""
-    with open_decompressed(task.input_fs, task.file.path, compression) as f:
-        while True:
-            try:
-                chunk = f.read(CHUNK_SIZE)
-            except Exception as exc:
-                if is_corrupt_stream(exc):
-                    raise _corrupt(task, exc) from exc
-                raise
-            if not chunk:
-                break
-            yield chunk
-
-
-def combined_chunks(task: BlockTask, *, records: bool = True) -> Iterator[bytes]:
-    """Yield the files of a combined block (``task.block.files``) whole, one after another.
-
-    Each file is checked against the plan and fetched in one ranged read (or decompressed
-    whole), several at a time. A file whose last record has no delimiter gets one, and a
-    UTF-8 BOM that the format drops at the start of a file is dropped from each later
-    file too, so the stream decodes into every file's own records, in order, each file
-    exactly once. With ``records`` (the stream is decoded, not piped to a command) a
-    file that ends with a CR keeps it as data, as the format reads that file alone.
-    """
-    delimiter = task.format.delimiter
-    probe = b"\xef\xbb\xbf" + delimiter  # does this format drop a BOM at a file start?
-    drops_bom = (list(task.format.iter_batches([probe], at_file_start=True))
-                 != list(task.format.iter_batches([probe], at_file_start=False)))
-    # Does it drop a CR before the delimiter (CRLF)? Then a file that ends with a CR and
-    # no delimiter gets CR + delimiter, so its CR stays data, as when it is read alone.
-    cr_end = b"\r" + delimiter if records and list(task.format.iter_batches(
-        [b"\r" + delimiter], at_file_start=False)) == [[""]] else delimiter
-    with contextlib.closing(iter_whole_files(task.input_fs, task.block.files)) as files:
-        for index, (_, whole) in enumerate(_checked(files, task)):
-            bom = index and drops_bom and whole.startswith(b"\xef\xbb\xbf")
-            data = whole[3:] if bom else whole
-            if data:
-                yield data
-                if not data.endswith(delimiter):
-                    yield cr_end if data.endswith(b"\r") else delimiter
-
-
-def _checked(files: Iterator[tuple[Any, bytes]], task: BlockTask
-             ) -> Iterator[tuple[Any, bytes]]:
-    """Yield from ``files`` (the whole files of a packed block, in order); a file that
-    is not a complete compressed stream fails as an input error naming it."""
-    for index in itertools.count():
-        try:
-            item = next(files)
-        except StopIteration:
-            return
-        except Exception as exc:
-            if not is_corrupt_stream(exc) or index >= len(task.block.files):
-                raise
-            file = task.block.files[index]
-            raise InputError(
-                f"{file.path!r} (packed into {task.describe()}) is not a complete "
-                f"{file.compression} stream: {type(exc).__name__}: {exc}; the file is "
-                f"truncated or corrupt, so every attempt would fail the same way: re-create "
-                f"or re-download it") from exc
-        yield item
-
-
 def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     """Run one attempt of ``task`` and return its result; the part-file is staged at
     ``task.staging_path``, for the master to commit."""
@@ -339,22 +109,9 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     source = None if compressed or combined else RangeSource(
         task.input_fs, task.file.path, expected=task.file, limit=task.block.end)
     bad = BadRecords(task)
-    stderr_bytes = 0
     try:
-        if combined:
-            chunks = combined_chunks(task, records=mapper.kind != "command")
-        else:
-            chunks = _decompressed_chunks(task) if source is None else _source_chunks(
-                task, source, whole=mapper.kind == "block")
-        counted = _Counted(chunks, report)
-        with open_output(task.output_fs, task.staging_path) as out, \
-                mapper.output.open(out if hook is None else _HookedFile(out, task)) as writer:
-            if mapper.kind == "command":
-                records_in, stderr_bytes = run_command(
-                    mapper.fn, counted, writer, delimiter=task.format.delimiter,
-                    open_stderr=lambda: open_output(task.output_fs, task.stderr_path))
-            else:
-                records_in = _run_function(mapper, task, counted, writer, bad)
+        with collecting() as counts:
+            writer, records_in, stderr_bytes = _map_block(task, mapper, source, report, bad)
         bad.save()
     finally:
         if source is not None:
@@ -364,13 +121,48 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     bytes_read = task.file.size if source is None else source.bytes_read
     if combined:
         bytes_read = task.block.end - task.block.start  # every file read whole, once
+    value = writer.value_bytes
+    if value is not None:
+        check_value_size(value, task.max_value_size, task.describe())
     return BlockResult(
         block=task.block, part=task.part, attempt=task.attempt, worker=worker_name(),
         records_in=records_in, records_out=writer.records, bytes_read=bytes_read,
         bytes_written=writer.bytes_written, checksum=writer.checksum, started=started,
         seconds=time.perf_counter() - clock, bad_records=len(bad.entries),
-        stderr_bytes=stderr_bytes,
+        stderr_bytes=stderr_bytes, counters=counts, value=value,
     )
+
+
+def _map_block(task: BlockTask, mapper: Mapper, source: RangeSource | None,
+               report: ReportFn, bad: BadRecords) -> tuple[PartWriter, int, int]:
+    """Read the block, run the mapper over it and write the staged part-file (none when
+    the job has no output); return the writer, records read and stderr bytes."""
+    stderr_bytes = 0
+    if task.block.files:
+        chunks = combined_chunks(task, records=mapper.kind != "command")
+    else:
+        chunks = decompressed_chunks(task) if source is None else source_chunks(
+            task, source, whole=mapper.kind == "block")
+    counted = _Counted(chunks, report)
+    hook = task.hook
+    with _open_part(task) as out, \
+            mapper.output.open(out if hook is None else _HookedFile(out, task)) as writer:
+        if mapper.kind == "command":
+            records_in, stderr_bytes = run_command(
+                mapper.fn, counted, writer, delimiter=task.format.delimiter,
+                open_stderr=lambda: open_output(task.output_fs, task.stderr_path))
+        else:
+            records_in = _run_function(mapper, task, counted, writer, bad)
+    return writer, records_in, stderr_bytes
+
+
+def _open_part(task: BlockTask) -> contextlib.AbstractContextManager[Any]:
+    """Open the staged part-file; a job without output keeps no file."""
+    if task.output_fs is None:
+        return contextlib.nullcontext(_NullFile())
+    opened: contextlib.AbstractContextManager[Any] = open_output(task.output_fs,
+                                                                 task.staging_path)
+    return opened
 
 
 class _HookedFile:
@@ -419,7 +211,7 @@ class BadRecords:
 
     def save(self) -> None:
         """Write the log next to the staged part-file, with each record's byte offset."""
-        if not self.entries:
+        if not self.entries or self.task.output_fs is None:  # no output: counted only
             return
         offsets = record_offsets(self.task, [e["record"] for e in self.entries])
         for entry in self.entries:

@@ -22,15 +22,17 @@ from typing import Any
 
 import click
 
-from blockproc import api, output_formats
+from blockproc import api, job_setup, output_formats
 from blockproc._units import format_size
 from blockproc.cli.options import (
     SIZE,
+    _fold_options,
     _format_options,
     _import_function,
     _make_format,
     _make_output,
     _parse_key_values,
+    _print_values,
     _summary,
 )
 from blockproc.cli.status_command import status
@@ -42,7 +44,8 @@ from blockproc.errors import (
     UnfinishedOutputError,
 )
 from blockproc.executors import EXECUTORS
-from blockproc.job import run_job
+from blockproc.job import Job, run_job
+from blockproc.result import JobResult
 from blockproc.storage import is_credentials_error
 
 _state = {"debug": False}
@@ -86,7 +89,9 @@ cli.add_command(status)
 
 @cli.command(short_help="Map a function or a command over the blocks of INPUTS.")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, help="Result directory (local path or URL).")
+@click.option("-o", "--output", default=None,
+              help="Result directory (local path or URL). Without it, --map and --map-blocks "
+                   "print their results to stdout as JSON lines (nothing is written).")
 @click.option("--map", "map_spec", metavar="MODULE:FUNC",
               help="Call FUNC(line) on every record; it returns a line, None or several lines.")
 @click.option("--map-blocks", "map_blocks_spec", metavar="MODULE:FUNC",
@@ -94,11 +99,16 @@ cli.add_command(status)
                    "a pyarrow.Table for csv/jsonl/parquet, a numpy array for fixed).")
 @click.option("--cmd", "command", metavar="COMMAND",
               help="Pipe each block through a shell command; its stdout is the part-file.")
+@click.option("--combine", "combine_spec", metavar="MODULE:FUNC",
+              help="Fold what --map-blocks returns per block with FUNC(acc, partial) (it "
+                   "must be associative and commutative) and print the result as JSON.")
+@click.option("--initial", "initial_json", metavar="JSON", default=None,
+              help="--combine: the value the fold starts from (default: the first partial).")
 @_format_options
 @click.option("--output-format", type=click.Choice(output_formats.OUTPUT_FORMATS),
-              default="text",
-              show_default=True,
-              help="Part-file format: text (.txt), csv, jsonl, parquet or npy.")
+              default=None,
+              help="Part-file format: text (.txt, the default), csv, jsonl, parquet, npy, "
+                   "or pickle (the default with --combine).")
 @click.option("--output-option", "output_option", multiple=True, metavar="KEY=VALUE",
               help="An option of the output format (repeatable; JSON values): "
                    "header=false, sep=';', columns='[\"a\"]', compression=zstd, dtype='<f8'.")
@@ -137,10 +147,12 @@ cli.add_command(status)
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when stderr is a terminal).")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
-def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
-        map_blocks_spec: str | None, command: str | None, format_name: str,
+def run(inputs: tuple[str, ...], output: str | None, map_spec: str | None,
+        map_blocks_spec: str | None, command: str | None, combine_spec: str | None,
+        initial_json: str | None, format_name: str,
         delimiter: str | None, encoding: str | None, decode_errors: str, block_size: int,
-        format_option: tuple[str, ...], output_format: str, output_option: tuple[str, ...],
+        format_option: tuple[str, ...], output_format: str | None,
+        output_option: tuple[str, ...],
         executor: str, workers: int | None, listen: str | None, authkey_file: str | None,
         scheduler: str | None, if_exists: str, resume: bool, max_attempts: int,
         speculation: bool | None, max_bad_records: int | None, max_record_size: int,
@@ -149,13 +161,21 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
 
     INPUTS are files, globs or directories (names starting with _ or . are skipped).
     Exactly one of --map, --map-blocks or --cmd says what runs on each block.
+    Without -o, the results go back to this process and are printed as JSON: one line
+    per block's value (--map-blocks) or per result (--map), or the one value --combine
+    folds; the summary then goes to stderr.
     """
     chosen = [s for s in (map_spec, map_blocks_spec, command) if s is not None]
     if len(chosen) != 1:
         raise ConfigError("give exactly one of --map MODULE:FUNC, --map-blocks MODULE:FUNC "
                           "or --cmd COMMAND")
+    combine, initial = _fold_options(combine_spec, initial_json, map_blocks_spec, output)
+    if output is None and command is not None:
+        raise ConfigError("--cmd writes its stdout as part-files, which need -o OUT; pass "
+                          "-o out/, or use --map/--map-blocks to print results")
     fmt = _make_format(format_name, delimiter, encoding, decode_errors, format_option)
-    output_spec = _make_output(output_format, output_option)
+    output_spec = None if output_format is None and not output_option else _make_output(
+        output_format or "text", output_option)
     options = _parse_key_values(storage_option, "--storage-option")
     fn: Any
     per: Any = "record"
@@ -170,38 +190,49 @@ def run(inputs: tuple[str, ...], output: str, map_spec: str | None,
     if not quiet:
         for note in _plan_notes(plan):
             click.echo(f"note: {note}", err=True)
-    job = api.make_job(plan, fn, output=output, per=per, executor=executor, workers=workers,
-                        executor_options=executor_options, output_format=output_spec,
-                        if_exists="resume" if resume else if_exists,  # type: ignore[arg-type]
-                        max_attempts=max_attempts, speculation=speculation,
-                        max_bad_records=max_bad_records, max_record_size=max_record_size,
-                        progress=False if quiet else progress,
-                        storage_options=options)
+    job = job_setup.make_job(plan, fn, output=output, per=per, executor=executor,
+                             workers=workers, executor_options=executor_options,
+                             output_format=output_spec, combine=combine, initial=initial,
+                             if_exists="resume" if resume else if_exists,  # type: ignore[arg-type]
+                             max_attempts=max_attempts, speculation=speculation,
+                             max_bad_records=max_bad_records,
+                             max_record_size=max_record_size,
+                             progress=False if quiet else progress, storage_options=options)
+    result = _run_to_end(job, resumable=output is not None)
+    api.check_read_amplification(plan, result)
+    printed = output is None or combine is not None
+    if printed:
+        _print_values(result, per=per, combined=combine is not None)
+    if not quiet:
+        click.echo(_summary(result), err=printed)
+
+
+def _run_to_end(job: Job, *, resumable: bool) -> JobResult:
+    """Run ``job`` in this thread (so Ctrl-C and pdb work as usual) and return its result;
+    an error gets the command that resumes it, if the job has an output to resume."""
     try:
-        run_job(job)  # in this thread, so Ctrl-C and pdb work as usual
+        run_job(job)
     except KeyboardInterrupt as exc:
         how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        click.echo(f"\n{how}: committed blocks are kept. Resume with:\n  "
-                   f"{_resume_command()}", err=True)
+        kept = (f"committed blocks are kept. Resume with:\n  {_resume_command()}"
+                if resumable else "the job had no -o output, so a rerun starts over")
+        click.echo(f"\n{how}: {kept}", err=True)
         raise
     try:
-        result = job.result()
+        return job.result()
     except JobError as exc:
         if isinstance(exc, BlockFailedError) and exc.remote_traceback and _state["debug"]:
             click.echo(f"worker traceback:\n{exc.remote_traceback.rstrip()}", err=True)
-        if exc.resumable:
+        if exc.resumable and resumable:
             exc.add_note(f"committed blocks are kept; after fixing the cause, resume with:\n  "
                          f"{_resume_command()}")
-        elif isinstance(exc, BlockFailedError):  # the input changed: a resume is refused
+        elif isinstance(exc, BlockFailedError) and not exc.resumable:  # the input changed
             exc.add_note("the input changed since the job was planned; start over with "
                          "--if-exists overwrite")
         raise
     except UnfinishedOutputError as exc:  # left by a crash or a Ctrl-C
         exc.add_note(f"to finish it, run:\n  {_resume_command()}")
         raise
-    api.check_read_amplification(plan, result)
-    if not quiet:
-        click.echo(_summary(result))
 
 
 def _executor_options(executor: str, listen: str | None, authkey_file: str | None,

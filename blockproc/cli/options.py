@@ -9,7 +9,7 @@ import inspect
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -211,8 +211,66 @@ def _summary(result: JobResult) -> str:
     kept = report.what_was_kept(
         result.output, sum(b.bad_records for b in result.blocks),
         sum(1 for b in result.blocks if b.stderr_bytes), len(result.blocks))
+    counters = result.counters
     return "\n".join([
         f"committed {_plural(len(result.blocks), 'block')}: {result.num_records:,} records "
         f"in, {result.num_records_out:,} out, {format_size(result.num_bytes_written)} "
         f"written in {result.seconds:.2f}s (retries: {result.num_retries})",
-        *kept, f"output: {result.output}"])
+        *([f"counters: {_format_counters(counters)}"] if counters else []),
+        *kept, f"output: {result.output}" if result.output else "output: none (printed)"])
+
+
+def _format_counters(counters: Mapping[str, int]) -> str:
+    """``blank=1, bad=1,024``: counters as the summary and ``status`` print them."""
+    return ", ".join(f"{name}={amount:,}" for name, amount in counters.items())
+
+
+def _fold_options(combine_spec: str | None, initial_json: str | None,
+                  map_blocks_spec: str | None, output: str | None) -> tuple[Any, Any]:
+    """Return ``(combine, initial)`` from ``--combine`` and ``--initial``."""
+    from blockproc.values import NOTHING
+
+    if combine_spec is None:
+        if initial_json is not None:
+            raise ConfigError("--initial is the start of a --combine fold; pass --combine "
+                              "MODULE:FUNC too, or drop --initial")
+        return None, NOTHING
+    if map_blocks_spec is None:
+        raise ConfigError("--combine folds what --map-blocks returns per block; pass "
+                          "--map-blocks MODULE:FUNC instead of --map or --cmd")
+    initial = NOTHING
+    if initial_json is not None:
+        try:
+            initial = json.loads(initial_json)
+        except ValueError as exc:
+            raise ConfigError(f"--initial {initial_json!r} is not JSON ({exc}); pass e.g. "
+                              f"--initial 0 or --initial '{{}}'") from None
+    return _import_function(combine_spec, "--combine"), initial
+
+
+def _print_values(result: JobResult, *, per: str, combined: bool) -> None:
+    """Print a job's values to stdout as JSON: the folded value, one line per block's
+    value, or (per-record functions) one line per result."""
+    if combined:
+        click.echo(_as_json(result.value, "the combined value"))
+        return
+    for block_id, value in enumerate(result.values or ()):
+        for item in value if per == "record" else [value]:
+            click.echo(_as_json(item, f"a value of block {block_id}"))
+
+
+def _as_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, default=_jsonable, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} cannot be printed as JSON ({exc}); return dicts, lists, "
+                          f"str, numbers or None, or pass -o OUT to keep other values") from None
+
+
+def _jsonable(value: Any) -> Any:
+    """Sets as sorted lists, numpy values as Python ones; anything else is refused."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} {value!r:.60} is not JSON")

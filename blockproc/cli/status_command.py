@@ -9,6 +9,7 @@ import click
 
 from blockproc._units import format_size
 from blockproc.cli.options import (
+    _format_counters,
     _parse_key_values,
     _plural,
 )
@@ -58,6 +59,8 @@ def _echo_unfinished(output: str, st: OutputStatus) -> None:
     if st.num_committed:
         click.echo(f"attempts: the committed blocks took "
                    f"{_plural(st.committed_attempts, 'attempt')}")
+    if st.counters:
+        click.echo(f"counters so far: {_format_counters(st.counters)}")
     for line in report.what_was_kept(output, st.bad_records, st.blocks_with_stderr,
                                      st.num_committed):
         click.echo(line)
@@ -80,6 +83,8 @@ def _echo_finished(output: str, st: OutputStatus) -> None:
     click.echo(f"blocks: {totals['num_blocks']}; records {totals['records_in']:,} in, "
                f"{totals['records_out']:,} out; {format_size(totals['bytes_read'])} read, "
                f"{format_size(totals['bytes_written'])} written")
+    if st.counters:
+        click.echo(f"counters: {_format_counters(st.counters)}")
     for line in report.what_was_kept(output, st.bad_records, st.blocks_with_stderr,
                                      st.num_blocks):
         click.echo(line)
@@ -112,3 +117,4 @@ def _draw_timeline(output: str, st: OutputStatus, timeline: str, *, quiet: bool)
     if not quiet:
         click.echo(f"timeline: {len(attempts)} attempts on "
                    f"{len({a.worker for a in attempts})} workers, drawn to {timeline}")
+

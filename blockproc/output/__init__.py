@@ -10,8 +10,9 @@ One module per concern: :mod:`~blockproc.output.layout` (names),
 (committed blocks, attempts of each run), :mod:`~blockproc.output.manifest`
 (``_SUCCESS``), :mod:`~blockproc.output.checks` (what is refused before any write),
 :mod:`~blockproc.output.directory` (:class:`OutputDir`, the commit protocol that puts
-them in order) and :mod:`~blockproc.output.status` (:func:`status` and :func:`verify`,
-what ``blockproc status`` prints).
+them in order), :mod:`~blockproc.output.nowhere` (:class:`NoOutput`, for a job whose
+values only go back to the master) and :mod:`~blockproc.output.status` (:func:`status`
+and :func:`verify`, what ``blockproc status`` prints).
 
 Examples
 --------
@@ -34,10 +35,11 @@ from blockproc.output.layout import (
 from blockproc.output.ledger import read_ledger
 from blockproc.output.lock import OutputLock
 from blockproc.output.manifest import dumps_rows, read_manifest, verify_output
+from blockproc.output.nowhere import NoOutput
 from blockproc.output.status import OutputStatus, status, verify
 
 __all__ = [
-    "BLOCKPROC_ENTRY", "STATE_DIR", "SUCCESS", "TEMPORARY", "OutputDir", "OutputLock",
+    "BLOCKPROC_ENTRY", "STATE_DIR", "SUCCESS", "TEMPORARY", "NoOutput", "OutputDir", "OutputLock",
     "OutputStatus", "dumps_rows", "errors_path", "part_name", "read_ledger", "read_manifest",
     "status", "stderr_path", "verify", "verify_output",
 ]

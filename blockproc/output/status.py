@@ -26,7 +26,7 @@ from typing import Any
 
 from blockproc import report
 from blockproc.errors import ConfigError, UnfinishedOutputError
-from blockproc.model import AttemptRecord
+from blockproc.model import AttemptRecord, sum_counters
 from blockproc.output.layout import PLAN, STATE_DIR, SUCCESS
 from blockproc.output.ledger import earlier_attempts, read_ledger
 from blockproc.output.lock import OutputLock
@@ -71,6 +71,8 @@ class OutputStatus:
     ``pid``, ``heartbeat``), or None."""
     manifest: Mapping[str, Any] | None = field(default=None, repr=False)
     """The ``_SUCCESS`` manifest of a finished job."""
+    counters: Mapping[str, int] = field(default_factory=dict)
+    """What the function counted (``bp.counter``), summed over the committed blocks."""
 
     @property
     def num_committed(self) -> int:
@@ -160,7 +162,8 @@ def _unfinished(fs: AbstractFileSystem, path: str, url: str,
         bad_records=sum(int(e.get("bad_records", 0)) for e in entries),
         blocks_with_stderr=sum(1 for e in entries if e.get("stderr_bytes")),
         committed_attempts=sum(int(e.get("attempt", 1)) for e in entries),
-        earlier_attempts=len(earlier_attempts(fs, path)), lock_holder=holder)
+        earlier_attempts=len(earlier_attempts(fs, path)), lock_holder=holder,
+        counters=sum_counters(e.get("counters", {}) for e in entries))
 
 
 def _finished(url: str, manifest: Mapping[str, Any],
@@ -179,4 +182,5 @@ def _finished(url: str, manifest: Mapping[str, Any],
         committed_attempts=sum(int(b.get("attempt", 1)) for b in blocks),
         attempts=report.attempts_from_manifest(manifest),
         earlier_blocks=earlier_blocks, earlier_attempts=earlier,
-        lock_holder=holder, manifest=manifest)
+        lock_holder=holder, manifest=manifest, counters=dict(totals.get("counters", {})))
+

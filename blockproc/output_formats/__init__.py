@@ -15,6 +15,8 @@ jsonl     .jsonl       any JSON value (a dict is one line) or a list of them;
 parquet   .parquet     a ``pyarrow.Table``/``RecordBatch``, dicts; one schema for
                        every part when ``ParquetOutput(schema=...)`` is given
 npy       .npy         numpy arrays (concatenated on axis 0) or numpy scalars
+pickle    .pickle      any picklable value, sent back to the master too
+                       (``JobResult.values``, ``reduce_blocks``)
 ========  ===========  ======================================================
 
 In every format ``None`` writes nothing and a list, tuple or generator stands for
@@ -24,7 +26,7 @@ block ends, because its header holds the row count.
 
 One module per output format, named after its :mod:`blockproc.formats` sibling:
 ``base`` (:class:`PartWriter`, which also writes ``text``; the checks that refuse a
-value), ``lines`` (text), ``csv_format``, ``jsonl``, ``parquet`` and ``npy``.
+value), ``lines`` (text), ``csv_format``, ``jsonl``, ``parquet``, ``npy`` and ``pickle_format``.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from blockproc.output_formats.jsonl import JSONLinesOutput
 from blockproc.output_formats.lines import TextOutput
 from blockproc.output_formats.npy import NpyOutput
 from blockproc.output_formats.parquet import ParquetOutput
+from blockproc.output_formats.pickle_format import PickleOutput
 
 __all__ = [
     "ACCEPTED_RETURNS", "OUTPUT_FORMATS", "CSVOutput", "JSONLinesOutput", "NpyOutput",
-    "OutputFormat", "ParquetOutput", "PartWriter", "TextOutput", "get_output_format",
+    "OutputFormat", "ParquetOutput", "PartWriter", "PickleOutput", "TextOutput",
+    "get_output_format",
 ]
 
 REGISTRY = Registry("output_format", {
@@ -48,6 +52,7 @@ REGISTRY = Registry("output_format", {
     "jsonl": "blockproc.output_formats.jsonl:JSONLinesOutput",
     "parquet": "blockproc.output_formats.parquet:ParquetOutput",
     "npy": "blockproc.output_formats.npy:NpyOutput",
+    "pickle": "blockproc.output_formats.pickle_format:PickleOutput",
 }, alternative=" or pass a spec such as bp.output_formats.CSVOutput(header=False)")
 """The names ``output_format=`` accepts (``--output-format``), each an output spec class."""
 

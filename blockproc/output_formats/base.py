@@ -32,6 +32,9 @@ ACCEPTED_RETURNS: dict[tuple[str, str], str] = {
                        "or generator of them",
     ("npy", "block"): "a numpy array (rows along axis 0), a numpy scalar, a list or tuple "
                       "of numbers, None",
+    ("pickle", "record"): "any picklable value, None (nothing), or a list, tuple or "
+                          "generator of them",
+    ("pickle", "block"): "any picklable value (a generator is turned into a list)",
 }
 """What a function may return, by ``(output format, "record" | "block")``: ``"record"``
 is a per-record function (``map_lines``, ``--map``), ``"block"`` a per-block one
@@ -133,6 +136,8 @@ class PartWriter:
     """
 
     extension = ".txt"
+    value_bytes: bytes | None = None
+    """The block's value for the master, pickled (set by the ``pickle`` format only)."""
 
     def __init__(self, file: Any) -> None:
         self._sink = Sink(file)

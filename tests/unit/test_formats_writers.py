@@ -42,7 +42,7 @@ def written(spec: OutputFormat, *calls: tuple[str, Any]) -> tuple[bytes, PartWri
 
 def test_names_extensions_and_lookup() -> None:
     assert [get_output_format(n).extension for n in OUTPUT_FORMATS] == [
-        ".txt", ".csv", ".jsonl", ".parquet", ".npy"]
+        ".txt", ".csv", ".jsonl", ".parquet", ".npy", ".pickle"]
     spec = CSVOutput(header=False)
     assert get_output_format(spec) is spec
     with pytest.raises(ConfigError, match="unknown output_format 'xlsx'"):

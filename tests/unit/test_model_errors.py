@@ -36,6 +36,7 @@ from blockproc.errors import (
     StorageError,
     TextDecodeError,
     TooManyBadRecordsError,
+    ValueTooLargeError,
     UnfinishedOutputError,
 )
 from blockproc.formats import Delimited
@@ -236,6 +237,7 @@ def every_error() -> list[BaseException]:
         TextDecodeError("utf-8", b"\xff", 0, 1, "cannot decode the input as 'utf-8' at byte 3"),
         ReturnTypeError("the function returned int 7; output_format='text' accepts str"),
         TooManyBadRecordsError("3 records of block 0 raised, more than max_bad_records=2"),
+        ValueTooLargeError("block 3 returned a value of 80 MiB (pickled), over the limit"),
         CommandError("command 'false' exited with code 2; its stderr ends with: (nothing)"),
         CommandNotFoundError("command 'nope' was not found: sh exited with code 127"),
     ]
@@ -306,6 +308,7 @@ def test_errors_unpickle_in_a_fresh_process() -> None:
         (TextDecodeError, 2),
         (ReturnTypeError, 1),
         (TooManyBadRecordsError, 1),
+        (ValueTooLargeError, 1),
         (CommandError, 1),
         (CommandNotFoundError, 1),
     ],

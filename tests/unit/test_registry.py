@@ -100,7 +100,7 @@ def test_require_names_the_feature_and_the_install() -> None:
 
 def test_the_names_users_type_are_unchanged() -> None:
     assert EXECUTORS == ("inline", "threads", "processes", "cluster", "dask")
-    assert output_formats.OUTPUT_FORMATS == ("text", "csv", "jsonl", "parquet", "npy")
+    assert output_formats.OUTPUT_FORMATS == ("text", "csv", "jsonl", "parquet", "npy", "pickle")
     assert formats.available_formats() == ["csv", "delimited", "fixed", "jsonl", "lines",
                                            "parquet", "raw"]
 
@@ -110,7 +110,7 @@ def test_unknown_names_fail_with_the_known_ones() -> None:
                                           r"threads, processes, cluster, dask$"):
         make_executor("gpu", 1)
     with pytest.raises(ConfigError, match="unknown output_format 'xlsx'; choose one of "
-                                          "text, csv, jsonl, parquet, npy or pass a spec"):
+                                          "text, csv, jsonl, parquet, npy, pickle or pass a spec"):
         output_formats.get_output_format("xlsx")
     with pytest.raises(ConfigError, match=r"unknown format 'xml'; choose one of csv, "
                                           r"delimited, fixed, .* or pass a format instance"):

@@ -1,0 +1,194 @@
+"""Read the bytes of one block: only its slice of the input, cut at the records it owns.
+
+The master never sends data; each attempt reads its own byte range (plus the overhang
+that finishes its last record), a compressed file whole, or the small files packed
+into one block, one after another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+from blockproc._deps import require
+from blockproc.errors import InputError
+from blockproc.formats.base import Boundary
+from blockproc.formats.hooks import BlockReader
+from blockproc.storage import (
+    RangeSource,
+    is_corrupt_stream,
+    iter_whole_files,
+    open_decompressed,
+    verify_unchanged,
+    zstd_frames,
+)
+from blockproc.task import BlockTask
+
+CHUNK_SIZE = 1 << 20
+"""Bytes per read and per batch handed to the user code (~1 MiB keeps batches in cache)."""
+
+
+def aligned_chunks(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
+    """Yield the bytes of the records ``task.block`` owns, in ``CHUNK_SIZE`` pieces.
+
+    Reads only the slice plus the overhang that finishes its last record; the bytes read
+    to find either boundary are reused, not fetched again.
+    """
+    block, size, fmt = task.block, task.file.size, task.format
+    first = fmt.boundary(source.read, block.start, size, max_record_size=task.max_record_size)
+    if block.end >= size:
+        last = Boundary(size, b"", size)
+    else:
+        last = fmt.boundary(source.read, block.end, size, max_record_size=task.max_record_size)
+    known = [(first.data_start, first.data), (last.data_start, last.data)]
+    pos, end = first.offset, last.offset
+    while pos < end:
+        for start, data in known:
+            if start <= pos < start + len(data):
+                stop = min(end, start + len(data))
+                yield data[pos - start:stop - start]
+                pos = stop
+                break
+        else:
+            stop = min(end, pos + CHUNK_SIZE)
+            for start, data in known:
+                if pos < start < stop and data:
+                    stop = start
+            data = source.read(pos, stop)
+            if len(data) < stop - pos:
+                raise OSError(
+                    f"{task.file.path!r} ended at byte {pos + len(data)}, before the "
+                    f"{size} bytes it had when the job was planned; the input changed"
+                )
+            yield data
+            pos = stop
+
+
+def aligned_range(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
+    """Yield the bytes of the records ``task.block`` owns as one piece, read in one call.
+
+    For per-block mappers, which need the whole range at once anyway: one ranged read of
+    the aligned range avoids reading it in ``CHUNK_SIZE`` pieces and joining them (a
+    second copy of the block). Only the small windows read to find the two boundaries
+    are fetched twice.
+    """
+    block, size, fmt = task.block, task.file.size, task.format
+    first = fmt.boundary(source.read, block.start, size, max_record_size=task.max_record_size)
+    if block.end >= size:
+        end = size
+    else:
+        end = fmt.boundary(source.read, block.end, size,
+                           max_record_size=task.max_record_size).offset
+    if end <= first.offset:
+        return
+    data = source.read(first.offset, end)
+    if len(data) < end - first.offset:
+        raise OSError(
+            f"{task.file.path!r} ended at byte {first.offset + len(data)}, before the "
+            f"{size} bytes it had when the job was planned; the input changed"
+        )
+    yield data
+
+
+def source_chunks(task: BlockTask, source: RangeSource, *,
+                   whole: bool = False) -> Iterator[bytes]:
+    """Return the block's chunks: the aligned byte range (in one piece if ``whole``), or
+    what a format that reads its own blocks yields (Parquet: the row groups the block
+    owns)."""
+    if isinstance(task.format, BlockReader):
+        b = task.block
+        return task.format.read_block(source.read, b.start, b.end, task.file.size)
+    if whole:
+        return aligned_range(task, source)
+    return aligned_chunks(task, source)
+
+
+def _zstd_chunks(task: BlockTask) -> Iterator[bytes]:
+    """Decompress a ``.zst`` input frame after frame (:func:`~blockproc.storage.zstd_frames`),
+    and fail on a truncated or corrupt one as an input error naming the file."""
+    zstd = require("zstandard", "reading .zst inputs")
+    size = task.file.size
+    with RangeSource(task.input_fs, task.file.path, expected=task.file) as source:
+        raw = (source.read(pos, min(size, pos + CHUNK_SIZE))
+               for pos in range(0, size, CHUNK_SIZE))
+        try:
+            yield from zstd_frames(raw)
+        except (EOFError, zstd.ZstdError) as exc:
+            raise _corrupt(task, exc) from exc
+
+
+def _corrupt(task: BlockTask, exc: BaseException) -> InputError:
+    return InputError(
+        f"{task.file.path!r} is not a complete {task.file.compression} stream: "
+        f"{type(exc).__name__}: {exc}; the file is truncated or corrupt, so every attempt "
+        f"would fail the same way: re-create or re-download it")
+
+
+def decompressed_chunks(task: BlockTask) -> Iterator[bytes]:
+    if task.file.compression == "zstd":
+        yield from _zstd_chunks(task)
+        return
+    verify_unchanged(task.input_fs, task.file)
+    compression = task.file.compression or ""
+    with open_decompressed(task.input_fs, task.file.path, compression) as f:
+        while True:
+            try:
+                chunk = f.read(CHUNK_SIZE)
+            except Exception as exc:
+                if is_corrupt_stream(exc):
+                    raise _corrupt(task, exc) from exc
+                raise
+            if not chunk:
+                break
+            yield chunk
+
+
+def combined_chunks(task: BlockTask, *, records: bool = True) -> Iterator[bytes]:
+    """Yield the files of a combined block (``task.block.files``) whole, one after another.
+
+    Each file is checked against the plan and fetched in one ranged read (or decompressed
+    whole), several at a time. A file whose last record has no delimiter gets one, and a
+    UTF-8 BOM that the format drops at the start of a file is dropped from each later
+    file too, so the stream decodes into every file's own records, in order, each file
+    exactly once. With ``records`` (the stream is decoded, not piped to a command) a
+    file that ends with a CR keeps it as data, as the format reads that file alone.
+    """
+    delimiter = task.format.delimiter
+    probe = b"\xef\xbb\xbf" + delimiter  # does this format drop a BOM at a file start?
+    drops_bom = (list(task.format.iter_batches([probe], at_file_start=True))
+                 != list(task.format.iter_batches([probe], at_file_start=False)))
+    # Does it drop a CR before the delimiter (CRLF)? Then a file that ends with a CR and
+    # no delimiter gets CR + delimiter, so its CR stays data, as when it is read alone.
+    cr_end = b"\r" + delimiter if records and list(task.format.iter_batches(
+        [b"\r" + delimiter], at_file_start=False)) == [[""]] else delimiter
+    with contextlib.closing(iter_whole_files(task.input_fs, task.block.files)) as files:
+        for index, (_, whole) in enumerate(_checked(files, task)):
+            bom = index and drops_bom and whole.startswith(b"\xef\xbb\xbf")
+            data = whole[3:] if bom else whole
+            if data:
+                yield data
+                if not data.endswith(delimiter):
+                    yield cr_end if data.endswith(b"\r") else delimiter
+
+
+def _checked(files: Iterator[tuple[Any, bytes]], task: BlockTask
+             ) -> Iterator[tuple[Any, bytes]]:
+    """Yield from ``files`` (the whole files of a packed block, in order); a file that
+    is not a complete compressed stream fails as an input error naming it."""
+    for index in itertools.count():
+        try:
+            item = next(files)
+        except StopIteration:
+            return
+        except Exception as exc:
+            if not is_corrupt_stream(exc) or index >= len(task.block.files):
+                raise
+            file = task.block.files[index]
+            raise InputError(
+                f"{file.path!r} (packed into {task.describe()}) is not a complete "
+                f"{file.compression} stream: {type(exc).__name__}: {exc}; the file is "
+                f"truncated or corrupt, so every attempt would fail the same way: re-create "
+                f"or re-download it") from exc
+        yield item

@@ -1,0 +1,168 @@
+"""Values sent back to the master: each block's result, pickled in the worker, kept in
+block order (``map_blocks`` without ``output=``) or folded into one accumulator as blocks
+commit (:func:`~blockproc.reduce_blocks`).
+
+Only the committed attempt of a block hands its value over, so a retried or speculative
+attempt never counts twice; with an output directory the pickled value is the block's
+part-file, so a resumed job reads back what earlier runs committed.
+
+Examples
+--------
+>>> values = Values(3)
+>>> for block_id, value in [(2, "c"), (0, "a"), (1, "b")]:
+...     values.add(block_id, dump_value(value, limit=100, where=f"block {block_id}"))
+>>> values.collected()
+['a', 'b', 'c']
+>>> total = Values(3, combine=lambda a, b: a + b, initial=0)
+>>> for block_id in range(3):
+...     total.add(block_id, dump_value(block_id * 10, limit=100, where="a block"))
+>>> total.folded()
+30
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable
+from typing import Any, Final
+
+import cloudpickle
+
+from blockproc._units import format_size, parse_size
+from blockproc.errors import ConfigError, JobError, ValueTooLargeError
+
+MAX_BLOCK_VALUE_ENV = "BLOCKPROC_MAX_BLOCK_VALUE"
+"""The environment variable for the largest value one block may send to the master."""
+
+MAX_JOB_VALUES_ENV = "BLOCKPROC_MAX_JOB_VALUES"
+"""The environment variable for the largest total of values a job may collect."""
+
+
+class _Nothing:
+    """The ``initial`` of a fold that has none: the first partial starts it."""
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+
+NOTHING: Final = _Nothing()
+
+ADVICE = ("write the results to files with output=... (CLI: -o), or fold them as they "
+          "arrive with bp.reduce_blocks (CLI: --combine)")
+
+
+def value_limits() -> tuple[int, int]:
+    """Return the most bytes (pickled) one block's value and all of a job's values may take.
+
+    64 MiB per block and 1 GiB per job, unless the environment variables
+    ``BLOCKPROC_MAX_BLOCK_VALUE`` and ``BLOCKPROC_MAX_JOB_VALUES`` (sizes such as
+    ``256MiB``) replace them; the master's environment decides, for every worker.
+
+    Examples
+    --------
+    >>> value_limits() == (64 * 2**20, 2**30)
+    True
+    """
+    return (_size_from_env(MAX_BLOCK_VALUE_ENV, 64 * 2**20),
+            _size_from_env(MAX_JOB_VALUES_ENV, 2**30))
+
+
+def _size_from_env(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = parse_size(text)
+    except (ValueError, TypeError):
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name}={text!r} must be a size such as 64MiB or 1GiB")
+    return value
+
+
+def check_value_size(data: bytes, limit: int, where: str) -> None:
+    """Refuse a pickled value over ``limit`` bytes; ``where`` names the block."""
+    if len(data) > limit:
+        raise ValueTooLargeError(
+            f"{where} returned a value of {format_size(len(data))} (pickled), over the "
+            f"limit of {format_size(limit)} per block ({MAX_BLOCK_VALUE_ENV}); {ADVICE}")
+
+
+def dump_value(value: Any, *, limit: int, where: str) -> bytes:
+    """Return ``value`` pickled, refusing one over ``limit`` bytes (``where`` names the
+    block in the message).
+
+    Plain pickle first (fast, and what most values need); cloudpickle for what plain
+    pickle refuses, such as a lambda or a class defined in a notebook.
+
+    Examples
+    --------
+    >>> load_value(dump_value({"GET": 3}, limit=100, where="block 0"))
+    {'GET': 3}
+    >>> dump_value("x" * 200, limit=100, where="block 7 (a.log [0, 10))")
+    Traceback (most recent call last):
+    ...
+    blockproc.ValueTooLargeError: block 7 (a.log [0, 10)) returned a value of 215 B ...
+    """
+    try:
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    check_value_size(data, limit, where)
+    return data
+
+
+def load_value(data: bytes) -> Any:
+    """Return the value :func:`dump_value` pickled."""
+    return pickle.loads(data)
+
+
+class Values:
+    """What the master keeps of the blocks' values.
+
+    Without ``combine``, every block's value, returned in block order by
+    :meth:`collected`; their pickled sizes together may not pass ``max_total``. With
+    ``combine``, one accumulator: ``acc = combine(acc, value)`` for each block as it
+    commits, starting from ``initial`` (or from the first value when there is none), so
+    memory holds one accumulator however many blocks there are.
+    """
+
+    def __init__(self, num_blocks: int, *, combine: Callable[[Any, Any], Any] | None = None,
+                 initial: Any = NOTHING, max_total: int = 2**30) -> None:
+        self.num_blocks = num_blocks
+        self.combine = combine
+        self.max_total = max_total
+        self.total_bytes = 0
+        self._values: dict[int, Any] = {}
+        self._acc = initial
+
+    def add(self, block_id: int, data: bytes | None) -> None:
+        """Take the pickled value of committed block ``block_id`` (once per block)."""
+        value = None if data is None else load_value(data)
+        if self.combine is None:
+            self.total_bytes += len(data or b"")
+            if self.total_bytes > self.max_total:
+                raise ValueTooLargeError(
+                    f"the values of {len(self._values) + 1} blocks take "
+                    f"{format_size(self.total_bytes)} (pickled) with block {block_id}, over "
+                    f"the limit of {format_size(self.max_total)} per job "
+                    f"({MAX_JOB_VALUES_ENV}); {ADVICE}")
+            self._values[block_id] = value
+            return
+        if self._acc is NOTHING:
+            self._acc = value
+            return
+        try:
+            self._acc = self.combine(self._acc, value)
+        except Exception as exc:
+            raise JobError(f"combine raised {type(exc).__name__}: {exc} when folding in "
+                           f"the value of block {block_id}") from exc
+
+    def collected(self) -> list[Any]:
+        """Every block's value, in block order (None for a block not added)."""
+        return [self._values.get(i) for i in range(self.num_blocks)]
+
+    def folded(self) -> Any:
+        """The accumulator (None if no block was folded and there was no ``initial``)."""
+        return None if self._acc is NOTHING else self._acc
