@@ -420,7 +420,7 @@ class StorageUnreachable(OSError):
 
 def check_storage(task: BlockTask, seen: set[str]) -> None:
     """Raise StorageUnreachable unless this machine sees the input file and the output
-    directory (each path is checked once per slot)."""
+    directory, if the job has one (each path is checked once per slot)."""
     host = socket.gethostname()
     path = task.file.path
     if path not in seen:
@@ -431,6 +431,8 @@ def check_storage(task: BlockTask, seen: set[str]) -> None:
                 f"URL such as s3://..."
             )
         seen.add(path)
+    if task.output_fs is None:  # the job has no output: its values go to the master
+        return
     marker = "/_temporary/"
     root = task.staging_path.split(marker, 1)[0] if marker in task.staging_path else \
         posixpath.dirname(task.staging_path)
