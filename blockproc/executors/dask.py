@@ -397,7 +397,9 @@ def _run_attempt(task: BlockTask, payload: bytes, token: str,
     with _announced(beat, worker):
         # Dask re-runs a task whose worker died if its cluster allows it; the first run
         # may have written here, so this run must not reuse the attempt's staging path.
-        if task.output_fs.exists(task.staging_path):
+        # (A job without output stages nothing: a re-run is one more report of the same
+        # attempt, and the master takes at most one per attempt.)
+        if task.output_fs is not None and task.output_fs.exists(task.staging_path):
             return "lost", (f"dask ran attempt {task.attempt} of block {task.block.id} again "
                             f"after its first worker was lost; blockproc retries it as a new "
                             f"attempt")
