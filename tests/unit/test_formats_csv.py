@@ -305,6 +305,38 @@ def test_columns_select_and_order() -> None:
         plan_csv({"f.csv": data}, CSV(columns=["zz"]), 100)
 
 
+def test_columns_not_asked_for_are_never_decoded() -> None:
+    # "n" would fail as int64 in row 2; with columns=("s",) pyarrow never converts it
+    data = b"s,n\nx,1\ny,not a number\n"
+    fmt = replace(CSV(column_types={"n": "int64"}, columns=("s",)), column_names=("s", "n"))
+    assert fmt.decode_block(data, at_file_start=True).to_pylist() == [{"s": "x"}, {"s": "y"}]
+    with pytest.raises(InputError, match="not a number"):
+        replace(fmt, columns=None).decode_block(data, at_file_start=True)
+
+
+def test_a_block_is_parsed_in_place_not_copied(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    real = pa.py_buffer
+
+    def spy(obj: Any) -> Any:
+        buf = real(obj)
+        seen.append(buf)
+        return buf
+
+    monkeypatch.setattr(pa, "py_buffer", spy)
+    data = b"a\n" + b"x\n" * 1000
+    fmt = replace(CSV(), column_names=("a",))
+    assert fmt.decode_block(data, at_file_start=True).num_rows == 1000
+    (buf,) = seen
+    # the buffer pyarrow reads starts inside ``data`` itself, after the header
+    assert buf.address == real(data).address + 2 and buf.size == len(data) - 2
+
+
+def test_csv_prefers_threads_for_per_block_functions() -> None:
+    assert CSV.prefers_threads is True and CSV().prefers_threads
+    assert "prefers_threads" not in CSV().to_dict()  # not an option, not in the plan
+
+
 def test_separator_and_no_quoting() -> None:
     data = b'a;b\n"x;1\n'
     assert rows_of({"f.csv": data}, CSV(sep=";", quote_char=None), 2) == [
