@@ -10,12 +10,12 @@ Examples
 --------
 >>> values = Values(3)
 >>> for block_id, value in [(2, "c"), (0, "a"), (1, "b")]:
-...     values.add(block_id, dump_value(value, limit=100, where=f"block {block_id}"))
+...     values.add(block_id, pickle_value(value))
 >>> values.collected()
 ['a', 'b', 'c']
 >>> total = Values(3, combine=lambda a, b: a + b, initial=0)
 >>> for block_id in range(3):
-...     total.add(block_id, dump_value(block_id * 10, limit=100, where="a block"))
+...     total.add(block_id, pickle_value(block_id * 10))
 >>> total.folded()
 30
 """
@@ -30,7 +30,7 @@ from typing import Any, Final
 import cloudpickle
 
 from blockproc._units import format_size, parse_size
-from blockproc.errors import ConfigError, JobError, ValueTooLargeError
+from blockproc.errors import ConfigError, JobError, ReturnTypeError, ValueTooLargeError
 
 MAX_BLOCK_VALUE_ENV = "BLOCKPROC_MAX_BLOCK_VALUE"
 """The environment variable for the largest value one block may send to the master."""
@@ -82,35 +82,48 @@ def _size_from_env(name: str, default: int) -> int:
 
 
 def check_value_size(data: bytes, limit: int, where: str) -> None:
-    """Refuse a pickled value over ``limit`` bytes; ``where`` names the block."""
+    """Refuse a pickled value over ``limit`` bytes; ``where`` names the block.
+
+    >>> check_value_size(b"x" * 200, 100, "block 7 (a.log [0, 10))")
+    Traceback (most recent call last):
+    ...
+    blockproc.ValueTooLargeError: block 7 (a.log [0, 10)) returned a value of 200 B ...
+    """
     if len(data) > limit:
         raise ValueTooLargeError(
             f"{where} returned a value of {format_size(len(data))} (pickled), over the "
             f"limit of {format_size(limit)} per block ({MAX_BLOCK_VALUE_ENV}); {ADVICE}")
 
 
-def dump_value(value: Any, *, limit: int, where: str) -> bytes:
-    """Return ``value`` pickled, refusing one over ``limit`` bytes (``where`` names the
-    block in the message).
+def pickle_value(value: Any) -> bytes:
+    """Return ``value`` pickled for the master.
 
     Plain pickle first (fast, and what most values need); cloudpickle for what plain
-    pickle refuses, such as a lambda or a class defined in a notebook.
+    pickle refuses, such as a lambda or a class defined in a notebook. A value neither
+    can pickle (an open file, a lock) raises :class:`~blockproc.ReturnTypeError`: the
+    same value would fail on every attempt.
 
     Examples
     --------
-    >>> load_value(dump_value({"GET": 3}, limit=100, where="block 0"))
+    >>> load_value(pickle_value({"GET": 3}))
     {'GET': 3}
-    >>> dump_value("x" * 200, limit=100, where="block 7 (a.log [0, 10))")
+    >>> import threading
+    >>> pickle_value(threading.Lock())
     Traceback (most recent call last):
     ...
-    blockproc.ValueTooLargeError: block 7 (a.log [0, 10)) returned a value of 215 B ...
+    blockproc.ReturnTypeError: the function returned lock <unlocked _thread.lock ...
     """
     try:
-        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):
-        data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    check_value_size(data, limit, where)
-    return data
+        try:
+            data: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise ReturnTypeError(
+                f"the function returned {type(value).__name__} {value!r:.80}, which cannot "
+                f"be pickled to send it to the master ({type(exc).__name__}: {exc}); "
+                f"return plain data (dicts, lists, numbers, str, arrays)") from None
+        return data
 
 
 def load_value(data: bytes) -> Any:

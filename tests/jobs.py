@@ -87,3 +87,34 @@ def fail_while(flag: str, bad: str) -> Any:
         return line
 
     return mapper
+
+
+def word_counts(batch: Batch) -> dict[str, int]:
+    """The block's partial for reduce tests: lines per first word; counts its lines and
+    blocks with bp.counter."""
+    import blockproc as bp
+
+    counts: dict[str, int] = {}
+    for line in batch.records:
+        word = line.split(" ", 1)[0]
+        counts[word] = counts.get(word, 0) + 1
+    bp.counter("lines").add(len(batch.records))
+    bp.counter("blocks").add()
+    return counts
+
+
+def merge_counts(total: dict[str, int], counts: dict[str, int]) -> dict[str, int]:
+    """Add ``counts`` into ``total`` (associative and commutative)."""
+    for word, n in counts.items():
+        total[word] = total.get(word, 0) + n
+    return total
+
+
+def block_id_list(batch: Batch) -> list[int]:
+    """The block's id, as a one-item list (to fold with an order-sensitive ``+``)."""
+    return [batch.block.id]
+
+
+def concatenate(a: list[int], b: list[int]) -> list[int]:
+    """List concatenation: associative, but not commutative."""
+    return a + b

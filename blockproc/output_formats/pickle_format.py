@@ -21,14 +21,12 @@ list); a per-record function's is the list of its non-None results
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
 from blockproc.output_formats.base import PartWriter, flatten_records
+from blockproc.values import pickle_value
 
 
 class _PickleWriter(PartWriter):
@@ -55,10 +53,7 @@ class _PickleWriter(PartWriter):
     def close(self) -> None:
         """Pickle the value into the part-file (``value_bytes`` keeps the same bytes)."""
         value = self._rows if self._rows is not None else self._value
-        try:
-            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle_value(value)
         self.value_bytes = data
         self.write(data)
 
