@@ -2,10 +2,11 @@
 fields hold newlines.
 
 - **Splitting.** With ``newlines_in_values=True`` (the default) the planner finds the
-  true row start of every block with the quote-parity pass of
-  :mod:`blockproc.formats.csv_split` and stores exact ranges in the plan; workers read
-  exactly those. With ``False`` blocks are cut on newlines in the worker, like
-  ``lines`` (no planning pass; right only when no field holds a newline).
+  true row start of every block from a few KiB before it
+  (:mod:`blockproc.formats.csv_split`; the full quote-parity pass only where those
+  bytes cannot tell) and stores exact ranges in the plan; workers read exactly those.
+  With ``False`` blocks are cut on newlines in the worker, like ``lines`` (no planning
+  step; right only when no field holds a newline).
 - **Header.** Read once per file at plan time (its first non-empty row); the names of
   the first file go into the plan and apply to every block, so a data row that equals
   the header text stays a row. All files must have the same header.
@@ -73,8 +74,9 @@ class CSV:
     columns : sequence of str, optional
         Keep only these columns, in this order.
     newlines_in_values : bool, default True
-        Quoted fields may hold newlines: blocks are aligned by a planning pass that reads
-        each file once. False cuts on every newline without that pass.
+        Quoted fields may hold newlines: planning finds each block's true row start
+        (reading a few KiB per block on typical data; each file once when some stretch
+        without quotes leaves it open). False cuts on every newline without planning.
     encoding : str, default "utf-8"
         An ASCII-compatible encoding; a UTF-8 BOM is dropped.
     allow_unclosed_quote : bool, default False
