@@ -78,6 +78,14 @@ def returns_dict(line):
     return {"line": line}
 
 
+def records(batch):
+    return batch.records
+
+
+def merge(a, b):
+    return a + b
+
+
 def _echo(lock, line):
     return line
 
@@ -279,8 +287,36 @@ def _large_function(ws: Path) -> Any:
 CASES: list[Case] = [
     # usage: what click checks
     Case("unknown-command", ("frob",), 2, r"No such command 'frob'", r"blockproc --help"),
-    Case("missing-output", ("run", "data/access.log", *MAP), 2, r"Missing option '-o'",
-         r"blockproc run --help"),
+    Case("cmd-without-output", ("run", "data/access.log", "--cmd", "cat"), 2,
+         r"--cmd writes its stdout as part-files, which need -o OUT", r"pass -o out/"),
+    Case("combine-without-map-blocks", ("run", "data/access.log", *MAP, "--combine",
+                                        "mymod:merge"), 2,
+         r"--combine folds what --map-blocks returns per block", r"--map-blocks MODULE:FUNC"),
+    Case("initial-not-json", ("run", "data/access.log", "--map-blocks", "mymod:records",
+                              "--combine", "mymod:merge", "--initial", "{nope"), 2,
+         r"--initial '\{nope' is not JSON", r"--initial 0"),
+    Case("initial-without-combine", ("run", "data/access.log", "--map-blocks",
+                                     "mymod:records", "--initial", "0"), 2,
+         r"--initial is the start of a --combine fold", r"drop --initial"),
+    Case("output-format-without-output", ("run", "data/access.log", "--map-blocks",
+                                          "mymod:records", "--output-format", "csv"), 2,
+         r"output_format='csv' writes part-files, which need output=", r"-o out/",
+         api=lambda ws: bp.map_blocks(len, "data/access.log", output_format="csv"),
+         error=bp.ConfigError),
+    Case("resume-without-output", ("run", "data/access.log", "--map-blocks", "mymod:records",
+                                   "--resume"), 2,
+         r"if_exists='resume' is about an output directory, and this job has none",
+         r"pass output='out/'",
+         api=lambda ws: bp.map_blocks(len, "data/access.log", if_exists="resume"),
+         error=bp.ConfigError),
+    Case("value-over-the-block-limit", ("run", "data/access.log", "--map-blocks",
+                                        "mymod:records"), 1,
+         r"block 0 of 1 .* returned a value of .* over the limit of 100 B per block "
+         r"\(BLOCKPROC_MAX_BLOCK_VALUE\)", r"output=.*reduce_blocks",
+         env={"BLOCKPROC_MAX_BLOCK_VALUE": "100B"},
+         api=lambda ws: bp.map_blocks(lambda b: b.records, "data/access.log",
+                                      executor="inline"),
+         error=bp.BlockFailedError),
     Case("unknown-option", (*RUN, *MAP, "--frobnicate"), 2, r"No such option '--frobnicate'",
          r"blockproc run --help"),
     Case("block-size-zero", (*RUN, *MAP, "--block-size", "0"), 2,
