@@ -21,7 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = {"01_quickstart.ipynb", "02_tables_and_arrays.ipynb", "03_scaling_out.ipynb"}
+EXPECTED = {"01_quickstart.ipynb", "02_tables_and_arrays.ipynb", "03_scaling_out.ipynb",
+            "04_answers_back.ipynb"}
 
 KERNEL_NAME = "python3"
 """The kernel the notebooks' metadata names (the one ipykernel installs)."""
