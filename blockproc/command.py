@@ -6,11 +6,13 @@ Used by :func:`blockproc.worker.run_block` for ``--cmd`` / :func:`blockproc.map_
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import threading
 from collections.abc import Callable, Iterable
 from typing import IO, Any, Protocol
 
+from blockproc.counters import counter
 from blockproc.errors import CommandError, CommandNotFoundError
 
 CHUNK_SIZE = 1 << 20
@@ -33,6 +35,10 @@ def run_command(command: str, chunks: Iterable[bytes], sink: PartSink, *, delimi
     other status, or 1 with an error message, fails the attempt; 127 and 126 (not found,
     not executable) raise :class:`~blockproc.CommandNotFoundError`, which is not retried.
 
+    A stderr line ``reporter:counter:GROUP,NAME,AMOUNT`` (Hadoop Streaming's protocol)
+    adds AMOUNT to the counter ``GROUP.NAME`` of the attempt (see
+    :mod:`blockproc.counters`) instead of going to the log.
+
     Examples
     --------
     >>> import io
@@ -45,6 +51,12 @@ def run_command(command: str, chunks: Iterable[bytes], sink: PartSink, *, delimi
     (2, 0)
     >>> sink.data
     b'A\\nB\\n'
+    >>> from blockproc.counters import collecting
+    >>> with collecting() as counts:
+    ...     _ = run_command("echo reporter:counter:app,lines,2 >&2", [b"a\\n"], Sink(),
+    ...                     delimiter=b"\\n", open_stderr=io.BytesIO)
+    >>> counts
+    {'app.lines': 2}
     """
     with subprocess.Popen(command, shell=True, stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
@@ -62,6 +74,8 @@ def run_command(command: str, chunks: Iterable[bytes], sink: PartSink, *, delimi
             t.join()
     if feeder.error is not None:
         raise feeder.error
+    for name, amount in drain.counts.items():
+        counter(name).add(amount)
     _check_exit(command, code, drain.tail)
     return feeder.records, drain.num_bytes
 
@@ -97,17 +111,20 @@ class _Feeder:
 
 class _StderrDrain:
     """Copies the command's stderr to its log file (opened on the first byte), keeping the
-    last 4 KiB for the error message."""
+    last 4 KiB for the error message; counter lines are counted instead."""
 
     def __init__(self, stderr: IO[bytes], open_log: Callable[[], IO[bytes]]) -> None:
         self.stderr, self.open_log = stderr, open_log
         self.tail = b""
         self.num_bytes = 0
+        self.counts: dict[str, int] = {}
 
     def run(self) -> None:
         log = None
         try:
-            while piece := self.stderr.read(65536):
+            while piece := self.stderr.readline(65536):
+                if _count(piece, self.counts):
+                    continue
                 self.tail = (self.tail + piece)[-4096:]
                 if log is None:
                     log = self.open_log()
@@ -116,6 +133,28 @@ class _StderrDrain:
         finally:
             if log is not None:
                 log.close()
+
+
+COUNTER_LINE = re.compile(rb"reporter:counter:([^,\n]*),([^,\n]+),(-?\d+)\r?\n?")
+"""Hadoop Streaming's counter line on stderr: ``reporter:counter:GROUP,NAME,AMOUNT``."""
+
+
+def _count(line: bytes, counts: dict[str, int]) -> bool:
+    """Add a counter line's amount to ``counts``; False for any other line.
+
+    >>> counts = {}
+    >>> _count(b"reporter:counter:app,bad,3\\n", counts), _count(b"oops\\n", counts)
+    (True, False)
+    >>> counts
+    {'app.bad': 3}
+    """
+    match = COUNTER_LINE.fullmatch(line)
+    if match is None:
+        return False
+    group, name, amount = (part.decode(errors="replace") for part in match.groups())
+    key = f"{group}.{name}" if group else name
+    counts[key] = counts.get(key, 0) + int(amount)
+    return True
 
 
 def _check_exit(command: str, code: int, stderr_tail: bytes) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import blockproc as bp
-from blockproc import api, limits
+from blockproc import job_setup, limits
 from blockproc.cli import main
 from blockproc.planning import MAX_SMALL_BLOCKS, check_block_count
 from blockproc.storage import scan_inputs
@@ -24,28 +24,28 @@ def test_a_job_never_starts_more_workers_than_blocks(tmp_path: Path) -> None:
 
 
 def test_the_worker_bound_comes_from_cpus_and_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(api.MAX_WORKERS_ENV, raising=False)
+    monkeypatch.delenv(limits.MAX_WORKERS_ENV, raising=False)
     monkeypatch.setattr(limits, "default_workers", lambda: 4)
     monkeypatch.setattr(limits, "total_memory", lambda: 64 * 2**30)
-    assert api.max_workers() == (32, "8 per CPU, 4 CPUs; 256.0 MiB each of 64.0 GiB memory")
+    assert limits.max_workers() == (32, "8 per CPU, 4 CPUs; 256.0 MiB each of 64.0 GiB memory")
     monkeypatch.setattr(limits, "total_memory", lambda: 2 * 2**30)  # memory binds first
-    assert api.max_workers()[0] == 8
-    monkeypatch.setenv(api.MAX_WORKERS_ENV, "500")
-    assert api.max_workers() == (500, "BLOCKPROC_MAX_WORKERS=500")
+    assert limits.max_workers()[0] == 8
+    monkeypatch.setenv(limits.MAX_WORKERS_ENV, "500")
+    assert limits.max_workers() == (500, "BLOCKPROC_MAX_WORKERS=500")
 
 
 def test_the_environment_variable_allows_more_workers(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "in.log").write_bytes(b"a\n")
     plan = bp.plan(str(tmp_path / "in.log"))
-    monkeypatch.setenv(api.MAX_WORKERS_ENV, "1")
+    monkeypatch.setenv(limits.MAX_WORKERS_ENV, "1")
     with pytest.raises(bp.ConfigError, match=r"at most 1 .*BLOCKPROC_MAX_WORKERS=2"):
         bp.submit(plan, str.upper, output=str(tmp_path / "out"), workers=2)
-    monkeypatch.setenv(api.MAX_WORKERS_ENV, "2")
-    job = api.make_job(plan, str.upper, output=str(tmp_path / "out"), per="record",
-                        executor="processes", workers=2, if_exists="error", max_attempts=1,
-                        speculation=None, max_bad_records=None, max_record_size="1MiB",
-                        progress=False, storage_options=None)
+    monkeypatch.setenv(limits.MAX_WORKERS_ENV, "2")
+    job = job_setup.make_job(plan, str.upper, output=str(tmp_path / "out"), per="record",
+                             executor="processes", workers=2, if_exists="error",
+                             max_attempts=1, speculation=None, max_bad_records=None,
+                             max_record_size="1MiB", progress=False, storage_options=None)
     assert job._master.executor.num_slots == 1  # allowed, and capped at the plan's one block
 
 

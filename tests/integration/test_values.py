@@ -295,3 +295,15 @@ def test_cli_refuses_a_fold_or_print_misuse_in_one_line(src: str, args: list[str
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_command_counts_with_hadoop_streaming_counter_lines(src: str,
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    script = ("awk '/^PUT/ {n++} {print} END {print \"reporter:counter:http,puts,\" n+0 "
+              "> \"/dev/stderr\"; print \"a real warning\" > \"/dev/stderr\"}'")
+    result = bp.map_command(script, src, output=str(out), block_size=BLOCK_SIZE, workers=2)
+    assert result.counters == {"http.puts": EXPECTED["PUT"]}
+    logs = sorted((out / "_logs").glob("*.stderr"))
+    assert len(logs) == len(result.blocks)  # the counter lines are counted, not logged
+    assert all(p.read_text() == "a real warning\n" for p in logs)
