@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from blockproc._units import format_size
@@ -75,7 +75,8 @@ class InputFile:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""
-        return asdict(self)
+        return {"path": self.path, "size": self.size, "token": self.token,
+                "compression": self.compression}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InputFile:
@@ -117,6 +118,9 @@ class Plan:
     """The directories given as inputs, read recursively: an output may not be inside one."""
     skipped: tuple[str, ...] = field(default=(), compare=False)
     """blockproc outputs found inside those directories, and not read."""
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False,
+                                   compare=False)
+    """What is worked out once from the (frozen) fields: the fingerprint, files by path."""
 
     @property
     def num_bytes(self) -> int:
@@ -130,6 +134,11 @@ class Plan:
         Two plans with the same fingerprint cut the same blocks from the same data,
         which is what ``if_exists="resume"`` checks.
         """
+        if "fingerprint" not in self._cache:
+            self._cache["fingerprint"] = self._digest()
+        return str(self._cache["fingerprint"])
+
+    def _digest(self) -> str:
         payload = {
             "protocol": self.protocol,
             "files": [f.to_dict() for f in self.files],
@@ -155,10 +164,10 @@ class Plan:
         >>> p.file(p.blocks[0].path).size
         10
         """
-        for f in self.files:
-            if f.path == path:
-                return f
-        raise KeyError(path)
+        index = self._cache.get("files")
+        if index is None:  # one dict, not a scan of the files per block
+            index = self._cache["files"] = {f.path: f for f in self.files}
+        return index[path]  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -304,7 +313,9 @@ class AttemptRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""
-        return asdict(self)
+        return {"block_id": self.block_id, "attempt": self.attempt, "worker": self.worker,
+                "started": self.started, "finished": self.finished, "status": self.status,
+                "error": self.error, "speculative": self.speculative}
 
 
 def blocks_summary(blocks: Sequence[BlockResult]) -> dict[str, Any]:

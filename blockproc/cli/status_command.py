@@ -37,7 +37,7 @@ def status(output: str, as_json: bool, verify: bool, timeline: str | None,
         raise SystemExit(1)
     assert st.manifest is not None
     if as_json:
-        click.echo(json.dumps(st.manifest, indent=1))
+        click.echo(json.dumps(dict(st.manifest), indent=1))
     else:
         _echo_finished(output, st)
     if timeline is not None:
@@ -90,10 +90,10 @@ def _echo_finished(output: str, st: OutputStatus) -> None:
         click.echo(line)
     if not st.attempts:
         return
-    counts = ", ".join(f"{n} {s}" for s in report.STATUSES
-                       if (n := sum(a.status == s for a in st.attempts)))
+    by_status = st.attempts_by_status  # the manifest's header: no attempt row is read
+    counts = ", ".join(f"{n} {s}" for s in report.STATUSES if (n := by_status.get(s, 0)))
     click.echo(f"attempts: {len(st.attempts)} ({counts}); "
-               f"{sum(map(report.is_speculative, st.attempts))} speculative")
+               f"{by_status.get('speculative', 0)} speculative")
     if st.earlier_blocks:
         in_all = _plural(st.num_attempts, "attempt")
         click.echo(f"resumed: earlier runs made {_plural(st.earlier_attempts, 'attempt')} and "

@@ -50,7 +50,8 @@ def build_manifest(job_id: str, plan: Plan, results: Sequence[BlockResult],
 
     ``blocks`` holds the results themselves (and ``job["attempts"]`` may hold attempt
     records): :func:`iter_rows` turns each row into JSON as it writes it, so no dict per
-    block is ever built for a million blocks at once.
+    block is ever built for a million blocks at once. ``attempt_totals`` (see
+    :func:`attempt_totals`) lets ``status`` answer without reading every row.
     """
     return {
         "version": MANIFEST_VERSION,
@@ -62,8 +63,35 @@ def build_manifest(job_id: str, plan: Plan, results: Sequence[BlockResult],
         "format": dict(plan.format),
         "inputs": [f.to_dict() for f in plan.files],
         "totals": blocks_summary(results),
+        "attempt_totals": attempt_totals(results, job.get("attempts") or ()),
         "blocks": results,
     }
+
+
+def attempt_totals(results: Sequence[BlockResult], attempts: Sequence[Any]) -> dict[str, int]:
+    """Counts of a job's attempts for the manifest's header: ``attempts`` in this run, how
+    many ended in each status, how many were ``speculative``, and ``committed_attempts``,
+    the attempt numbers of the committed blocks summed (rows are dicts or records).
+
+    Examples
+    --------
+    >>> from blockproc.model import AttemptRecord
+    >>> attempt_totals([], [AttemptRecord(0, 1, "w", 0.0, 1.0, "failed"),
+    ...                     {"block_id": 0, "attempt": 2, "status": "committed"}])
+    {'attempts': 2, 'committed': 1, 'failed': 1, 'speculative': 0, 'committed_attempts': 0}
+    """
+    by_status: dict[str, int] = {}
+    speculative = 0
+    for row in attempts:
+        if isinstance(row, Mapping):
+            status, spec = row.get("status", ""), row.get("speculative", False)
+        else:
+            status, spec = row.status, row.speculative
+        by_status[status] = by_status.get(status, 0) + 1
+        speculative += bool(spec)
+    return {"attempts": len(attempts), **dict(sorted(by_status.items())),
+            "speculative": speculative,
+            "committed_attempts": sum(r.attempt for r in results)}
 
 
 def _is_rows(value: Any) -> bool:
@@ -195,6 +223,101 @@ def dumps_rows(doc: Mapping[str, Any]) -> bytes:
 def read_manifest(fs: AbstractFileSystem, path: str) -> dict[str, Any]:
     """Return the ``_SUCCESS`` manifest of an output directory."""
     return dict(read_json(fs, posixpath.join(path.rstrip("/"), SUCCESS)))
+
+
+ROWS_START = b'": [\n  {'
+"""Where a list of rows starts in the manifest's layout (also in ``indent=1`` JSON):
+raw newlines appear only between JSON tokens, never inside a string, so this cannot
+occur inside a value."""
+
+
+class Manifest(Mapping[str, Any]):
+    """A manifest read lazily: its keys and small values are parsed at once, each list of
+    rows (``blocks``, ``attempts``...) only when asked for, so reading the header of a
+    million-block manifest costs a read of the file, not a million dicts.
+
+    Any JSON object can be read this way; a document not in the manifest's layout is
+    parsed whole.
+
+    Examples
+    --------
+    >>> m = Manifest(dumps_rows({"job_id": "j", "blocks": [{"id": 0}, {"id": 1}]}))
+    >>> m.num_rows("blocks"), m.is_parsed("blocks")
+    (2, False)
+    >>> m["job_id"], m["blocks"], m.is_parsed("blocks")
+    ('j', [{'id': 0}, {'id': 1}], True)
+    >>> dict(Manifest(b'{"a": [1, 2]}'))
+    {'a': [1, 2]}
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        try:
+            self._values, self._sections = _split_rows(data)
+        except (ValueError, TypeError):  # another layout: parse it whole
+            self._values, self._sections = json.loads(data), {}
+        if not isinstance(self._values, dict):
+            raise TypeError(f"a manifest is a JSON object, not {type(self._values).__name__}")
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._sections:
+            self._values[key] = json.loads(b"[" + self.raw_rows(key) + b"]")
+            del self._sections[key]
+        return self._values[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values  # never parses (Mapping's would, through __getitem__)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def is_parsed(self, key: str) -> bool:
+        """False while the rows of ``key`` are still unparsed bytes."""
+        return key not in self._sections
+
+    def raw_rows(self, key: str) -> bytes:
+        """The unparsed rows of ``key``: the text between its ``[`` and ``]``."""
+        start, end = self._sections[key]
+        return self._data[start:end]
+
+    def num_rows(self, key: str) -> int:
+        """How many rows ``key`` has, without parsing them (0 if it is no list)."""
+        if key in self._sections:
+            start, end = self._sections[key]
+            return self._data.count(b"\n  {", start, end)
+        value = self._values.get(key)
+        return len(value) if isinstance(value, list) else 0
+
+
+def _split_rows(data: bytes) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
+    """Parse ``data`` with each list of rows left out (an empty list in its place), and
+    say where each list's rows are: ``{key: (start, end)}``."""
+    head: list[bytes] = []
+    sections: dict[str, tuple[int, int]] = {}
+    pos = 0
+    while (found := data.find(ROWS_START, pos)) >= 0:
+        quote = data.rfind(b'\n "', pos, found)
+        start = found + len(b'": [')
+        end = data.find(b"\n ]", start)
+        if quote < 0 or end < 0:
+            raise ValueError("not the manifest's layout")
+        sections[str(json.loads(data[quote + 2:found + 1]))] = (start, end)
+        head += [data[pos:start], b"]"]
+        pos = end + len(b"\n ]")
+    head.append(data[pos:])
+    values = json.loads(b"".join(head))
+    if not isinstance(values, dict) or not sections.keys() <= values.keys():
+        raise ValueError("not the manifest's layout")
+    return values, sections
+
+
+def read_manifest_lazily(fs: AbstractFileSystem, path: str) -> Manifest:
+    """Return the ``_SUCCESS`` manifest of an output directory as a :class:`Manifest`."""
+    name = posixpath.join(path.rstrip("/"), SUCCESS)
+    return Manifest(retry_call(lambda: fs.cat_file(name), f"to read {name!r}"))
 
 
 def verify_output(fs: AbstractFileSystem, path: str, manifest: Mapping[str, Any]) -> list[str]:

@@ -20,7 +20,8 @@ Examples
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,12 @@ from blockproc.model import AttemptRecord, sum_counters
 from blockproc.output.layout import PLAN, STATE_DIR, SUCCESS
 from blockproc.output.ledger import earlier_attempts, read_ledger
 from blockproc.output.lock import OutputLock
-from blockproc.output.manifest import read_manifest, verify_output
+from blockproc.output.manifest import (
+    Manifest,
+    read_manifest,
+    read_manifest_lazily,
+    verify_output,
+)
 from blockproc.storage import AbstractFileSystem, read_json, resolve, retry_call
 
 
@@ -58,9 +64,9 @@ class OutputStatus:
     committed_attempts: int
     """The attempt numbers of the committed blocks, summed: the attempts they took in
     the run that committed each."""
-    attempts: tuple[AttemptRecord, ...] = ()
+    attempts: Sequence[AttemptRecord] = ()
     """Every attempt of the run that finished (none for an unfinished job or an older
-    manifest)."""
+    manifest); read from the manifest when first used (:class:`ManifestAttempts`)."""
     earlier_blocks: int = 0
     """Blocks that earlier runs committed, for a resumed job."""
     earlier_attempts: int = 0
@@ -70,7 +76,12 @@ class OutputStatus:
     """What the live job holding the output's lock says of itself (``job_id``, ``host``,
     ``pid``, ``heartbeat``), or None."""
     manifest: Mapping[str, Any] | None = field(default=None, repr=False)
-    """The ``_SUCCESS`` manifest of a finished job."""
+    """The ``_SUCCESS`` manifest of a finished job (a
+    :class:`~blockproc.output.manifest.Manifest`: its lists of rows are parsed when first
+    used)."""
+    attempts_by_status: Mapping[str, int] = field(default_factory=dict)
+    """How many attempts of the run that finished ended in each status, and how many
+    were ``speculative`` (from the manifest's header: nothing else is read)."""
     counters: Mapping[str, int] = field(default_factory=dict)
     """What the function counted (``bp.counter``), summed over the committed blocks."""
 
@@ -103,7 +114,9 @@ def status(url: str, storage_options: Mapping[str, Any] | None = None) -> Output
     holder = OutputLock(fs, posixpath.join(path, STATE_DIR), "status", url).holder()
     if not _exists(fs, posixpath.join(path, SUCCESS)):
         return _unfinished(fs, path, url, holder)
-    return _finished(url, _manifest(fs, path, url), holder)
+    manifest = _manifest(fs, path, url, lazily=True)
+    assert isinstance(manifest, Manifest)
+    return _finished(url, manifest, holder)
 
 
 def verify(url: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
@@ -138,9 +151,11 @@ def _plan_of(fs: AbstractFileSystem, path: str, url: str) -> dict[str, Any]:
     return dict(read_json(fs, state))
 
 
-def _manifest(fs: AbstractFileSystem, path: str, url: str) -> dict[str, Any]:
+def _manifest(fs: AbstractFileSystem, path: str, url: str, *,
+              lazily: bool = False) -> Mapping[str, Any]:
+    manifest: Mapping[str, Any]
     try:
-        manifest = read_manifest(fs, path)
+        manifest = read_manifest_lazily(fs, path) if lazily else read_manifest(fs, path)
     except (ValueError, TypeError):  # not JSON, or not an object
         manifest = {}
     if not {"totals", "blocks"} <= manifest.keys():
@@ -166,21 +181,124 @@ def _unfinished(fs: AbstractFileSystem, path: str, url: str,
         counters=sum_counters(e.get("counters", {}) for e in entries))
 
 
-def _finished(url: str, manifest: Mapping[str, Any],
-              holder: Mapping[str, Any] | None) -> OutputStatus:
+def _finished(url: str, manifest: Manifest, holder: Mapping[str, Any] | None) -> OutputStatus:
     totals = manifest["totals"]
-    blocks = manifest["blocks"]
-    earlier_blocks, earlier = report.earlier_runs(manifest)
+    counts = manifest.get("attempt_totals")
+    attempts = ManifestAttempts(manifest)
+    if isinstance(counts, Mapping):  # written by this blockproc: no row needs reading
+        committed_attempts = int(counts["committed_attempts"])
+        by_status = {k: int(v) for k, v in counts.items()
+                     if k not in ("attempts", "committed_attempts")}
+        if counts["attempts"]:
+            earlier_blocks = manifest.num_rows("blocks") - by_status.get("committed", 0)
+            earlier = manifest.num_rows("earlier_attempts") or (
+                0 if "earlier_attempts" in manifest else _attempt_sum(manifest, earlier_blocks))
+        else:
+            earlier_blocks, earlier = 0, 0
+    else:  # an older manifest
+        committed_attempts = sum(int(b.get("attempt", 1)) for b in manifest["blocks"])
+        by_status = _count_statuses(attempts)
+        earlier_blocks, earlier = report.earlier_runs(manifest)
     return OutputStatus(
         url=url, is_finished=True, job_id=manifest.get("job_id"),
-        num_blocks=int(totals.get("num_blocks", len(blocks))),
-        committed=tuple(sorted(int(b["id"]) for b in blocks)),
+        num_blocks=int(totals.get("num_blocks", manifest.num_rows("blocks"))),
+        committed=_block_ids(manifest),
         records_in=int(totals.get("records_in", 0)),
         records_out=int(totals.get("records_out", 0)),
         bad_records=int(totals.get("bad_records", 0)),
         blocks_with_stderr=int(totals.get("blocks_with_stderr", 0)),
-        committed_attempts=sum(int(b.get("attempt", 1)) for b in blocks),
-        attempts=report.attempts_from_manifest(manifest),
+        committed_attempts=committed_attempts, attempts=attempts,
         earlier_blocks=earlier_blocks, earlier_attempts=earlier,
-        lock_holder=holder, manifest=manifest, counters=dict(totals.get("counters", {})))
+        lock_holder=holder, manifest=manifest, attempts_by_status=by_status,
+        counters=dict(totals.get("counters", {})))
 
+
+def _attempt_sum(manifest: Manifest, earlier_blocks: int) -> int:
+    """The attempt numbers of the blocks that earlier runs committed, summed (when the
+    manifest lists no ``earlier_attempts``)."""
+    if not earlier_blocks:
+        return 0
+    this_run = {a.block_id for a in ManifestAttempts(manifest) if a.status == "committed"}
+    return sum(int(b.get("attempt", 1)) for b in manifest["blocks"]
+               if b["id"] not in this_run)
+
+
+def _count_statuses(attempts: Sequence[AttemptRecord]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for a in attempts:
+        counts[a.status] = counts.get(a.status, 0) + 1
+    counts["speculative"] = sum(map(report.is_speculative, attempts))
+    return counts
+
+
+_BLOCK_ID = re.compile(rb'\n  \{"id": (\d+)[,}]')
+
+
+def _block_ids(manifest: Manifest) -> tuple[int, ...]:
+    """The ids of the manifest's blocks, sorted: read straight from the rows' text when
+    they are in the manifest's layout (each row starts with its id), else parsed."""
+    if not manifest.is_parsed("blocks"):
+        raw = b"\n" + manifest.raw_rows("blocks")
+        found = _BLOCK_ID.findall(raw)
+        if len(found) == manifest.num_rows("blocks"):
+            return tuple(sorted(map(int, found)))
+    return tuple(sorted(int(b["id"]) for b in manifest["blocks"]))
+
+
+class ManifestAttempts(Sequence[AttemptRecord]):
+    """The attempts a manifest lists, read from it when first used (its length is known
+    at once).
+
+    Examples
+    --------
+    >>> from blockproc.output.manifest import dumps_rows
+    >>> m = Manifest(dumps_rows({"attempts": [{"block_id": 0, "attempt": 1, "worker": "w",
+    ...     "started": 0.0, "finished": 1.0, "status": "committed", "error": "",
+    ...     "speculative": False}]}))
+    >>> attempts = ManifestAttempts(m)
+    >>> len(attempts), m.is_parsed("attempts")
+    (1, False)
+    >>> attempts[0].status, attempts == (attempts[0],)
+    ('committed', True)
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self._manifest = manifest
+        self._len = manifest.num_rows("attempts")
+        self._records: tuple[AttemptRecord, ...] | None = None
+
+    def _load(self) -> tuple[AttemptRecord, ...]:
+        if self._records is None:
+            self._records = _attempt_records(self._manifest.get("attempts") or ())
+        return self._records
+
+    def __len__(self) -> int:
+        return self._len if self._records is None else len(self._records)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._load()[index]
+
+    def __iter__(self) -> Iterator[AttemptRecord]:
+        return iter(self._load())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return self._load() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} attempts>"
+
+
+_ATTEMPT_FIELDS = ("block_id", "attempt", "worker", "started", "finished", "status", "error",
+                   "speculative")
+
+
+def _attempt_records(rows: Sequence[Mapping[str, Any]]) -> tuple[AttemptRecord, ...]:
+    """The records of the manifest's attempt rows (rows of another shape through
+    :func:`~blockproc.report.attempts_from_manifest`)."""
+    if all(tuple(r) == _ATTEMPT_FIELDS for r in rows):
+        return tuple([AttemptRecord(*r.values()) for r in rows])
+    return report.attempts_from_manifest({"attempts": rows})

@@ -10,6 +10,7 @@ the running bytes) is checked against brute force over random operations.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import statistics
@@ -22,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blockproc.model import AttemptRecord
+from blockproc.model import AttemptRecord, InputFile
 from blockproc.output import manifest
 from blockproc.output.ledger import earlier_attempts, save_attempts
 from blockproc.scheduler import AttemptKey, RunningMedian, Scheduler
@@ -147,6 +148,34 @@ def test_stragglers_asked_twice_at_one_time_agree() -> None:
     assert lagging[0] not in s.stragglers()
 
 
+# -- the model: to_dict without asdict, a plan's files by path ----------------------------
+
+
+RECORDS = st.builds(AttemptRecord, st.integers(0, 10**6), st.integers(1, 4),
+                    st.text(max_size=8), st.floats(0, 2e9), st.floats(0, 2e9),
+                    st.sampled_from(["committed", "failed", "lost", "discarded"]),
+                    st.text(max_size=20), st.booleans())
+
+
+@given(RECORDS)
+def test_records_and_input_files_are_their_fields(record: AttemptRecord) -> None:
+    assert record.to_dict() == dataclasses.asdict(record)
+    f = InputFile(record.worker, record.attempt, record.error, record.status or None)
+    assert f.to_dict() == dataclasses.asdict(f)
+    assert InputFile.from_dict(f.to_dict()) == f
+
+
+def test_a_plan_finds_its_files_by_path_and_keeps_its_fingerprint() -> None:
+    module = bench_scale()
+    plan = module.sim_plan(5_500)
+    assert [plan.file(b.path) for b in plan.blocks[::1000]] == list(plan.files[:6])
+    with pytest.raises(KeyError):
+        plan.file("/sim/in/nothing.log")
+    again = module.sim_plan(5_500)
+    assert plan.fingerprint == again.fingerprint == plan.fingerprint and plan == again
+    assert dataclasses.replace(plan, block_size=1).fingerprint != plan.fingerprint
+
+
 # -- the manifest, streamed ------------------------------------------------------------
 
 
@@ -160,12 +189,6 @@ def reference_dumps_rows(doc: dict[str, object]) -> bytes:
         else:
             fields.append(f" {json.dumps(key)}: {json.dumps(value)}")
     return ("{\n" + ",\n".join(fields) + "\n}\n").encode()
-
-
-RECORDS = st.builds(AttemptRecord, st.integers(0, 10**6), st.integers(1, 4),
-                    st.text(max_size=8), st.floats(0, 2e9), st.floats(0, 2e9),
-                    st.sampled_from(["committed", "failed", "lost", "discarded"]),
-                    st.text(max_size=20), st.booleans())
 
 
 @settings(max_examples=100, deadline=None)
@@ -218,6 +241,56 @@ def test_attempts_are_saved_from_the_scheduler_s_attempts(memfs: str) -> None:
     save_attempts(fs, root, "run-1", s.history)
     assert earlier_attempts(fs, root, "run-2") == [
         {**a.to_record().to_dict(), "job_id": "run-1"} for a in s.history]
+
+
+# -- the manifest, read lazily ----------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=8)
+DOCS = st.dictionaries(st.text(max_size=6),
+                       JSON_VALUES | st.lists(st.dictionaries(st.text(max_size=4), JSON_VALUES,
+                                                              max_size=3), max_size=4),
+                       max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(DOCS, st.booleans())
+def test_a_manifest_read_lazily_is_the_document(doc: dict[str, object], indented: bool) -> None:
+    data = json.dumps(doc, indent=1).encode() if indented else manifest.dumps_rows(doc)
+    lazy = manifest.Manifest(data)
+    for key, value in doc.items():
+        if isinstance(value, list):
+            assert lazy.num_rows(key) == sum(isinstance(v, dict) for v in value) or \
+                lazy.is_parsed(key)
+    assert list(lazy) == list(doc)
+    assert dict(lazy) == json.loads(data)
+
+
+def test_status_reads_no_row_of_a_big_manifest_and_agrees_with_an_older_one(
+        tmp_path: Path) -> None:
+    from blockproc.output import status as output_status
+
+    figures = bench_scale().simulate(3000, 50, root=str(tmp_path), fail=0.05, lost=0.02)
+    out = f"{tmp_path}/out"
+    new = output_status(out)
+    assert isinstance(new.manifest, manifest.Manifest)
+    assert not new.manifest.is_parsed("blocks") and not new.manifest.is_parsed("attempts")
+    assert len(new.attempts) == figures["attempts"]
+    assert new.attempts_by_status == {**figures["by_status"],
+                                      "speculative": figures["speculative"]}
+    assert not new.manifest.is_parsed("attempts")  # counted from the header
+    # the same output, its manifest as an older blockproc wrote it: indented, no totals
+    old_doc = dict(new.manifest)
+    del old_doc["attempt_totals"]
+    Path(out, "_SUCCESS").write_text(json.dumps(old_doc, indent=1))
+    old = output_status(out)
+    for name in ("num_blocks", "committed", "committed_attempts", "earlier_blocks",
+                 "earlier_attempts", "attempts_by_status", "records_in", "job_id"):
+        assert getattr(old, name) == getattr(new, name), name
+    assert old.attempts == new.attempts and len(new.committed) == 3000
 
 
 # -- the complexity check -------------------------------------------------------------
