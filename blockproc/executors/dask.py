@@ -103,6 +103,7 @@ class DaskExecutor:
         self._token = f"blockproc-{uuid.uuid4().hex[:12]}"  # also the events' topic
         self._local_cluster = False
         self._payload = b""
+        self._payload_ref: Any = None  # the payload scattered to every worker, once
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._futures: dict[AttemptKey, Any] = {}
         self._executing: dict[AttemptKey, str] = {}  # the dask worker of each running task
@@ -147,6 +148,13 @@ class DaskExecutor:
             self._owned.insert(0, self._client)
         self._client.subscribe_topic(self._token, self._on_topic)
         self._refresh_slots(force=True)
+        self._scatter_payload()
+
+    def _scatter_payload(self) -> None:
+        """Send the function to every worker once, not with every task: tasks name it by
+        key, and a worker that joins later copies it from a peer. A ``client.restart()``
+        drops it with everything else; the next task sends it again."""
+        self._payload_ref = self._client.scatter(self._payload, broadcast=True, hash=False)
 
     def _local_client(self, distributed: Any) -> Any:
         import dask
@@ -179,7 +187,10 @@ class DaskExecutor:
         """Submit ``task`` as one dask task with a unique key."""
         key = task.key
         dask_key = f"blockproc-{key[0]}-{key[1]}-{uuid.uuid4().hex[:12]}"
-        future = self._client.submit(_run_attempt, task, self._payload, self._token,
+        if self._payload_ref is not None and self._payload_ref.status != "finished":
+            self._scatter_payload()
+        payload = self._payload if self._payload_ref is None else self._payload_ref
+        future = self._client.submit(_run_attempt, task, payload, self._token,
                                      dask_key, key=dask_key, pure=False, retries=0)
         self._futures[key] = future
         future.add_done_callback(lambda f, key=key: self._on_done(key, f))
@@ -286,6 +297,10 @@ class DaskExecutor:
                         kind, key, *_ = self._events.get(timeout=0.1)
                         if kind == "stopped":
                             self._executing.pop(key, None)
+        with contextlib.suppress(Exception):
+            if self._payload_ref is not None:
+                self._payload_ref.release()
+            self._payload_ref = None
         with contextlib.suppress(Exception):
             self._client.unsubscribe_topic(self._token)
             if not self._local_cluster:  # the scheduler keeps each topic's last events
