@@ -17,7 +17,8 @@ doubled quotes and quoted newlines), cached in ``--data-dir`` as
 Every engine runs each query as a fresh process (``python -c`` importing this module),
 timed from spawn to exit, with ``--workers`` threads (DuckDB ``SET threads``, Polars
 ``POLARS_MAX_THREADS``) or workers (blockproc); runs are interleaved (run 1 of every
-case, then run 2, ...). Peak RSS is the largest sum of RSS over the process and all its
+case, then run 2, ...), and ``--max-busy 30`` waits before each run until other work on
+the machine has calmed down. Peak RSS is the largest sum of RSS over the process and all its
 descendants, sampled every 20 ms (not ``ru_maxrss``, which Linux carries over
 fork+exec from the driver); forked workers' shared pages count once per process. Every
 run's output is checked, outside the timing and in a child process (the driver stays
@@ -325,6 +326,17 @@ def warm(path: Path) -> None:
             pass
 
 
+def wait_for_quiet(max_busy: float, timeout: float = 120.0) -> float:
+    """Wait until the machine's CPUs are at most ``max_busy`` percent busy over 0.5 s
+    (other users' work), at most ``timeout`` seconds; return the last reading."""
+    import psutil
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = float(psutil.cpu_percent(interval=0.5))
+        if busy <= max_busy or time.monotonic() > deadline:
+            return busy
+
+
 def run_all(args: argparse.Namespace, path: Path, digests: dict[str, str]) -> list[dict[str, Any]]:
     env = child_env(args.workers)
     cases = [{"query": q, "engine": e, "walls": [], "cpus": [], "rsss": []}
@@ -339,6 +351,7 @@ def run_all(args: argparse.Namespace, path: Path, digests: dict[str, str]) -> li
                          else f"out{suffix}")
             spec = {"engine": case["engine"], "query": case["query"], "path": str(path),
                     "out": str(out), "workers": args.workers, "block_size": args.block_size}
+            busy = wait_for_quiet(args.max_busy) if args.max_busy < 100 else -1.0
             res = run_case(spec, env)
             got = child_digest(case["query"], out, env)
             if got != digests[case["query"]]:
@@ -351,7 +364,8 @@ def run_all(args: argparse.Namespace, path: Path, digests: dict[str, str]) -> li
             case["cpus"].append(res["cpu"])
             case["rsss"].append(res["rss"])
             print(f"run {run + 1} {case['query']} {case['engine']:<13} {res['wall']:6.2f} s "
-                  f"cpu {res['cpu']:6.2f} s rss {res['rss']:5.0f} MiB ok", flush=True)
+                  f"cpu {res['cpu']:6.2f} s rss {res['rss']:5.0f} MiB ok, busy before "
+                  f"{busy:3.0f}%, load {os.getloadavg()[0]:.2f}", flush=True)
             shutil.rmtree(tmp, ignore_errors=True)
     return cases
 
@@ -429,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=HERE / "data")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--profile", choices=QUERIES)
+    ap.add_argument("--max-busy", type=float, default=100.0,
+                    help="before each run, wait (up to 2 min) until the CPUs are at most "
+                         "this percent busy: other users' work skews the timings")
     args = ap.parse_args(argv)
     path = ensure_input(args.data_dir, args.size)
     warm(path)
