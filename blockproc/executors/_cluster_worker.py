@@ -7,6 +7,12 @@ responsive while the slots compute, so it can answer pings, kill a cancelled att
 notice a lost master. Slots die with their supervisor (``PR_SET_PDEATHSIG`` on Linux,
 and a watchdog thread everywhere), so a killed worker leaves nothing writing behind it.
 
+Slot processes outlive a job: the next master's job is loaded into the same processes
+(no new interpreter, no imports again), and modules that a job's function imported are
+dropped from the slot before the next job's function loads, so no job sees another's
+module state. A slot busy when its job ends (cancelled, lost master) is killed and
+replaced, as it may still be writing.
+
 Messages (tuples, pickled, only after the handshake)::
 
     worker -> master   ("hello", info) ("ready",) ("unusable", why)
@@ -22,7 +28,6 @@ Messages (tuples, pickled, only after the handshake)::
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import pickle
@@ -30,7 +35,8 @@ import posixpath
 import random
 import signal
 import socket
-import threading
+import sys
+import sysconfig
 import time
 import traceback
 from collections import deque
@@ -43,6 +49,7 @@ from typing import Any
 import cloudpickle
 
 from blockproc.errors import ConfigError
+from blockproc.executors._lifeline import die_with_parent
 from blockproc.executors._mainguard import main_module_hidden
 from blockproc.executors._wire import (
     HEARTBEAT_TIMEOUT,
@@ -94,6 +101,17 @@ def run_worker(address: str, *, authkey: bytes, slots: int, once: bool = False,
     gone.
     """
     host, port = parse_address(address, option="--connect")
+    slots_kept: list[_Slot] = []  # idle slot processes, kept from one job to the next
+    try:
+        return _serve(host, port, authkey, slots, once, log, exit_with, handshake_patience,
+                      slots_kept)
+    finally:
+        for slot in slots_kept:
+            _kill(slot)
+
+
+def _serve(host: str, port: int, authkey: bytes, slots: int, once: bool, log: Log,
+           exit_with: int | None, handshake_patience: float, kept: list[_Slot]) -> int:
     where = format_address(host, port)
     waiting = False
     dropped = _Backoff(handshake_patience)
@@ -134,7 +152,7 @@ def run_worker(address: str, *, authkey: bytes, slots: int, once: bool = False,
         dropped.reset()
         log(f"connected to the master at {where} as {worker_name()} with {slots} "
             f"slot{'s' if slots != 1 else ''}")
-        outcome = _Session(link, slots, log).run()
+        outcome = _Session(link, slots, log, kept).run()
         if outcome == "refused":
             return 1
         if once:
@@ -193,11 +211,13 @@ class _Slot:
 class _Session:
     """One connection to one master: at most one job."""
 
-    def __init__(self, link: Link, num_slots: int, log: Log) -> None:
+    def __init__(self, link: Link, num_slots: int, log: Log,
+                 kept: list[_Slot] | None = None) -> None:
         self._link = link
         self._num_slots = num_slots
         self._log = log
         self._name = worker_name()
+        self._kept = [] if kept is None else kept  # idle slots of earlier jobs, and ours
         self._slots: list[_Slot] = []
         self._queue: deque[tuple[AttemptKey, bytes]] = deque()
         self._payload = b""
@@ -228,7 +248,7 @@ class _Session:
                       f"stopped {self._busy()} running attempts")
             return "lost"
         finally:
-            self._stop_slots()
+            self._keep_idle_slots()
             self._link.close()
 
     def _busy(self) -> int:
@@ -266,9 +286,11 @@ class _Session:
         kind = message[0]
         if kind == "job":
             self._job, self._payload = message[1], message[2]
-            self._log(f"job {self._job}: starting {self._num_slots} slot "
-                      f"process{'es' if self._num_slots != 1 else ''}")
-            for _ in range(self._num_slots):
+            reused = self._load_kept()
+            started = self._num_slots - reused
+            self._log(f"job {self._job}: {reused} slot process{'es' if reused != 1 else ''} "
+                      f"kept from the last job, {started} started")
+            for _ in range(started):
                 self._slots.append(self._spawn())
         elif kind == "task":
             if self._unusable:
@@ -278,7 +300,7 @@ class _Session:
         elif kind == "cancel":
             self._cancel(message[1])
         elif kind == "end":
-            self._stop_slots()
+            self._keep_idle_slots()
             self._send(("ended",))
             self._log(f"job {self._job or '-'} ended; this worker ran {self._num_done} "
                       f"block{'s' if self._num_done != 1 else ''}")
@@ -297,6 +319,33 @@ class _Session:
 
     # -- slots ----------------------------------------------------------------------
 
+    def _load_kept(self) -> int:
+        """Hand this job's function to the slots kept from the last job; return how many."""
+        while self._kept and len(self._slots) < self._num_slots:
+            slot = self._kept.pop()
+            try:
+                slot.conn.send(("job", self._payload))
+            except OSError:
+                _kill(slot)
+                continue
+            slot.ready, slot.key = False, None
+            self._slots.append(slot)
+        for slot in self._kept:  # more than this worker's slots now: not needed
+            _kill(slot)
+        self._kept.clear()
+        return len(self._slots)
+
+    def _keep_idle_slots(self) -> None:
+        """End the job: kill the slots still running an attempt (they may be writing),
+        keep the idle ones for the next job."""
+        for slot in self._slots:
+            if slot.key is None and slot.ready and slot.process.is_alive() \
+                    and not self._unusable:
+                self._kept.append(slot)
+            else:
+                _kill(slot)
+        self._slots.clear()
+
     def _spawn(self) -> _Slot:
         parent, child = _CONTEXT.Pipe()
         process = _CONTEXT.Process(target=slot_main, args=(child, self._payload, os.getpid()),
@@ -313,7 +362,7 @@ class _Session:
             if slot.ready and slot.key is None:
                 key, blob = self._queue.popleft()
                 try:
-                    slot.conn.send((key, blob))
+                    slot.conn.send(("task", key, blob))
                 except OSError:  # the slot just died; its sentinel says so next round
                     self._queue.appendleft((key, blob))
                 else:
@@ -445,68 +494,28 @@ def check_storage(task: BlockTask, seen: set[str]) -> None:
         seen.add(root)
 
 
-WATCH_INTERVAL = 0.2
-"""Seconds between a worker process's checks that its parent is still there."""
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Exit as soon as the process ``parent_pid`` (this one's parent) is gone, whatever
-    the main thread is doing.
-
-    On Linux the kernel kills this process the moment its parent dies
-    (``PR_SET_PDEATHSIG``), even inside C code that holds the GIL; everywhere, a daemon
-    thread checks the parent every ``WATCH_INTERVAL`` seconds, kills this process's own
-    children (a mapper's shell command) and exits. The parent must not spawn this process
-    from a thread that ends before the process should (the death signal follows the
-    spawning thread): blockproc spawns from the thread that later stops its workers.
-    """
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(WATCH_INTERVAL)
-        _kill_children()
-        os._exit(1)
-
-    threading.Thread(target=watch, name="blockproc-watchdog", daemon=True).start()
-
-
-def _kill_children() -> None:
-    """SIGKILL this process's children (Linux; elsewhere nothing)."""
-    with contextlib.suppress(OSError):
-        for thread in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{thread}/children") as listing:
-                for pid in listing.read().split():
-                    with contextlib.suppress(OSError):
-                        os.kill(int(pid), signal.SIGKILL)
-
-
 def _summary(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(exc)).strip()
 
 
 def slot_main(conn: Connection, payload: bytes, parent_pid: int) -> None:
-    """Body of a slot process: load the function once, then run attempts as they come."""
+    """Body of a slot process: load the job's function, run attempts as they come, and
+    load the next job's function when it comes (``("job", payload)``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides what Ctrl-C means
     die_with_parent(parent_pid)
-    try:
-        mapper = cloudpickle.loads(payload)
-    except BaseException as exc:
-        conn.send(("fatal", f"worker {worker_name()} cannot load the job's function: "
-                            f"{_summary(exc)}; install the module it comes from on this "
-                            f"machine (or define the function in the script or notebook, "
-                            f"so it travels by value)"))
-        os._exit(1)
-    conn.send(("ready",))
+    baseline = set(sys.modules)  # what the slot imported itself; jobs add to it
+    mapper = _load(conn, payload)
     name = worker_name()
     seen: set[str] = set()
     try:
         while (message := conn.recv()) is not None:
-            key, blob = message
+            if message[0] == "job":
+                del mapper
+                _forget_job_modules(baseline)
+                mapper = _load(conn, message[1])
+                seen.clear()
+                continue
+            _, key, blob = message
             try:
                 task = pickle.loads(blob)
                 check_storage(task, seen)
@@ -523,6 +532,38 @@ def slot_main(conn: Connection, payload: bytes, parent_pid: int) -> None:
                 conn.send(("done", key, result))
     except (EOFError, OSError):
         os._exit(1)  # the supervisor is gone
+
+
+def _load(conn: Connection, payload: bytes) -> Any:
+    """Load a job's function and say ready, or say why not and exit."""
+    try:
+        mapper = cloudpickle.loads(payload)
+    except BaseException as exc:
+        conn.send(("fatal", f"worker {worker_name()} cannot load the job's function: "
+                            f"{_summary(exc)}; install the module it comes from on this "
+                            f"machine (or define the function in the script or notebook, "
+                            f"so it travels by value)"))
+        os._exit(1)
+    conn.send(("ready",))
+    return mapper
+
+
+def _forget_job_modules(baseline: set[str]) -> None:
+    """Drop the user's modules imported since ``baseline`` (where the last job's function
+    came from), so the next job imports them afresh, with fresh module state.
+
+    Only plain ``.py`` modules outside the Python installation are dropped: the standard
+    library, installed packages and C extensions stay loaded (some cannot be loaded twice).
+    """
+    installed = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
+                                                          "platlib")})
+    for name in set(sys.modules) - baseline:
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None) or ""
+        if name == "blockproc" or name.startswith("blockproc.") or \
+                not path.endswith(".py") or path.startswith(installed):
+            continue
+        sys.modules.pop(name, None)
 
 
 def load_authkey(authkey_file: str | None) -> bytes:

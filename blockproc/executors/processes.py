@@ -7,7 +7,7 @@ lost, so the master runs the block again, and a fresh worker takes its place.
 
 A worker process dies with its master: when the master is killed (kill -9 included), each
 worker stops within a fraction of a second, even in the middle of a long call of the
-user's function (see :func:`~blockproc.executors._cluster_worker.die_with_parent`); the
+user's function (see :func:`~blockproc.executors._lifeline.die_with_parent`); the
 master's successor runs its block again.
 
 Start-up. Workers are fresh processes for every job, so no job can see another's function
@@ -225,7 +225,7 @@ class _Reporter:
         self._conn = conn
         self._key = key
         self._parent = parent
-        self._last = 0.0
+        self._last = time.monotonic()  # an attempt over within the interval sends none
 
     def __call__(self, bytes_done: int, records_done: int) -> None:
         if os.getppid() != self._parent:
@@ -241,7 +241,7 @@ def _worker_main(conn: Connection, payload: bytes, parent: int) -> None:
     stop; exit at once if ``parent`` dies (0: this process's parent, the template
     process, which ends with the master)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides what Ctrl-C means
-    from blockproc.executors._cluster_worker import die_with_parent  # the worker's only
+    from blockproc.executors._lifeline import die_with_parent  # the worker's only
 
     parent = parent or os.getppid()
     die_with_parent(parent)

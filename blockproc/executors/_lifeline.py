@@ -1,0 +1,50 @@
+"""A worker process dies with its parent: ``processes`` workers with their master, the
+slots of ``blockproc worker`` with their supervisor."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import threading
+import time
+
+WATCH_INTERVAL = 0.2
+"""Seconds between a worker process's checks that its parent is still there."""
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Exit as soon as the process ``parent_pid`` (this one's parent) is gone, whatever
+    the main thread is doing.
+
+    On Linux the kernel kills this process the moment its parent dies
+    (``PR_SET_PDEATHSIG``), even inside C code that holds the GIL; everywhere, a daemon
+    thread checks the parent every ``WATCH_INTERVAL`` seconds, kills this process's own
+    children (a mapper's shell command) and exits. The parent must not spawn this process
+    from a thread that ends before the process should (the death signal follows the
+    spawning thread): blockproc spawns from the thread that later stops its workers.
+    """
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(WATCH_INTERVAL)
+        _kill_children()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="blockproc-watchdog", daemon=True).start()
+
+
+def _kill_children() -> None:
+    """SIGKILL this process's children (Linux; elsewhere nothing)."""
+    with contextlib.suppress(OSError):
+        for thread in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{thread}/children") as listing:
+                for pid in listing.read().split():
+                    with contextlib.suppress(OSError):
+                        os.kill(int(pid), signal.SIGKILL)
