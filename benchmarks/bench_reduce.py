@@ -44,7 +44,14 @@ if str(HERE) not in sys.path:
 
 import peers  # noqa: E402
 import workloads as wl  # noqa: E402
-from bench_suite import Runner, ensure_input, fmt_size, parse_size, warm  # noqa: E402
+from bench_suite import (  # noqa: E402
+    Runner,
+    cpu_scaling,
+    ensure_input,
+    fmt_size,
+    parse_size,
+    warm,
+)
 
 ENGINES = {
     "bp": "bp reduce_blocks",
@@ -258,6 +265,40 @@ def profile(path: Path, block_size: int, top: int) -> None:
         print(f"\n=== {name}: {time.perf_counter() - t:.2f} s under cProfile")
         pstats.Stats(prof).sort_stats("tottime").print_stats(top)
     print(f"the master's fold (merge of every block's Counter): {folding[0] * 1e3:.2f} ms")
+    records_vs_batches(path, block_size)
+
+
+def records_vs_batches(path: Path, block_size: int, repeats: int = 7) -> None:
+    """CPU seconds (min of ``repeats``) to count the first block from its bytes in memory:
+    decoded whole into one list, as ``batch.records``, vs ~1 MiB at a time."""
+    from blockproc.formats import lines as line_format
+
+    with open(path, "rb") as f:
+        data = f.read(block_size)
+    data = data[:data.rfind(b"\n") + 1]
+    fmt = line_format.Lines()
+    step = 1 << 20
+
+    def chunks() -> Any:
+        return (data[i:i + step] for i in range(0, len(data), step))
+
+    def whole() -> None:
+        lines = [x for batch in fmt.iter_batches(chunks(), at_file_start=True) for x in batch]
+        wl.count_lines(lines)
+
+    def streamed() -> None:
+        counts: Counter[Any] = Counter()
+        for batch in fmt.iter_batches(chunks(), at_file_start=True):
+            wl.count_lines(batch, counts)
+
+    best = {"whole block's records": float("inf"), "1 MiB batches": float("inf")}
+    for _ in range(repeats):
+        for name, fn in zip(best, (whole, streamed), strict=True):
+            t = time.process_time()
+            fn()
+            best[name] = min(best[name], time.process_time() - t)
+    print(f"decode + count one {fmt_size(len(data))} block, CPU s (min of {repeats}): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in best.items()))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -294,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     warm(path)
     lines = count_newlines(path)
     load = os.getloadavg()[0]
+    ceiling = cpu_scaling(args.workers)
     runs: dict[str, list[dict[str, Any]]] = {e: [] for e in args.engines}
     expected: list[Any] | None = None
     for i in range(args.runs):
@@ -310,7 +352,9 @@ def main(argv: list[str] | None = None) -> int:
           f"({path.stat().st_size:,} B, {lines:,} lines), {args.workers} workers, "
           f"{fmt_size(args.block_size)} blocks, median of {args.runs} interleaved runs, "
           f"each a fresh process; load average {load:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after (a shared machine: compare rows of one run)")
+          f"{os.getloadavg()[0]:.2f} after (a shared machine: compare rows of one run); "
+          f"CPU scaling ceiling ({args.workers} CPU-bound processes vs 1) "
+          f"{ceiling:.2f}x before, {cpu_scaling(args.workers):.2f}x after")
     print(f"totals verified equal across engines: {len(expected or [])} (method, status) "
           f"pairs summing to {lines:,} lines\n")
     print("\n".join(table(runs, path.stat().st_size)))
