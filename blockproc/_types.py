@@ -15,7 +15,7 @@ InputsLike = URLLike | Sequence[URLLike]
 SizeLike = int | str
 """Bytes as an int, or a string like ``"64MiB"``."""
 
-IfExists = Literal["error", "overwrite", "resume"]
+IfExists = Literal["error", "overwrite", "resume", "append"]
 """What to do when the output directory already holds something."""
 
 ExecutorName = Literal["inline", "threads", "processes", "cluster", "dask"]

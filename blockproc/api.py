@@ -138,8 +138,10 @@ def submit(
         ``$BLOCKPROC_AUTHKEY``, else a random key that is printed); of the ``dask``
         executor: ``client`` (a ``distributed.Client``) or ``address``
         (``"tcp://host:8786"``); neither starts a LocalCluster for the job.
-    if_exists : {"error", "overwrite", "resume"}, default "error"
-        What to do when ``output`` is not empty.
+    if_exists : {"error", "overwrite", "resume", "append"}, default "error"
+        What to do when ``output`` is not empty. ``"append"`` processes only what is new
+        in the inputs since the output's last run: bytes appended to its files and new
+        files (README: "Incremental runs").
     max_attempts : int, default 4
         Attempts per block before the job fails.
     speculation : bool, optional

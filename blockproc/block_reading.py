@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from blockproc._deps import require
 from blockproc.errors import InputError
 from blockproc.formats.base import Boundary
 from blockproc.formats.hooks import BlockReader
+from blockproc.model import FileTail
 from blockproc.storage import (
     RangeSource,
     is_corrupt_stream,
@@ -28,6 +30,65 @@ from blockproc.task import BlockTask
 
 CHUNK_SIZE = 1 << 20
 """Bytes per read and per batch handed to the user code (~1 MiB keeps batches in cache)."""
+
+TAIL_SIZE = 4096
+"""Bytes at the end of each input file whose CRC-32 a block records (``FileTail``), so
+``if_exists="append"`` can tell a file that only grew from one that was rewritten."""
+
+
+def file_tail(path: str, size: int, tail: bytes) -> FileTail:
+    """Return the :class:`~blockproc.model.FileTail` of a file of ``size`` bytes ending
+    with ``tail`` (its last ``min(TAIL_SIZE, size)`` bytes).
+
+    Examples
+    --------
+    >>> file_tail("a.log", 4, b"a\nb\n")
+    FileTail(path='a.log', size=4, length=4, crc32='crc32:...')
+    """
+    return FileTail(path, size, len(tail), f"crc32:{zlib.crc32(tail):08x}")
+
+
+class TailKeeper:
+    """Pass a block's chunks through, keeping the last :data:`TAIL_SIZE` bytes: for the
+    block that reads a file's end, the file's tail, at no extra read.
+
+    Examples
+    --------
+    >>> keeper = TailKeeper([b"ab", b"cd"])
+    >>> b"".join(keeper), keeper.tail, keeper.exhausted
+    (b'abcd', b'abcd', True)
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+        self.tail = b""
+        self.exhausted = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
+            if len(chunk) >= TAIL_SIZE:
+                self.tail = bytes(chunk[-TAIL_SIZE:])
+            else:
+                self.tail = (self.tail + bytes(chunk))[-TAIL_SIZE:]
+        self.exhausted = True
+
+    def result(self, task: BlockTask, source: RangeSource) -> FileTail:
+        """Return the tail of ``task.file``, reading only what the chunks did not hold
+        (a block that owns under 4 KiB, or a consumer that stopped early)."""
+        size = task.file.size
+        want = min(TAIL_SIZE, size)
+        tail = self.tail if self.exhausted else b""
+        if len(tail) < want:
+            tail = source.read(size - want, size - len(tail)) + tail
+        return file_tail(task.file.path, size, tail)
+
+
+def reads_file_end(task: BlockTask) -> bool:
+    """True if ``task`` reads the end of a plain (uncompressed, unpacked) file through a
+    delimiter-aligned range: that block records the file's tail."""
+    return (not task.block.files and task.file.compression is None and task.file.size > 0
+            and task.block.end >= task.file.size and not isinstance(task.format, BlockReader))
 
 
 def aligned_chunks(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
@@ -145,7 +206,8 @@ def decompressed_chunks(task: BlockTask) -> Iterator[bytes]:
             yield chunk
 
 
-def combined_chunks(task: BlockTask, *, records: bool = True) -> Iterator[bytes]:
+def combined_chunks(task: BlockTask, *, records: bool = True,
+                    tails: list[FileTail] | None = None) -> Iterator[bytes]:
     """Yield the files of a combined block (``task.block.files``) whole, one after another.
 
     Each file is checked against the plan and fetched in one ranged read (or decompressed
@@ -154,6 +216,7 @@ def combined_chunks(task: BlockTask, *, records: bool = True) -> Iterator[bytes]
     file too, so the stream decodes into every file's own records, in order, each file
     exactly once. With ``records`` (the stream is decoded, not piped to a command) a
     file that ends with a CR keeps it as data, as the format reads that file alone.
+    ``tails`` gets the tail of each uncompressed file (see :class:`TailKeeper`).
     """
     delimiter = task.format.delimiter
     probe = b"\xef\xbb\xbf" + delimiter  # does this format drop a BOM at a file start?
@@ -164,7 +227,9 @@ def combined_chunks(task: BlockTask, *, records: bool = True) -> Iterator[bytes]
     cr_end = b"\r" + delimiter if records and list(task.format.iter_batches(
         [b"\r" + delimiter], at_file_start=False)) == [[""]] else delimiter
     with contextlib.closing(iter_whole_files(task.input_fs, task.block.files)) as files:
-        for index, (_, whole) in enumerate(_checked(files, task)):
+        for index, (file, whole) in enumerate(_checked(files, task)):
+            if tails is not None and not file.compression:
+                tails.append(file_tail(file.path, file.size, whole[-TAIL_SIZE:]))
             bom = index and drops_bom and whole.startswith(b"\xef\xbb\xbf")
             data = whole[3:] if bom else whole
             if data:

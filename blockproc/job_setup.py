@@ -36,7 +36,7 @@ from blockproc.storage import (
 from blockproc.values import NOTHING, Values, value_limits
 from blockproc.worker import Mapper
 
-IF_EXISTS = ("error", "overwrite", "resume")
+IF_EXISTS = ("error", "overwrite", "resume", "append")
 """What ``if_exists=`` accepts."""
 
 LARGE_FUNCTION_SIZE = 10 * 2**20

@@ -42,6 +42,7 @@ from typing import Any
 from blockproc._types import IfExists
 from blockproc.errors import (
     BlockFailedError,
+    ConfigError,
     InputChangedError,
     JobCancelledError,
     JobError,
@@ -50,8 +51,10 @@ from blockproc.errors import (
 from blockproc.executors import Executor, Failed, Finished, Progress
 from blockproc.formats import DEFAULT_MAX_RECORD_SIZE
 from blockproc.formats import from_dict as format_from_dict
+from blockproc.incremental import start_append
 from blockproc.model import AttemptRecord, BlockResult, Plan
 from blockproc.output import NoOutput, OutputDir, part_name
+from blockproc.output.appending import AppendingOutputDir, append_in_progress
 from blockproc.progress import make_progress
 from blockproc.result import JobResult
 from blockproc.scheduler import AttemptKey, Scheduler
@@ -112,6 +115,7 @@ class Master:
         self._bad_records = 0
         self._committed_bytes = 0
         self._sched = Scheduler(0)
+        self._part_base = 0  # an append run numbers its parts after the earlier runs'
 
     def run(self, cancel: threading.Event) -> JobResult:
         """Run the job to its end in this thread and return its result.
@@ -120,6 +124,9 @@ class Master:
         :class:`~blockproc.JobCancelledError`.
         """
         started = time.perf_counter()
+        if self._start_append():
+            return JobResult(output=self.output.url, job_id=self.job_id, blocks=(),
+                             seconds=time.perf_counter() - started, attempts=())
         plan, out = self.plan, self.output
         inputs = [f.path for f in plan.files] if out.fs is self._input_fs else []
         self._results = out.prepare(plan, self._if_exists, inputs)
@@ -139,6 +146,25 @@ class Master:
                          values=None if values is None or values.combine else
                          tuple(values.collected()),
                          value=None if values is None else values.folded())
+
+    def _start_append(self) -> bool:
+        """For ``if_exists="append"`` (or ``"resume"`` of an append run that stopped), turn
+        the plan into what is new since the output's earlier runs
+        (:mod:`blockproc.incremental`); return True if there is nothing new at all."""
+        out = self.output
+        if not isinstance(out, OutputDir) or not (self._if_exists == "append" or (
+                self._if_exists == "resume" and append_in_progress(out.fs, out.path))):
+            return False
+        if self.values is not None:
+            raise ConfigError("if_exists='append' adds part-files to an output; a job whose "
+                              "values go back to the master (reduce_blocks, pickle output) "
+                              "cannot be appended to: rerun it with if_exists='overwrite'")
+        full = self.plan
+        self.plan, self._part_base, self.output, if_exists = start_append(
+            out, full, self._input_fs, extension=self.mapper.output.extension)
+        self._if_exists = if_exists
+        return isinstance(self.output, AppendingOutputDir) and not self.plan.blocks and \
+            not self.output.run.superseded
 
     def _read_committed_values(self) -> None:
         """Give ``values`` the value of each block earlier runs committed, in block order
@@ -277,7 +303,7 @@ class Master:
         self.output.discard(self._staging_path(key))
 
     def _part(self, block_id: int) -> str:
-        return part_name(block_id, self.mapper.output.extension)  # part-00042.csv
+        return part_name(self._part_base + block_id, self.mapper.output.extension)
 
     def _staging_path(self, key: AttemptKey) -> str:
         return self.output.staging_path(key[0], key[1], self._part(key[0]))

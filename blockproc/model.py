@@ -237,6 +237,35 @@ class Plan:
 
 
 @dataclass(frozen=True, slots=True)
+class FileTail:
+    """The end of an input file as a block read it: the file's ``size`` and the CRC-32 of
+    its last ``length`` bytes (up to 4 KiB), so a later ``if_exists="append"`` run can
+    tell a file that only grew from one rewritten, truncated or rotated.
+
+    Examples
+    --------
+    >>> FileTail("a.log", 10, 4, "crc32:0000abcd").to_dict()
+    {'path': 'a.log', 'size': 10, 'length': 4, 'crc32': 'crc32:0000abcd'}
+    """
+
+    path: str
+    size: int
+    length: int
+    crc32: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe dict."""
+        return {"path": self.path, "size": self.size, "length": self.length,
+                "crc32": self.crc32}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FileTail:
+        """Build a FileTail from :meth:`to_dict` output."""
+        return cls(str(data["path"]), int(data["size"]), int(data["length"]),
+                   str(data["crc32"]))
+
+
+@dataclass(frozen=True, slots=True)
 class BlockResult:
     """What one successful attempt of one block produced."""
 
@@ -262,6 +291,10 @@ class BlockResult:
     value: bytes | None = field(default=None, repr=False, compare=False)
     """The block's value for the master, pickled (``pickle`` output only); it travels
     to the master and is never written to the manifest."""
+    tails: tuple[FileTail, ...] = ()
+    """For each input file whose end this block read: its size and a checksum of its
+    last bytes, which ``if_exists="append"`` checks the file against later (none for
+    compressed files; one per file for a block of packed small files)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Return the manifest entry for this block (``stderr_bytes``, ``attempts`` and
@@ -280,6 +313,8 @@ class BlockResult:
             entry["attempts"] = self.attempts
         if self.counters:
             entry["counters"] = dict(self.counters)
+        if self.tails:
+            entry["tails"] = [t.to_dict() for t in self.tails]
         return entry
 
     @classmethod
@@ -295,6 +330,7 @@ class BlockResult:
             stderr_bytes=int(data.get("stderr_bytes", 0)),
             attempts=int(data.get("attempts", 0)),
             counters={str(k): int(v) for k, v in data.get("counters", {}).items()},
+            tails=tuple(FileTail.from_dict(t) for t in data.get("tails", ())),
         )
 
 

@@ -20,9 +20,11 @@ from typing import Any
 
 from blockproc.block_reading import (
     CHUNK_SIZE,
+    TailKeeper,
     aligned_chunks,
     combined_chunks,
     decompressed_chunks,
+    reads_file_end,
     source_chunks,
 )
 from blockproc.command import run_command
@@ -36,7 +38,7 @@ from blockproc.formats.base import has_border
 from blockproc.formats.csv_format import CSV
 from blockproc.formats.hooks import BlockDecoder
 from blockproc.formats.text import code_unit
-from blockproc.model import Block, BlockResult
+from blockproc.model import Block, BlockResult, FileTail
 from blockproc.output_formats import OutputFormat, PartWriter
 from blockproc.storage import (
     RangeSource,
@@ -109,9 +111,11 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     source = None if compressed or combined else RangeSource(
         task.input_fs, task.file.path, expected=task.file, limit=task.block.end)
     bad = BadRecords(task)
+    tails: list[FileTail] = []  # the ends of the input files this block read
     try:
         with collecting() as counts:
-            writer, records_in, stderr_bytes = _map_block(task, mapper, source, report, bad)
+            writer, records_in, stderr_bytes = _map_block(task, mapper, source, report, bad,
+                                                          tails)
         bad.save()
     finally:
         if source is not None:
@@ -129,20 +133,26 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
         records_in=records_in, records_out=writer.records, bytes_read=bytes_read,
         bytes_written=writer.bytes_written, checksum=writer.checksum, started=started,
         seconds=time.perf_counter() - clock, bad_records=len(bad.entries),
-        stderr_bytes=stderr_bytes, counters=counts, value=value,
+        stderr_bytes=stderr_bytes, counters=counts, value=value, tails=tuple(tails),
     )
 
 
 def _map_block(task: BlockTask, mapper: Mapper, source: RangeSource | None,
-               report: ReportFn, bad: BadRecords) -> tuple[PartWriter, int, int]:
+               report: ReportFn, bad: BadRecords,
+               tails: list[FileTail]) -> tuple[PartWriter, int, int]:
     """Read the block, run the mapper over it and write the staged part-file (none when
-    the job has no output); return the writer, records read and stderr bytes."""
+    the job has no output); return the writer, records read and stderr bytes, and add
+    to ``tails`` the end of each file the block read to its end."""
     stderr_bytes = 0
+    keeper = None
+    chunks: Iterable[bytes]
     if task.block.files:
-        chunks = combined_chunks(task, records=mapper.kind != "command")
+        chunks = combined_chunks(task, records=mapper.kind != "command", tails=tails)
     else:
         chunks = decompressed_chunks(task) if source is None else source_chunks(
             task, source, whole=mapper.kind == "block")
+        if source is not None and reads_file_end(task):
+            chunks = keeper = TailKeeper(chunks)
     counted = _Counted(chunks, report)
     hook = task.hook
     with _open_part(task) as out, \
@@ -153,6 +163,8 @@ def _map_block(task: BlockTask, mapper: Mapper, source: RangeSource | None,
                 open_stderr=lambda: open_output(task.output_fs, task.stderr_path))
         else:
             records_in = _run_function(mapper, task, counted, writer, bad)
+    if keeper is not None and source is not None:
+        tails.append(keeper.result(task, source))
     return writer, records_in, stderr_bytes
 
 

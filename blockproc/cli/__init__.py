@@ -128,8 +128,10 @@ cli.add_command(status)
 @click.option("--scheduler", metavar="ADDRESS", default=None,
               help="--executor dask: the dask scheduler, e.g. tcp://host:8786 (default: a "
                    "LocalCluster started for the job).")
-@click.option("--if-exists", type=click.Choice(["error", "overwrite", "resume"]),
-              default="error", show_default=True, help="What to do when the output is not empty.")
+@click.option("--if-exists", type=click.Choice(["error", "overwrite", "resume", "append"]),
+              default="error", show_default=True,
+              help="What to do when the output is not empty; append: process only what is "
+                   "new in the inputs since the output's last run (appended bytes, new files).")
 @click.option("--resume", is_flag=True,
               help="Same as --if-exists resume: run only the blocks not yet committed.")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=4, show_default=True,

@@ -4,6 +4,7 @@ verify it or chart its timeline (the library reads; this module only prints)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -85,6 +86,9 @@ def _echo_finished(output: str, st: OutputStatus) -> None:
                f"{format_size(totals['bytes_written'])} written")
     if st.counters:
         click.echo(f"counters: {_format_counters(st.counters)}")
+    runs = manifest.get("runs") or []
+    for line in _runs_lines(runs):
+        click.echo(line)
     for line in report.what_was_kept(output, st.bad_records, st.blocks_with_stderr,
                                      st.num_blocks):
         click.echo(line)
@@ -94,10 +98,34 @@ def _echo_finished(output: str, st: OutputStatus) -> None:
     counts = ", ".join(f"{n} {s}" for s in report.STATUSES if (n := by_status.get(s, 0)))
     click.echo(f"attempts: {len(st.attempts)} ({counts}); "
                f"{by_status.get('speculative', 0)} speculative")
-    if st.earlier_blocks:
+    if st.earlier_blocks and not runs:
         in_all = _plural(st.num_attempts, "attempt")
         click.echo(f"resumed: earlier runs made {_plural(st.earlier_attempts, 'attempt')} and "
                    f"committed {_plural(st.earlier_blocks, 'block')}; {in_all} in all runs")
+
+
+SHOWN_RUNS = 10
+"""The runs of an appended output ``status`` lists (the latest ones)."""
+
+
+def _runs_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """The lines that show the runs of an output extended with ``--if-exists append``."""
+    if not runs:
+        return []
+    lines = [f"runs: {len(runs)} (the output was extended with --if-exists append)"]
+    if len(runs) > SHOWN_RUNS:
+        lines.append(f"  ... {len(runs) - SHOWN_RUNS} earlier runs")
+    for run in runs[-SHOWN_RUNS:]:
+        inputs = run.get("inputs")
+        read = (f"{_plural(len(inputs), 'file')} read" if isinstance(inputs, list) else
+                f"{_plural(int(inputs or 0), 'file')} read")
+        first = f" from {run['first_part']}" if run.get("first_part") else ""
+        superseded = (f", superseded {', '.join(run['superseded'])}"
+                      if run.get("superseded") else "")
+        lines.append(f"  {run.get('job_id')} finished {run.get('finished')}: "
+                     f"{_plural(int(run.get('num_blocks', 0)), 'block')}{first}, "
+                     f"{read}{superseded}")
+    return lines
 
 
 def _draw_timeline(output: str, st: OutputStatus, timeline: str, *, quiet: bool) -> None:

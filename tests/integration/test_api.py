@@ -302,7 +302,7 @@ def test_memory_filesystem_with_processes_is_refused(memfs: str) -> None:
     ({"block_size": 0}, "block_size must be >= 1"),
     ({"block_size": "lots"}, "block_size 'lots' is not a size"),
     ({"executor": "gpu"}, "unknown executor 'gpu'; choose one of inline, threads, processes"),
-    ({"if_exists": "append"}, "if_exists must be one of"),
+    ({"if_exists": "merge"}, "if_exists must be one of"),
     ({"max_attempts": 0}, "max_attempts must be an int >= 1"),
     ({"format": "xml"}, "unknown format 'xml'"),
 ])
