@@ -199,7 +199,7 @@ def test_a_deleted_input_is_refused(logs: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run(logs, out)
     (logs / "b.log").unlink()
-    with pytest.raises(InputChangedError, match="b.log' was processed .* is gone"):
+    with pytest.raises(InputChangedError, match=r"b.log' was processed .* is gone"):
         run(logs, out, if_exists="append")
 
 
