@@ -197,6 +197,8 @@ class Runner:
 
     def __init__(self, pythonpath: list[str]) -> None:
         self.env = dict(os.environ)
+        # As users run it: byte-code cached, not compiled again by every process.
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env["PYTHONPATH"] = os.pathsep.join(
             pythonpath + [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if p])
 
@@ -790,6 +792,10 @@ def main(argv: list[str] | None = None) -> int:
         source = tmp / "snapshot" / "blockproc"
     runner = Runner(pythonpath)
     sys.path[:0] = pythonpath
+    # Byte-compile what the children import, once: a user's installed package has its
+    # .pyc files, and PYTHONDONTWRITEBYTECODE would otherwise make every child compile.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(source), str(HERE)],
+                   check=False, capture_output=True)
     if args.profile:
         try:
             warm(path)
