@@ -342,5 +342,11 @@ class Master:
         if failure is not None:  # the worker's exception, its traceback text attached once
             error.__cause__ = failure.cause()
         if isinstance(error.__cause__, InputChangedError):
-            error.resumable = False  # the plan no longer matches the input: start over
+            # the plan no longer matches the input: start over, except after an append
+            # run, which a rerun plans again from what the earlier runs processed
+            error.resumable = self._if_exists == "append"
+            if error.resumable:
+                error.add_note("an input changed while this append run read it (a log "
+                               "still being written); run it again with if_exists='append' "
+                               "(CLI: --if-exists append): it plans the new bytes again")
         return error

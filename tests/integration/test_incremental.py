@@ -330,3 +330,30 @@ def test_cli_end_to_end(logs: Path, tmp_path: Path) -> None:
     proc = blockproc_cli(*args, "--if-exists", "append", cwd=tmp_path)
     assert proc.returncode != 0 and "a.log" in proc.stderr and "overwrite" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class GrowWhileRunning:
+    """Append to the input while an append run reads it (a log still being written)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, line: str) -> str:
+        if line.startswith("a01000"):
+            append(self.path, lines("a", 5000, 5001))
+        return repr(line)
+
+
+def test_an_input_growing_during_an_append_run_is_picked_up_by_the_next(
+        logs: Path, tmp_path: Path) -> None:
+    log = logs / "a.log"
+    log.write_bytes(lines("a", 0, 1000))
+    out = tmp_path / "out"
+    run(log, out)
+    append(log, lines("a", 1000, 1100))
+    with pytest.raises(BlockFailedError) as info:
+        bp.map_lines(GrowWhileRunning(log), str(log), output=str(out), block_size=BS,
+                     executor="inline", if_exists="append", progress=False)
+    assert info.value.resumable and "--if-exists append" in "".join(info.value.__notes__)
+    run(log, out, if_exists="append")
+    assert read_parts(str(out)) == one_run(log, tmp_path)
