@@ -41,8 +41,8 @@ def run_pieces(content: bytes, cuts: list[int], fmt: Any, block_size: int,
     fs = fsspec.filesystem("memory")
     path = f"{root[len('memory:/'):]}/in/data.log"
     out = f"{root}/out"
-    options = dict(output=out, format=fmt, block_size=block_size, executor="inline",
-                   progress=False)
+    options: dict[str, Any] = {"output": out, "format": fmt, "block_size": block_size,
+                               "executor": "inline", "progress": False}
     try:
         start = [] if first is None else [first]
         points = sorted({*start, *(c for c in cuts if c > (first or 0)), len(content)})
