@@ -145,17 +145,22 @@ class AppendingOutputDir(OutputDir):
             data = self._call(lambda: self.fs.cat_file(success), "to read _SUCCESS")
             self.lock.guard()
             write_bytes_atomic(self.fs, self._join(STATE_DIR, PREVIOUS), data)
+            self._clear_state()  # the earlier job's ledger: its manifest says it all
             self.lock.guard()
             self._remove(success)  # readers now see an unfinished output
-            self._clear_state()
             return {}
         state = self._join(STATE_DIR, PLAN)
         if self._call(lambda: self.fs.exists(state), "to look") and \
                 read_json(self.fs, state).get("plan", {}).get("fingerprint") == plan.fingerprint:
             return self._load_committed(plan)  # the same delta: keep what it committed
-        for entry in read_ledger(self.fs, self.path).values():  # the inputs grew further:
-            self.lock.guard()                                    # plan the new bytes again
-            self._remove_part(str(entry["part"]))
+        # the inputs grew further: remove what the interrupted run committed (never a part
+        # the earlier runs' manifest lists) and plan the new bytes again
+        live = {str(b["part"]) for b in planned["blocks"]}
+        for entry in read_ledger(self.fs, self.path).values():
+            part = str(entry["part"])
+            if part not in live and part_index(part) >= self.run.base:
+                self.lock.guard()
+                self._remove_part(part)
         self._clear_state()
         return {}
 

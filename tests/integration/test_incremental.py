@@ -357,3 +357,18 @@ def test_an_input_growing_during_an_append_run_is_picked_up_by_the_next(
     assert info.value.resumable and "--if-exists append" in "".join(info.value.__notes__)
     run(log, out, if_exists="append")
     assert read_parts(str(out)) == one_run(log, tmp_path)
+
+
+def test_a_crash_right_after_hiding_success_loses_no_part(logs: Path, tmp_path: Path) -> None:
+    """An append run killed after it hid _SUCCESS but before it cleared the earlier job's
+    ledger: the next run must not take the earlier parts for its own and remove them."""
+    log = logs / "a.log"
+    log.write_bytes(lines("a", 0, 1000))
+    out = tmp_path / "out"
+    run(log, out)
+    (out / "_blockproc" / "previous.json").write_bytes((out / "_SUCCESS").read_bytes())
+    (out / "_SUCCESS").unlink()  # the old ledger and plan.json are still there
+    append(log, lines("a", 1000, 1200))
+    run(log, out, if_exists="append")
+    assert read_parts(str(out)) == one_run(log, tmp_path)
+    assert bp.output.verify(str(out)) == []
