@@ -310,14 +310,19 @@ class _State:
     def reset(self, path: str) -> None:
         """Process ``path`` whole: supersede every block that read it, and with a packed
         one, the other files it packed too."""
-        if path in self.whole:
-            return
-        self.whole.add(path)
-        self.start_at.pop(path, None)
-        for _, entry in self.owners.get(path, []):
-            self.superseded.add(str(entry["part"]))
-            for packed in entry.get("files") or ():
-                self.reset(str(packed["path"]))
+        todo = [path]  # a worklist: each packed block's files are visited once
+        while todo:
+            current = todo.pop()
+            if current in self.whole:
+                continue
+            self.whole.add(current)
+            self.start_at.pop(current, None)
+            for _, entry in self.owners.get(current, []):
+                part = str(entry["part"])
+                if part in self.superseded:
+                    continue
+                self.superseded.add(part)
+                todo.extend(str(packed["path"]) for packed in entry.get("files") or ())
 
     def delta(self, before: Mapping[str, InputFile], *, base: int) -> Delta:
         """Return the planned :class:`Delta` (block ids dense from 0, in file order)."""
