@@ -68,7 +68,10 @@ from blockproc.worker import BlockTask, run_block, worker_name
 
 REPORT_INTERVAL = 0.5
 """Seconds between a running attempt's heartbeats (they cross the network)."""
-RETRY_INTERVAL = 0.5
+RETRY_INTERVAL = 0.1
+"""Seconds between tries to join a master that is not listening yet (between two jobs a
+worker waits for the next one: a refused connect costs next to nothing, and a new job
+should not wait for its warm workers)."""
 HANDSHAKE_PATIENCE = 120.0
 """Seconds a worker keeps trying a master that accepts connections but closes them before
 the handshake ends (a master under a flood drops its oldest unauthenticated ones)."""
