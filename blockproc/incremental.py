@@ -225,7 +225,7 @@ def _checked_tail(f: InputFile, old: InputFile, fs: AbstractFileSystem,
             f"the earlier runs recorded no checksum of the end of {f.path!r} (the output was "
             f"written by an older blockproc), so its growth cannot be checked; {FIX}")
     lo = old.size - tail.length
-    with RangeSource(fs, f.path) as source:
+    with RangeSource(fs, f.path, expected=f) as source:
         window = source.read(lo, min(f.size, old.size + 4096))
     if file_tail(f.path, old.size, window[:tail.length]).crc32 != tail.crc32:
         raise InputChangedError(
@@ -250,12 +250,14 @@ class _State:
         its bytes from ``lo``."""
         if f.path in self.whole:
             return  # read whole already: packed with a file whose block is superseded
-        source = RangeSource(self.fs, f.path)
+        opened: list[RangeSource] = []  # opened only for a read outside the window
 
         def read(start: int, end: int) -> bytes:
             if lo <= start and end <= lo + len(window):
                 return window[start - lo:end - lo]
-            data: bytes = source.read(start, end)
+            if not opened:
+                opened.append(RangeSource(self.fs, f.path, expected=f))
+            data: bytes = opened[0].read(start, end)
             return data
 
         try:
@@ -265,7 +267,8 @@ class _State:
                 return
             self._supersede_last(f, old, read)
         finally:
-            source.close()
+            for source in opened:
+                source.close()
 
     def _clean_start(self, read: ReadFn, old_end: int, size: int) -> int | None:
         """Return the start of a block owning exactly the records after ``old_end`` if
