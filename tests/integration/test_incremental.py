@@ -398,3 +398,45 @@ def test_append_on_object_stores(store: Any) -> None:
     store.put({"in/a.log": data[:-2] + b"Z\n"})
     with pytest.raises(InputChangedError, match=r"a.log.*rewritten"):
         bp.map_lines(repr, store.url("in/"), if_exists="append", **options)
+
+
+def test_append_on_every_executor(logs: Path, tmp_path: Path, executor: str) -> None:
+    log = logs / "a.log"
+    log.write_bytes(lines("a", 0, 1500) + b"a01500 half")
+    (logs / "b.log").write_bytes(b"b\n")
+    out = tmp_path / "out"
+    options = {"output": str(out), "block_size": BS, "executor": executor, "workers": 2,
+               "progress": False}
+    bp.map_lines(repr, str(logs), **options)
+    append(log, b" done\n" + lines("a", 1501, 1800))
+    bp.map_lines(repr, str(logs), if_exists="append", **options)
+    assert by_file(out)["a.log"] == b"".join(
+        repr(x).encode() + b"\n" for x in log.read_bytes().decode().splitlines())
+    assert bp.output.verify(str(out)) == []
+
+
+def test_jobs_whose_values_go_to_the_master_cannot_append(logs: Path, tmp_path: Path) -> None:
+    (logs / "a.log").write_bytes(b"a\n")
+    out = tmp_path / "out"
+    bp.reduce_blocks(len, lambda a, b: a + b, str(logs), output=str(out), executor="inline")
+    with pytest.raises(ConfigError, match="cannot be appended to"):
+        bp.reduce_blocks(len, lambda a, b: a + b, str(logs), output=str(out),
+                         executor="inline", if_exists="append")
+
+
+def test_parquet_files_are_whole(logs: Path, tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"n": list(range(100))}), logs / "a.parquet")
+    out = tmp_path / "out"
+    options = {"output": str(out), "format": "parquet", "executor": "inline",
+               "progress": False}
+    bp.map_blocks(lambda t: [str(t.num_rows)], str(logs), **options)
+    pq.write_table(pa.table({"n": list(range(50))}), logs / "b.parquet")
+    second = bp.map_blocks(lambda t: [str(t.num_rows)], str(logs), if_exists="append",
+                           **options)
+    assert [Path(b.block.path).name for b in second.blocks] == ["b.parquet"]
+    assert read_parts(str(out)) == b"100\n50\n"
+    pq.write_table(pa.table({"n": list(range(60))}), logs / "b.parquet")
+    with pytest.raises(InputChangedError, match=r"b.parquet.*a parquet file, read whole"):
+        bp.map_blocks(lambda t: [str(t.num_rows)], str(logs), if_exists="append", **options)
