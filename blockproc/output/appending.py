@@ -49,7 +49,12 @@ from blockproc.output.layout import (
     part_name,
 )
 from blockproc.output.ledger import read_ledger
-from blockproc.output.manifest import build_manifest, read_manifest, write_manifest
+from blockproc.output.manifest import (
+    Manifest,
+    build_manifest,
+    read_manifest,
+    write_manifest,
+)
 from blockproc.storage import (
     AbstractFileSystem,
     read_json,
@@ -133,16 +138,21 @@ class AppendingOutputDir(OutputDir):
         return committed
 
     def _begin(self, plan: Plan) -> dict[int, BlockResult]:
-        previous, interrupted = read_previous(self.fs, self.path)
+        success, kept = self._join(SUCCESS), self._join(STATE_DIR, PREVIOUS)
+        interrupted = not self._call(lambda: self.fs.exists(success), "to look")
+        source = kept if interrupted else success
+        try:
+            data = self._call(lambda: self.fs.cat_file(source), f"to read {source!r}")
+        except FileNotFoundError:
+            data = b"{}"
+        header = Manifest(data)  # its header only: the rows were read when planning
         planned = self.run.previous
-        if previous is None or previous.get("job_id") != planned.get("job_id") or \
-                previous.get("finished") != planned.get("finished"):
+        if header.get("job_id") != planned.get("job_id") or \
+                header.get("finished") != planned.get("finished"):
             raise OutputExistsError(
                 f"output {self.url!r} changed while this append run was planned (another "
                 f"job wrote it); run the same command again to append to what it holds now")
         if not interrupted:
-            success = self._join(SUCCESS)
-            data = self._call(lambda: self.fs.cat_file(success), "to read _SUCCESS")
             self.lock.guard()
             write_bytes_atomic(self.fs, self._join(STATE_DIR, PREVIOUS), data)
             self._clear_state()  # the earlier job's ledger: its manifest says it all

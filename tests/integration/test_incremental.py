@@ -440,3 +440,25 @@ def test_parquet_files_are_whole(logs: Path, tmp_path: Path) -> None:
     pq.write_table(pa.table({"n": list(range(60))}), logs / "b.parquet")
     with pytest.raises(InputChangedError, match=r"b.parquet.*a parquet file, read whole"):
         bp.map_blocks(lambda t: [str(t.num_rows)], str(logs), if_exists="append", **options)
+
+
+def test_an_output_written_meanwhile_is_refused_under_the_lock(logs: Path,
+                                                                tmp_path: Path) -> None:
+    from blockproc.incremental import start_append
+    from blockproc.output import OutputDir
+    from blockproc.storage import filesystem
+
+    log = logs / "a.log"
+    log.write_bytes(lines("a", 0, 100))
+    out = tmp_path / "out"
+    run(log, out)
+    append(log, lines("a", 100, 200))
+    fs = filesystem("file")
+    plan, _, output, mode = start_append(OutputDir(fs, str(out), "job-late"),
+                                         bp.plan(str(log), block_size=BS), fs, extension=".txt")
+    assert mode == "append" and plan.blocks
+    run(log, out, if_exists="append")  # another job appends first
+    with pytest.raises(bp.OutputExistsError, match="changed while this append run was planned"):
+        output.prepare(plan, "append", [])
+    output.release()
+    assert read_parts(str(out)) == one_run(log, tmp_path)
