@@ -327,8 +327,11 @@ def plan_small_files(num_files: int, dirs: int = 100) -> dict[str, Any]:
             figures[label] = {"seconds": round(seconds, 3), "blocks": len(plan.blocks),
                               "calls": {k: v for k, v in counter.calls.items() if v},
                               "arguments": len(paths)}
-    finally:
-        fs.rm(root, recursive=True)
+    finally:  # straight from the store: fsspec's rm of 100,000 files takes minutes
+        for name in [n for n in MemoryFileSystem.store if n.startswith(root + "/")]:
+            del MemoryFileSystem.store[name]
+        MemoryFileSystem.pseudo_dirs[:] = [d for d in MemoryFileSystem.pseudo_dirs
+                                           if d != root and not d.startswith(root + "/")]
     return figures
 
 

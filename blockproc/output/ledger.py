@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 from blockproc.model import BlockResult
 from blockproc.output.layout import ATTEMPTS, LEDGER, STATE_DIR
-from blockproc.output.manifest import iter_list, write_stream_atomic
+from blockproc.output.manifest import block_json, iter_list, write_stream_atomic
 from blockproc.storage import (
     AbstractFileSystem,
     is_local,
@@ -67,7 +67,7 @@ class Ledger:
             # held open for the whole job (closed by close()): one open per job, not per block
             self._file = open(  # noqa: SIM115
                 posixpath.join(self.dir, f"{self.job_id}.jsonl"), "ab")
-        self._file.write(json.dumps(result.to_dict()).encode() + b"\n")
+        self._file.write(block_json(result).encode() + b"\n")
         self._file.flush()
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blockproc.model import AttemptRecord, InputFile
+from blockproc.model import AttemptRecord, Block, BlockResult, FileTail, InputFile
 from blockproc.output import manifest
 from blockproc.output.ledger import earlier_attempts, save_attempts
 from blockproc.scheduler import AttemptKey, RunningMedian, Scheduler
@@ -174,6 +174,50 @@ def test_a_plan_finds_its_files_by_path_and_keeps_its_fingerprint() -> None:
     again = module.sim_plan(5_500)
     assert plan.fingerprint == again.fingerprint == plan.fingerprint and plan == again
     assert dataclasses.replace(plan, block_size=1).fingerprint != plan.fingerprint
+
+
+# -- rows formatted without json.dumps ----------------------------------------------------
+
+FLOATS = st.floats(allow_nan=True, allow_infinity=True) | st.floats(0, 2e9)
+TEXT = st.text(max_size=10)
+INTS = st.integers(0, 2**40)
+BLOCKS = st.builds(Block, INTS, TEXT, INTS, INTS,
+                   st.just(()) | st.lists(st.builds(InputFile, TEXT, INTS), max_size=2)
+                   .map(tuple))
+RESULTS = st.builds(
+    BlockResult, BLOCKS, TEXT, INTS, TEXT, INTS, INTS, INTS, INTS, TEXT, FLOATS, FLOATS,
+    bad_records=INTS, stderr_bytes=st.just(0) | INTS, attempts=st.just(0) | INTS,
+    counters=st.just({}) | st.dictionaries(TEXT, INTS, max_size=2),
+    tails=st.just(()) | st.lists(st.builds(FileTail, TEXT, INTS, INTS, TEXT), max_size=1)
+    .map(tuple))
+
+
+@settings(max_examples=300)
+@given(RESULTS)
+def test_a_block_row_is_json_dumps_of_its_dict(result: BlockResult) -> None:
+    assert manifest.block_json(result) == json.dumps(result.to_dict())
+
+
+@settings(max_examples=300)
+@given(RECORDS, FLOATS, FLOATS)
+def test_an_attempt_row_is_json_dumps_of_its_dict(record: AttemptRecord, started: float,
+                                                  finished: float) -> None:
+    row = {**record.to_dict(), "started": started, "finished": finished}
+    assert manifest.attempt_json(row) == json.dumps(row)
+    assert manifest.attempt_json(record.to_dict()) == json.dumps(record.to_dict())
+    odd = {**row, "attempt": True, "speculative": 1}  # other types: json.dumps decides
+    assert manifest.attempt_json(odd) == json.dumps(odd)
+
+
+def test_block_rows_know_every_field_of_a_block_result() -> None:
+    """A new BlockResult or Block field: teach manifest.block_json to write it (or to
+    leave it to to_dict), then add it here."""
+    assert [f.name for f in dataclasses.fields(BlockResult)] == [
+        "block", "part", "attempt", "worker", "records_in", "records_out", "bytes_read",
+        "bytes_written", "checksum", "started", "seconds", "bad_records", "stderr_bytes",
+        "attempts", "counters", "value", "tails"]
+    assert [f.name for f in dataclasses.fields(Block)] == ["id", "path", "start", "end",
+                                                            "files"]
 
 
 # -- the manifest, streamed ------------------------------------------------------------
