@@ -157,6 +157,19 @@ def _finished_output(ws: Path) -> None:
                  executor="inline")
 
 
+def _truncated_after_run(ws: Path) -> None:
+    _finished_output(ws)
+    log = ws / "data" / "access.log"
+    log.write_bytes(log.read_bytes()[:100])
+
+
+def _rotated_after_run(ws: Path) -> None:
+    bp.map_lines(str.upper, str(ws / "data"), output=str(ws / "out"), executor="inline")
+    log = ws / "data" / "access.log"
+    log.rename(ws / "data" / "access.log.1")
+    log.write_bytes(b"1 GET 200\n")
+
+
 def _old_output_in_data(ws: Path) -> None:
     bp.map_lines(str.upper, str(ws / "data" / "access.log"), output=str(ws / "data" / "old"),
                  executor="inline")
@@ -523,6 +536,23 @@ CASES: list[Case] = [
          r"overwrite", setup=_finished_output,
          api=lambda ws: run_upper(ws, if_exists="resume", block_size=64),
          error=bp.OutputExistsError),
+    Case("append-after-truncation", (*RUN, *MAP, "--if-exists", "append"), 2,
+         r"'.*access.log' has 100 bytes, fewer than the \d+ an earlier run processed: it was "
+         r"truncated, rewritten or rotated", r"--if-exists overwrite",
+         setup=_truncated_after_run,
+         api=lambda ws: run_upper(ws, if_exists="append"), error=bp.InputChangedError),
+    Case("append-after-rotation", ("run", "data", "-o", "out", *MAP, "--if-exists", "append"),
+         2, r"'.*access.log' has 10 bytes, fewer than .* access.log.1 is a new file to "
+         r"blockproc and access.log a changed one", r"--if-exists overwrite",
+         setup=_rotated_after_run,
+         api=lambda ws: run_upper(ws, src="data", if_exists="append"),
+         error=bp.InputChangedError),
+    Case("append-with-another-block-size",
+         (*RUN, *MAP, "--if-exists", "append", "--block-size", "64"), 2,
+         r"the earlier runs into this output used block_size=67108864, and an append run must "
+         r"cut the same blocks", r"--block-size 67108864",
+         setup=_finished_output,
+         api=lambda ws: run_upper(ws, if_exists="append", block_size=64), error=bp.ConfigError),
     Case("output-locked-by-live-job", (*RUN, *MAP), 2,
          r"output '.*/out' is being written by job job-another", r"wait|another output",
          setup=_locked_output,
