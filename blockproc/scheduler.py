@@ -393,6 +393,32 @@ class Scheduler:
         return stopped
 
 
+class AttemptRows(Sequence[dict[str, Any]]):
+    """The ended attempts as rows of the attempts file, each dict made when read (a
+    million attempts never exist as a million dicts at once).
+
+    Examples
+    --------
+    >>> s = Scheduler(1, clock=lambda: 0.0, wall_clock=lambda: 0.0)
+    >>> s.complete(s.assign())
+    (True, [])
+    >>> rows = AttemptRows(s.history)
+    >>> len(rows), rows[0]["status"], rows[:1] == [s.history[0].to_dict()]
+    (1, 'committed', True)
+    """
+
+    def __init__(self, attempts: Sequence[Attempt]) -> None:
+        self._attempts = attempts
+
+    def __len__(self) -> int:
+        return len(self._attempts)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [a.to_dict() for a in self._attempts[index]]
+        return self._attempts[index].to_dict()
+
+
 def _decrement(counts: dict[int, int], block: int) -> None:
     """Count one less for ``block``, dropping it at zero."""
     left = counts.get(block, 0) - 1

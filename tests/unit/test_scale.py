@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from blockproc.model import AttemptRecord, Block, BlockResult, FileTail, InputFile
 from blockproc.output import manifest
 from blockproc.output.ledger import earlier_attempts, save_attempts
-from blockproc.scheduler import AttemptKey, RunningMedian, Scheduler
+from blockproc.scheduler import AttemptKey, AttemptRows, RunningMedian, Scheduler
 from blockproc.storage import filesystem
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_scale.py"
@@ -282,9 +282,11 @@ def test_attempts_are_saved_from_the_scheduler_s_attempts(memfs: str) -> None:
     for key in keys:
         assert key is not None
         s.fail(key, "boom") if key[0] == 1 else s.complete(key, "w:1")
+    expected = [{**a.to_record().to_dict(), "job_id": "run-1"} for a in s.history]
     save_attempts(fs, root, "run-1", s.history)
-    assert earlier_attempts(fs, root, "run-2") == [
-        {**a.to_record().to_dict(), "job_id": "run-1"} for a in s.history]
+    assert earlier_attempts(fs, root, "run-2") == expected
+    save_attempts(fs, root, "run-1", AttemptRows(s.history))  # dicts made as written
+    assert earlier_attempts(fs, root, "run-2") == expected
 
 
 # -- the manifest, read lazily ----------------------------------------------------------
