@@ -342,26 +342,27 @@ def test_status_reads_no_row_of_a_big_manifest_and_agrees_with_an_older_one(
 # -- the complexity check -------------------------------------------------------------
 
 
-def best_of(runs: int, blocks: int, workers: int, tmp_path: Path) -> float:
-    module = bench_scale()
-    best = float("inf")
-    for i in range(runs):
-        root = tmp_path / f"{blocks}-{i}"
-        root.mkdir()
-        t0 = time.process_time()
-        figures = module.simulate(blocks, workers, root=str(root))
-        best = min(best, time.process_time() - t0 - figures["executor_cpu_s"])
-        assert figures["by_status"]["committed"] == blocks
-    return best
+def cpu_of(blocks: int, workers: int, root: Path) -> float:
+    """The master's CPU seconds for one simulated job (the simulated executor's left out)."""
+    root.mkdir()
+    t0 = time.process_time()
+    figures = bench_scale().simulate(blocks, workers, root=str(root))
+    assert figures["by_status"]["committed"] == blocks
+    return time.process_time() - t0 - float(figures["executor_cpu_s"])
 
 
 @pytest.mark.parametrize(("few", "many"), [(10, 10), (100, 1000)])
 def test_ten_times_the_blocks_takes_at_most_fifteen_times_the_time(
         few: int, many: int, tmp_path: Path) -> None:
     """With as many workers (a cost per block that grows with the blocks), and with ten
-    times the workers too (a scan of the running attempts per event)."""
-    small = best_of(3, 1_000, few, tmp_path)
-    large = best_of(3, 10_000, many, tmp_path)
+    times the workers too (a scan of the running attempts per event). Best of 3 each; the
+    big job stops at its first run within the bound."""
+    small = min(cpu_of(1_000, few, tmp_path / f"small-{i}") for i in range(3))
+    large = float("inf")
+    for i in range(3):
+        large = min(large, cpu_of(10_000, many, tmp_path / f"large-{i}"))
+        if large <= 15 * small:
+            break
     assert large <= 15 * small, (
         f"10,000 blocks on {many} workers took {large:.3f}s of CPU, 1,000 blocks on {few} "
         f"{small:.3f}s: {large / small:.1f}x for 10x the blocks; something grows faster "
