@@ -33,7 +33,7 @@ from typing import Any
 
 from blockproc._types import IfExists
 from blockproc.errors import OutputExistsError
-from blockproc.model import BlockResult, Plan
+from blockproc.model import BlockResult, Plan, sum_counters
 from blockproc.output.checks import check_not_input, refuse_foreign
 from blockproc.output.directory import OutputDir
 from blockproc.output.layout import (
@@ -195,11 +195,16 @@ class AppendingOutputDir(OutputDir):
         of all runs (this run's numbered after the earlier parts) and the ``runs``."""
         run = self.run
         superseded = set(run.superseded)
-        kept = [BlockResult.from_dict(e) for e in run.previous["blocks"]
-                if e["part"] not in superseded]
+        kept = [e for e in run.previous["blocks"] if e["part"] not in superseded]
         new = [dataclasses.replace(r, block=dataclasses.replace(r.block, id=run.base + r.block.id))
                for r in results]
-        manifest = build_manifest(self.job_id, run.full_plan, [*kept, *new], job)
+        manifest = build_manifest(self.job_id, run.full_plan, new, job)
+        # the earlier blocks stay the dicts they were read as (a million of them take
+        # seconds to turn into results and back): their totals are added from the dicts
+        manifest["totals"] = merged_totals(manifest["totals"], kept)
+        manifest["attempt_totals"]["committed_attempts"] += sum(
+            int(e.get("attempt", 1)) for e in kept)
+        manifest["blocks"] = [*kept, *new]
         manifest["runs"] = [*runs_of(run.previous), {
             "job_id": self.job_id, "finished": manifest["finished"],
             "first_part": part_name(run.base, "") if results else None,
@@ -214,6 +219,30 @@ class AppendingOutputDir(OutputDir):
             write_manifest(self.fs, self._join(SUCCESS), manifest)
         with contextlib.suppress(Exception):  # stale once _SUCCESS exists: never read then
             self.fs.rm_file(self._join(STATE_DIR, PREVIOUS))
+
+
+def merged_totals(totals: Mapping[str, Any],
+                  entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Return a manifest's ``totals`` with those of more block entries (dicts) added.
+
+    Examples
+    --------
+    >>> merged_totals({"num_blocks": 1, "records_in": 2, "blocks_with_stderr": 0},
+    ...               [{"records_in": 3, "stderr_bytes": 5, "counters": {"x": 1}}])
+    {'num_blocks': 2, 'records_in': 5, 'blocks_with_stderr': 1, 'counters': {'x': 1}}
+    """
+    merged = dict(totals)
+    merged["num_blocks"] = int(totals.get("num_blocks", 0)) + len(entries)
+    for key in ("records_in", "records_out", "bytes_read", "bytes_written", "bad_records"):
+        if key in merged:
+            merged[key] = int(merged[key]) + sum(int(e.get(key, 0)) for e in entries)
+    merged["blocks_with_stderr"] = int(totals.get("blocks_with_stderr", 0)) + sum(
+        1 for e in entries if e.get("stderr_bytes"))
+    counters = sum_counters([totals.get("counters", {}),
+                             *(e["counters"] for e in entries if e.get("counters"))])
+    if counters:
+        merged["counters"] = counters
+    return merged
 
 
 def runs_of(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:

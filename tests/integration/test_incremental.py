@@ -98,6 +98,14 @@ def test_append_that_completes_a_half_written_last_line(logs: Path, tmp_path: Pa
     assert read_parts(str(out)) == one_run(log, tmp_path)
     assert b"'a01500 half of a line, now complete'" in read_parts(str(out))
     assert b"half of a li'" not in read_parts(str(out))
+    totals = manifest(out)["totals"]
+    assert totals["records_in"] == totals["records_out"] == 1600
+    assert totals["num_blocks"] == len(manifest(out)["blocks"]) == len(first.blocks) + len(
+        second.blocks) - 1
+    assert totals["bytes_written"] == len(read_parts(str(out)))
+    status = bp.output.status(str(out))
+    assert status.is_finished and status.records_out == 1600
+    assert status.committed_attempts == len(status.committed)
 
 
 def test_new_files_and_packed_small_files(logs: Path, tmp_path: Path) -> None:
