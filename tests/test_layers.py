@@ -52,6 +52,7 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}.job": 4,
     f"{PACKAGE}.master": 4,
     f"{PACKAGE}.planning": 3,
+    f"{PACKAGE}.incremental": 3,
     f"{PACKAGE}.worker": 3,
     f"{PACKAGE}.scheduler": 3,
     f"{PACKAGE}.limits": 3,
