@@ -64,6 +64,7 @@ class OutputDir:
         self._renew_failing_since: float | None = None
         # layout.staging_path's folder, joined once: the master asks for every attempt
         self._staging_dir = posixpath.dirname(layout.staging_path(self.path, job_id, "p", 1))
+        self._prefix = posixpath.join(self.path, "")  # a part's final name is this + part
 
     def _join(self, *parts: str) -> str:
         return posixpath.join(self.path, *parts)
@@ -152,16 +153,22 @@ class OutputDir:
         except BlockprocError:
             raise
         except Exception as exc:
-            if not setup and self.lock.generation:
-                # a write that failed because the output was taken over (the new owner
-                # removed its staging) is a lost lock, not a storage failure
-                try:
-                    self.lock.renew()
-                except LockLostError:
-                    raise
-                except Exception:
-                    pass
-            raise self._storage_error(what, exc, setup=setup) from exc
+            raise self._storage_failure(what, exc, setup=setup) from exc
+
+    def _storage_failure(self, what: str, exc: Exception, *,
+                         setup: bool = False) -> BlockprocError:
+        """The error for a storage failure (see :meth:`_storage`); raises
+        :class:`~blockproc.LockLostError` if the output was taken over."""
+        if not setup and self.lock.generation:
+            # a write that failed because the output was taken over (the new owner
+            # removed its staging) is a lost lock, not a storage failure
+            try:
+                self.lock.renew()
+            except LockLostError:
+                raise
+            except Exception:
+                pass
+        return self._storage_error(what, exc, setup=setup)
 
     def _storage_error(self, what: str, exc: BaseException, *,
                        setup: bool = False) -> BlockprocError:
@@ -262,11 +269,11 @@ class OutputDir:
         written after it, is what resume trusts. Raises
         :class:`~blockproc.LockLostError` instead if another job took the output over.
         """
-        with self._storage(f"to commit {result.part}"):
+        try:  # no context manager: this runs once per block
             # checked before each write, not once: a job stopped between two of them (an
             # object store's copy takes a while) finds out before the next one
             self.lock.guard()
-            publish(self.fs, staging_path, self._join(result.part))
+            publish(self.fs, staging_path, f"{self._prefix}{result.part}")
             if result.bad_records:
                 self.lock.guard()
                 self._keep(layout.errors_path(staging_path), ERRORS_DIR, result.part, ".jsonl")
@@ -275,6 +282,10 @@ class OutputDir:
                 self._keep(layout.stderr_path(staging_path), LOGS_DIR, result.part, ".stderr")
             self.lock.guard()
             self._ledger.record(result)
+        except BlockprocError:
+            raise
+        except Exception as exc:
+            raise self._storage_failure(f"to commit {result.part}", exc) from exc
 
     def _keep(self, staged: str, folder: str, part: str, suffix: str) -> None:
         self._call(lambda: self.fs.makedirs(self._join(folder), exist_ok=True),
