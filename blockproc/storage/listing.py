@@ -219,7 +219,14 @@ class _Expanded:
 
 
 def _outputs_below(root: str, entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Return the directories strictly below ``root`` that are blockproc outputs."""
+    """Return the directories strictly below ``root`` that are blockproc outputs.
+
+    Examples
+    --------
+    >>> _outputs_below("/in", {"/in/a.log": {}, "/in/x/_SUCCESS": {}, "/in/x/y/_blockproc/p": {},
+    ...                        "/in/z/part-0": {}, "/in/z/_blockproc/plan.json": {}})
+    ['/in/x', '/in/z']
+    """
     outputs: set[str] = set()
     for name in entries:
         parts = name[len(root):].strip("/").split("/")
@@ -227,9 +234,25 @@ def _outputs_below(root: str, entries: Mapping[str, Mapping[str, Any]]) -> list[
             if parts[depth] in OUTPUT_MARKERS:
                 outputs.add(root + "/" + "/".join(parts[:depth]))
                 break
-    # an output inside a skipped output is skipped with it
-    return sorted(o for o in outputs
-                  if not any(o.startswith(other + "/") for other in outputs))
+    # an output inside a skipped output is skipped with it (a look at each one's
+    # ancestors, not a comparison of every pair of outputs)
+    return sorted(o for o in outputs if not _inside(o, root, outputs))
+
+
+def _inside(name: str, root: str, outputs: set[str]) -> bool:
+    """True if a directory strictly above ``name`` (and below ``root``) is in ``outputs``.
+
+    Examples
+    --------
+    >>> _inside("/in/x/part-0", "/in", {"/in/x"}), _inside("/in/xy/a", "/in", {"/in/x"})
+    (True, False)
+    """
+    end = name.rfind("/")
+    while end > len(root):
+        if name[:end] in outputs:
+            return True
+        end = name.rfind("/", 0, end)
+    return False
 
 
 def _expand(fs: AbstractFileSystem, url: str, path: str) -> _Expanded:
@@ -259,9 +282,10 @@ def _expand(fs: AbstractFileSystem, url: str, path: str) -> _Expanded:
     root = info["name"].rstrip("/")
     entries = fs.find(path, detail=True)
     outputs = _outputs_below(root, entries)
+    skip = set(outputs)
     files: dict[str, Mapping[str, Any]] = {}
     for name, entry in entries.items():
-        if _is_hidden(name[len(root):]) or any(name.startswith(o + "/") for o in outputs):
+        if _is_hidden(name[len(root):]) or (skip and _inside(name, root, skip)):
             continue
         _refuse_special(url, entry)
         if entry.get("type") == "file":

@@ -27,7 +27,8 @@ from blockproc.model import AttemptRecord, Block, BlockResult, FileTail, InputFi
 from blockproc.output import manifest
 from blockproc.output.ledger import earlier_attempts, save_attempts
 from blockproc.scheduler import AttemptKey, AttemptRows, RunningMedian, Scheduler
-from blockproc.storage import filesystem
+from blockproc.storage import filesystem, listing
+from blockproc.testing import write_files
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_scale.py"
 
@@ -337,6 +338,46 @@ def test_status_reads_no_row_of_a_big_manifest_and_agrees_with_an_older_one(
                  "earlier_attempts", "attempts_by_status", "records_in", "job_id"):
         assert getattr(old, name) == getattr(new, name), name
     assert old.attempts == new.attempts and len(new.committed) == 3000
+
+
+# -- listing: outputs inside an input directory ------------------------------------------
+
+NAMES = st.sampled_from(["a", "b", "_SUCCESS", "_blockproc", "part-0", "x.log"])
+
+
+def outputs_below_by_pairs(root: str, names: list[str]) -> list[str]:
+    """The rule as it reads: a directory holding a marker is an output, unless it is
+    inside another output."""
+    outputs = set()
+    for name in names:
+        parts = name[len(root):].strip("/").split("/")
+        for depth in range(1, len(parts)):
+            if parts[depth] in listing.OUTPUT_MARKERS:
+                outputs.add(root + "/" + "/".join(parts[:depth]))
+                break
+    return sorted(o for o in outputs if not any(o.startswith(p + "/") for p in outputs))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.lists(NAMES, min_size=1, max_size=5), max_size=30))
+def test_outputs_inside_an_input_directory_are_found_by_their_ancestors(
+        paths: list[list[str]]) -> None:
+    root = "/in"
+    names = [root + "/" + "/".join(p) for p in paths]
+    outputs = listing._outputs_below(root, {name: {} for name in names})
+    assert outputs == outputs_below_by_pairs(root, names)
+    for name in names:
+        assert listing._inside(name, root, set(outputs)) == \
+            any(name.startswith(o + "/") for o in outputs)
+
+
+def test_a_directory_of_many_outputs_is_listed_without_them(tmp_path: Path) -> None:
+    files = {f"job{j:03d}/part-{i:05d}.txt": b"x\n" for j in range(300) for i in range(20)}
+    files.update({f"job{j:03d}/_SUCCESS": b"{}" for j in range(300)})
+    files.update({f"in{i:03d}.log": b"a line\n" for i in range(100)})
+    write_files(tmp_path.as_uri(), files)
+    found = listing.scan_inputs([str(tmp_path)])  # each file's ancestors looked up, not
+    assert len(found.files) == 100 and len(found.skipped) == 300  # 6,000 x 300 compared
 
 
 # -- the complexity check -------------------------------------------------------------
