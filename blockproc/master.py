@@ -318,6 +318,7 @@ class Master:
             max_record_size=self.options.max_record_size,
             max_bad_records=self.options.max_bad_records, hook=self.options.hook,
             max_value_size=self.options.max_value_size,
+            growing=self._if_exists == "append",
         )
 
     def _cancelled(self) -> JobCancelledError:

@@ -64,6 +64,10 @@ class BlockTask:
     """A test's fault plan (``JobOptions.hook``), fired at the :data:`HookPoint` s."""
     max_value_size: int = 64 * 2**20
     """The most bytes a block's value for the master may take, pickled."""
+    growing: bool = False
+    """The input may grow while the attempt reads it (an ``if_exists="append"`` run over
+    logs still being written): the planned bytes are read, whatever follows them, instead
+    of failing because the file's size and mtime/ETag are no longer those planned."""
 
     @property
     def errors_path(self) -> str:

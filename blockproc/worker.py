@@ -109,7 +109,8 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
         hook.fire("start", task)
     combined = bool(task.block.files)
     source = None if compressed or combined else RangeSource(
-        task.input_fs, task.file.path, expected=task.file, limit=task.block.end)
+        task.input_fs, task.file.path, expected=None if task.growing else task.file,
+        limit=task.block.end)
     bad = BadRecords(task)
     tails: list[FileTail] = []  # the ends of the input files this block read
     try:

@@ -358,13 +358,34 @@ def test_an_input_growing_during_an_append_run_is_picked_up_by_the_next(
     log.write_bytes(lines("a", 0, 1000))
     out = tmp_path / "out"
     run(log, out)
-    append(log, lines("a", 1000, 1100))
-    with pytest.raises(BlockFailedError) as info:
-        bp.map_lines(GrowWhileRunning(log), str(log), output=str(out), block_size=BS,
-                     executor="inline", if_exists="append", progress=False)
-    assert info.value.resumable and "--if-exists append" in "".join(info.value.__notes__)
-    run(log, out, if_exists="append")
+    append(log, lines("a", 1000, 1100) + b"a01100 being wri")
+    planned = log.stat().st_size
+    # the run reads the bytes it planned, though the log grows meanwhile
+    result = bp.map_lines(GrowWhileRunning(log), str(log), output=str(out), block_size=BS,
+                          executor="inline", if_exists="append", progress=False)
+    assert len(result.blocks) >= 2 and log.stat().st_size > planned
+    assert manifest(out)["inputs"][0]["size"] == planned
+    append(log, b"tten\n")
+    run(log, out, if_exists="append")  # the next run takes the rest
     assert read_parts(str(out)) == one_run(log, tmp_path)
+
+
+def test_a_packed_input_growing_during_an_append_run_fails_it_resumably(
+        logs: Path, tmp_path: Path) -> None:
+    (logs / "a.log").write_bytes(b"a\n")
+    out = tmp_path / "out"
+    run(logs, out)
+    (logs / "b.log").write_bytes(b"b\n")
+    (logs / "c.log").write_bytes(b"c\n")
+    plan = bp.plan(str(logs), block_size=BS)
+    append(logs / "c.log", b"more\n")  # after planning: c.log, packed, is read whole
+    job = bp.submit(plan, repr, output=str(out), executor="inline", if_exists="append",
+                    max_attempts=1, progress=False)
+    with pytest.raises(BlockFailedError) as info:
+        job.result()
+    assert info.value.resumable and "--if-exists append" in "".join(info.value.__notes__)
+    run(logs, out, if_exists="append")
+    assert read_parts(str(out)) == one_run(logs, tmp_path)
 
 
 def test_a_crash_right_after_hiding_success_loses_no_part(logs: Path, tmp_path: Path) -> None:
