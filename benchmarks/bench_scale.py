@@ -19,7 +19,9 @@ Each case runs in a fresh child process (its own peak RSS) and reports:
 * memory per block: peak RSS minus the RSS before the plan was built, over the blocks
   (the plan, the scheduler, the results and the manifest written at the end);
 * ``_SUCCESS`` written (s): ``OutputDir.finish`` (build the manifest, serialise, write);
-* ``status`` (s): ``blockproc.status(output)``, reading the manifest back.
+* ``status`` (s): ``blockproc.output.status(output)`` (``bp.status``), reading the
+  manifest back, and ``blockproc status OUT`` as a fresh process (interpreter start
+  included).
 
 ``--plan-files 100000`` also plans that many small files on ``memory://`` (in 100
 directories) and counts the filesystem's listing calls.
@@ -222,7 +224,7 @@ def peak_rss_bytes() -> int:
 
 
 def simulate(num_blocks: int, workers: int, *, seed: int = 0, root: str | None = None,
-             speculation: bool = True, **fates: float) -> dict[str, Any]:
+             speculation: bool = True, cli: bool = True, **fates: float) -> dict[str, Any]:
     """Run one simulated job and return its figures (see the module docstring)."""
     rss0 = rss_bytes()
     plan = sim_plan(num_blocks)
@@ -254,6 +256,7 @@ def simulate(num_blocks: int, workers: int, *, seed: int = 0, root: str | None =
         st = output_status(out.url)
         status_seconds = time.perf_counter() - s0
         assert st.is_finished and st.num_committed == num_blocks, st
+        cli_seconds = cli_status_seconds(out.url, len(result.attempts)) if cli else None
         by_status: dict[str, int] = {}
         for a in result.attempts:
             by_status[a.status] = by_status.get(a.status, 0) + 1
@@ -270,12 +273,23 @@ def simulate(num_blocks: int, workers: int, *, seed: int = 0, root: str | None =
             "manifest_s": round(finish_seconds[0], 3),
             "manifest_mb": round(os.path.getsize(f"{root}/out/_SUCCESS") / 1e6, 1),
             "status_s": round(status_seconds, 3),
+            "cli_status_s": cli_seconds,
             "peak_rss_mb": round(peak / 2**20, 1),
             "bytes_per_block": round((peak - rss0) / num_blocks) if rss0 else None,
         }
     finally:
         if own:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def cli_status_seconds(url: str, attempts: int) -> float:
+    """Wall seconds of ``blockproc status URL`` in a fresh interpreter."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "blockproc", "status", url],
+                          capture_output=True, text=True, check=False, cwd=ROOT)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0 and f"attempts: {attempts} (" in proc.stdout, proc
+    return round(seconds, 3)
 
 
 class CountingCalls:
@@ -347,14 +361,14 @@ def run_child(args: list[str]) -> dict[str, Any]:
 def table(rows: list[dict[str, Any]]) -> str:
     """The markdown table of the cases."""
     head = ("| blocks | workers | attempts | CPU µs/block | loop µs/block | bytes/block | "
-            "_SUCCESS s | _SUCCESS MB | status s | wall s |")
+            "_SUCCESS s | _SUCCESS MB | status() s | CLI status s | wall s |")
     lines = [head, "|" + "---:|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(
             f"| {r['blocks']:,} | {r['workers']:,} | {r['attempts']:,} | "
             f"{r['cpu_us_per_block']:.1f} | {r['loop_us_per_block']:.1f} | "
             f"{r['bytes_per_block']:,} | {r['manifest_s']:.2f} | {r['manifest_mb']:.0f} | "
-            f"{r['status_s']:.2f} | {r['wall_s']:.1f} |")
+            f"{r['status_s']:.2f} | {r['cli_status_s']:.2f} | {r['wall_s']:.1f} |")
     return "\n".join(lines)
 
 

@@ -320,7 +320,8 @@ def test_status_reads_no_row_of_a_big_manifest_and_agrees_with_an_older_one(
         tmp_path: Path) -> None:
     from blockproc.output import status as output_status
 
-    figures = bench_scale().simulate(3000, 50, root=str(tmp_path), fail=0.05, lost=0.02)
+    figures = bench_scale().simulate(3000, 50, root=str(tmp_path), fail=0.05, lost=0.02,
+                                     cli=False)
     out = f"{tmp_path}/out"
     new = output_status(out)
     assert isinstance(new.manifest, manifest.Manifest)
@@ -387,7 +388,7 @@ def cpu_of(blocks: int, workers: int, root: Path) -> float:
     """The master's CPU seconds for one simulated job (the simulated executor's left out)."""
     root.mkdir()
     t0 = time.process_time()
-    figures = bench_scale().simulate(blocks, workers, root=str(root))
+    figures = bench_scale().simulate(blocks, workers, root=str(root), cli=False)
     assert figures["by_status"]["committed"] == blocks
     return time.process_time() - t0 - float(figures["executor_cpu_s"])
 
