@@ -4,11 +4,13 @@ A module may import only from its own layer or the layers below it::
 
     L7  blockproc (__init__), __main__    entry points: the re-exports and ``python -m``
     L6  cli
-    L5  api, _demo
+    L5  api, job_setup, _demo
     L4  job, master
-    L3  planning, worker, command, scheduler, limits, output/, executors/, progress, testing
+    L3  planning, incremental, worker, task, block_reading, command, scheduler, limits,
+        output/, executors/, progress, testing
     L2  storage, formats/, output_formats/, datasets
-    L1  model, report, result   (report reads model; result: JobResult, shown by report)
+    L1  model, report, result   (report reads model; result: JobResult, shown by report),
+        values, counters          (what workers send back to the master)
     L0  errors, _types, _units, _deps, _registry
 
 A module in a subpackage takes the subpackage's layer, and modules of one subpackage
@@ -48,12 +50,15 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}.__main__": 7,
     f"{PACKAGE}.cli": 6,
     f"{PACKAGE}.api": 5,
+    f"{PACKAGE}.job_setup": 5,
     f"{PACKAGE}._demo": 5,
     f"{PACKAGE}.job": 4,
     f"{PACKAGE}.master": 4,
     f"{PACKAGE}.planning": 3,
     f"{PACKAGE}.incremental": 3,
     f"{PACKAGE}.worker": 3,
+    f"{PACKAGE}.task": 3,
+    f"{PACKAGE}.block_reading": 3,
     f"{PACKAGE}.scheduler": 3,
     f"{PACKAGE}.limits": 3,
     f"{PACKAGE}.command": 3,
@@ -68,6 +73,8 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}.model": 1,
     f"{PACKAGE}.report": 1,
     f"{PACKAGE}.result": 1,
+    f"{PACKAGE}.values": 1,
+    f"{PACKAGE}.counters": 1,
     f"{PACKAGE}.errors": 0,
     f"{PACKAGE}._types": 0,
     f"{PACKAGE}._units": 0,
