@@ -42,8 +42,8 @@ def file_tail(path: str, size: int, tail: bytes) -> FileTail:
 
     Examples
     --------
-    >>> file_tail("a.log", 4, b"a\nb\n")
-    FileTail(path='a.log', size=4, length=4, crc32='crc32:...')
+    >>> file_tail("a.log", 4, b"a\\nb\\n")
+    FileTail(path='a.log', size=4, length=4, crc32='crc32:18572a97')
     """
     return FileTail(path, size, len(tail), f"crc32:{zlib.crc32(tail):08x}")
 
@@ -86,7 +86,16 @@ class TailKeeper:
 
 def reads_file_end(task: BlockTask) -> bool:
     """True if ``task`` reads the end of a plain (uncompressed, unpacked) file through a
-    delimiter-aligned range: that block records the file's tail."""
+    delimiter-aligned range: that block records the file's tail.
+
+    >>> from blockproc.formats import Lines
+    >>> from blockproc.model import Block, InputFile
+    >>> def task(start, end):
+    ...     return BlockTask(Block(0, "a", start, end), 1, 2, InputFile("a", 10), Lines(),
+    ...                      None, None, "part-00000.txt", "")
+    >>> reads_file_end(task(0, 5)), reads_file_end(task(5, 10))
+    (False, True)
+    """
     return (not task.block.files and task.file.compression is None and task.file.size > 0
             and task.block.end >= task.file.size and not isinstance(task.format, BlockReader))
 

@@ -106,7 +106,25 @@ def start_append(out: OutputDir, current: Plan, input_fs: AbstractFileSystem, *,
 def plan_delta(previous: Mapping[str, Any], current: Plan,
                fs: AbstractFileSystem) -> Delta:
     """Return the :class:`Delta` from the manifest ``previous`` to the inputs of ``current``
-    (the plan of the inputs as they are now, options included)."""
+    (the plan of the inputs as they are now, options included).
+
+    Examples
+    --------
+    >>> import blockproc as bp
+    >>> from blockproc.output import read_manifest
+    >>> from blockproc.storage import filesystem
+    >>> bp.testing.write_files("memory://doc/delta/in", {"a.log": b"a\\nb\\n"})
+    ['memory://doc/delta/in/a.log']
+    >>> _ = bp.map_lines(str.upper, "memory://doc/delta/in", output="memory://doc/delta/out",
+    ...                  executor="inline")
+    >>> fs = filesystem("memory")
+    >>> with fs.open("/doc/delta/in/a.log", "ab") as f:
+    ...     _ = f.write(b"c\\nd")              # a line, and one still being written
+    >>> previous = read_manifest(fs, "/doc/delta/out")
+    >>> delta = plan_delta(previous, bp.plan("memory://doc/delta/in"), fs)
+    >>> [(b.start, b.end) for b in delta.plan.blocks], delta.base, delta.superseded
+    ([(3, 7)], 1, ())
+    """
     _check_same_options(previous, current)
     fmt = format_from_dict(current.format)
     files = {f.path: f for f in current.files}

@@ -83,7 +83,12 @@ def read_previous(fs: AbstractFileSystem, path: str) -> tuple[dict[str, Any] | N
 
 
 def append_in_progress(fs: AbstractFileSystem, path: str) -> bool:
-    """True if an append run into ``path`` stopped before its ``_SUCCESS`` (two stats)."""
+    """True if an append run into ``path`` stopped before its ``_SUCCESS`` (two stats).
+
+    >>> from blockproc.storage import filesystem
+    >>> append_in_progress(filesystem("memory"), "/doc/appending/none")
+    False
+    """
     root = path.rstrip("/") or "/"
     success, kept = posixpath.join(root, SUCCESS), posixpath.join(root, STATE_DIR, PREVIOUS)
     return not retry_call(lambda: fs.exists(success), f"to look for {success!r}") and \
