@@ -48,8 +48,8 @@ from blockproc.task import AttemptHook, BlockTask, HookPoint, Mapper
 from blockproc.values import check_value_size
 
 __all__ = [
-    "CHUNK_SIZE", "AttemptHook", "Batch", "BlockTask", "HookPoint", "Mapper", "ReportFn",
-    "aligned_chunks", "count_records", "record_offsets", "run_block", "worker_name",
+    "CHUNK_SIZE", "AttemptHook", "Batch", "BatchFunction", "BlockTask", "HookPoint", "Mapper",
+    "ReportFn", "aligned_chunks", "count_records", "record_offsets", "run_block", "worker_name",
 ]
 
 ReportFn = Callable[[int, int], None]
@@ -315,6 +315,8 @@ def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: Par
         if batch._records is not None:
             return len(batch._records)
         return count_records(data, task.format.delimiter)
+    if isinstance(fn, BatchFunction):
+        return _run_batches(fn, task, chunks, writer)
     records_in = 0
     for records in task.format.iter_batches(chunks, at_file_start=at_file_start):
         results: list[Any] = []
@@ -344,6 +346,79 @@ def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: Par
         records_in += len(records)
         chunks.records_done = records_in
     return records_in
+
+
+@dataclass(frozen=True, slots=True)
+class BatchFunction:
+    """The function of :func:`blockproc.map_batches`: ``fn(records)`` gets a list of
+    consecutive records of one block, about ``batch_size`` bytes of input, and returns
+    an iterable of results, each like a per-record function's (a line, None, a list)."""
+
+    fn: Callable[[list[Any]], Any]
+    batch_size: int = CHUNK_SIZE
+
+    def __call__(self, records: list[Any]) -> Any:
+        return self.fn(records)
+
+
+def _run_batches(fn: BatchFunction, task: BlockTask, chunks: _Counted,
+                 writer: PartWriter) -> int:
+    """Call ``fn`` once per batch of the block's records; write what it returns."""
+    records_in = 0
+    for records in _sized_batches(task, chunks, fn.batch_size):
+        where = (f"the batch of records {records_in} to {records_in + len(records) - 1} "
+                 f"of {task.describe()}")
+        try:
+            results = fn.fn(records)
+            if isinstance(results, Iterator):
+                results = list(results)
+        except Exception as exc:
+            exc.add_note(f"in {where}")
+            raise
+        if results is not None and (isinstance(results, (str, bytes, dict))
+                                    or not isinstance(results, Iterable)):
+            raise ReturnTypeError(
+                f"for {where}: the function returned {type(results).__name__} "
+                f"{results!r:.80}; map_batches' function must return a list (or another "
+                f"iterable) with one result per output record, such as [line, ...]")
+        try:
+            writer.write_results([] if results is None else list(results))
+        except ReturnTypeError as exc:
+            raise ReturnTypeError(f"for {where}: {exc}") from None
+        records_in += len(records)
+        chunks.records_done = records_in
+    return records_in
+
+
+def _sized_batches(task: BlockTask, chunks: Iterable[bytes], size: int
+                   ) -> Iterator[list[Any]]:
+    """Yield the block's records in lists of about ``size`` bytes of input each: the
+    format's lists (one per ~1 MiB read) split or joined, never empty."""
+    read = done = 0
+
+    def counted() -> Iterator[bytes]:
+        nonlocal read
+        for chunk in chunks:
+            read += len(chunk)
+            yield chunk
+
+    pending: list[Any] = []
+    pending_bytes = 0.0
+    for records in task.format.iter_batches(counted(), at_file_start=task.block.start == 0):
+        nbytes, done = read - done, read
+        if not records:
+            continue
+        parts = max(1, min(len(records), round(nbytes / size)))
+        step = -(-len(records) // parts)
+        for start in range(0, len(records), step):
+            piece = records if parts == 1 else records[start:start + step]
+            pending = piece if not pending else pending + piece
+            pending_bytes += nbytes / parts
+            if pending_bytes >= size * 0.75:
+                yield pending
+                pending, pending_bytes = [], 0.0
+    if pending:
+        yield pending
 
 
 def count_records(data: bytes, delimiter: bytes) -> int:
