@@ -101,3 +101,46 @@ def test_csv_appended_in_pieces(rows: list[str], data: st.DataObject, block_size
     # cut short fails, and leaves an interrupted append for the next run to finish)
     run_pieces(content, cuts, CSV(allow_unclosed_quote=True), block_size, again,
                first=first_row_end)
+
+
+def _tagged(tag: str) -> st.SearchStrategy[bytes]:
+    """Lines that each start with ``tag`` (so records tell their file), CRLF or LF."""
+    line = st.tuples(st.text(alphabet="ab\r", max_size=6), st.sampled_from(["\n", "\r\n"]))
+    return st.lists(line, max_size=12).map(
+        lambda ls: "".join(tag + body + end for body, end in ls).encode())
+
+
+@settings(max_examples=40, deadline=None)
+@given(contents=st.tuples(_tagged("A"), _tagged("B"), _tagged("C")), data=st.data(),
+       block_size=st.integers(8, 200))
+def test_small_files_grow_in_rounds(contents: tuple[bytes, ...], data: st.DataObject,
+                                    block_size: int) -> None:
+    """Three small files (packed together when they fit a block) grow in rounds, each by
+    its own random cut, one appearing late; per file, the records equal one run's."""
+    rounds = data.draw(st.integers(1, 4))
+    cuts = [sorted(data.draw(st.lists(st.integers(0, len(c)), min_size=rounds,
+                                      max_size=rounds))) for c in contents]
+    root = f"memory://incremental-{uuid.uuid4().hex[:8]}"
+    fs = fsspec.filesystem("memory")
+    base = root[len("memory:/"):]
+    options: dict[str, Any] = {"output": f"{root}/out", "block_size": block_size,
+                               "executor": "inline", "progress": False}
+    try:
+        for r in range(rounds + 1):
+            for name, content, cut in zip("abc", contents, cuts, strict=True):
+                size = len(content) if r == rounds else cut[r]
+                if name != "c" or r > 0:  # c.log appears in the second round
+                    fs.pipe_file(f"{base}/in/{name}.log", content[:size])
+            bp.map_lines(repr, f"{root}/in", if_exists="append", **options)
+        bp.map_lines(repr, f"{root}/in", **{**options, "output": f"{root}/full"})
+
+        def by_tag(output: str) -> dict[str, list[bytes]]:
+            found: dict[str, list[bytes]] = {}
+            for record in read_parts(output).splitlines():
+                found.setdefault(chr(record[1]), []).append(record)
+            return found
+
+        assert by_tag(f"{root}/out") == by_tag(f"{root}/full")
+        assert bp.output.verify(f"{root}/out") == []
+    finally:
+        fs.rm(base, recursive=True)
