@@ -184,25 +184,26 @@ def _unfinished(fs: AbstractFileSystem, path: str, url: str,
 def _finished(url: str, manifest: Manifest, holder: Mapping[str, Any] | None) -> OutputStatus:
     totals = manifest["totals"]
     counts = manifest.get("attempt_totals")
-    attempts = ManifestAttempts(manifest)
+    committed = _block_ids(manifest, totals.get("num_blocks"))
     if isinstance(counts, Mapping):  # written by this blockproc: no row needs reading
+        attempts = ManifestAttempts(manifest, int(counts["attempts"]))
         committed_attempts = int(counts["committed_attempts"])
         by_status = {k: int(v) for k, v in counts.items()
                      if k not in ("attempts", "committed_attempts")}
         if counts["attempts"]:
-            earlier_blocks = manifest.num_rows("blocks") - by_status.get("committed", 0)
+            earlier_blocks = len(committed) - by_status.get("committed", 0)
             earlier = manifest.num_rows("earlier_attempts") or (
                 0 if "earlier_attempts" in manifest else _attempt_sum(manifest, earlier_blocks))
         else:
             earlier_blocks, earlier = 0, 0
     else:  # an older manifest
+        attempts = ManifestAttempts(manifest)
         committed_attempts = sum(int(b.get("attempt", 1)) for b in manifest["blocks"])
         by_status = _count_statuses(attempts)
         earlier_blocks, earlier = report.earlier_runs(manifest)
     return OutputStatus(
         url=url, is_finished=True, job_id=manifest.get("job_id"),
-        num_blocks=int(totals.get("num_blocks", manifest.num_rows("blocks"))),
-        committed=_block_ids(manifest),
+        num_blocks=int(totals.get("num_blocks", len(committed))), committed=committed,
         records_in=int(totals.get("records_in", 0)),
         records_out=int(totals.get("records_out", 0)),
         bad_records=int(totals.get("bad_records", 0)),
@@ -234,20 +235,21 @@ def _count_statuses(attempts: Sequence[AttemptRecord]) -> dict[str, int]:
 _BLOCK_ID = re.compile(rb'\n  \{"id": (\d+)[,}]')
 
 
-def _block_ids(manifest: Manifest) -> tuple[int, ...]:
+def _block_ids(manifest: Manifest, expected: Any = None) -> tuple[int, ...]:
     """The ids of the manifest's blocks, sorted: read straight from the rows' text when
-    they are in the manifest's layout (each row starts with its id), else parsed."""
+    they are in the manifest's layout (each row starts with its id) and as many as the
+    header's ``expected`` (else as many as rows counted), else parsed."""
     if not manifest.is_parsed("blocks"):
-        raw = b"\n" + manifest.raw_rows("blocks")
-        found = _BLOCK_ID.findall(raw)
-        if len(found) == manifest.num_rows("blocks"):
+        found = _BLOCK_ID.findall(b"\n" + manifest.raw_rows("blocks"))
+        rows = expected if isinstance(expected, int) else manifest.num_rows("blocks")
+        if len(found) == rows:
             return tuple(sorted(map(int, found)))
     return tuple(sorted(int(b["id"]) for b in manifest["blocks"]))
 
 
 class ManifestAttempts(Sequence[AttemptRecord]):
     """The attempts a manifest lists, read from it when first used (its length is known
-    at once).
+    at once: ``length`` from the manifest's header, else its rows counted).
 
     Examples
     --------
@@ -262,9 +264,9 @@ class ManifestAttempts(Sequence[AttemptRecord]):
     ('committed', True)
     """
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, length: int | None = None) -> None:
         self._manifest = manifest
-        self._len = manifest.num_rows("attempts")
+        self._len = manifest.num_rows("attempts") if length is None else length
         self._records: tuple[AttemptRecord, ...] | None = None
 
     def _load(self) -> tuple[AttemptRecord, ...]:
