@@ -22,6 +22,7 @@ import json.encoder
 import math
 import os
 import posixpath
+import re
 import time
 import uuid
 import zlib
@@ -363,6 +364,11 @@ class Manifest(Mapping[str, Any]):
         """The unparsed rows of ``key``: the text between its ``[`` and ``]``."""
         start, end = self._sections[key]
         return self._data[start:end]
+
+    def findall(self, pattern: re.Pattern[bytes], key: str) -> list[Any]:
+        """``pattern.findall`` over the unparsed rows of ``key`` (no copy of them)."""
+        start, end = self._sections[key]
+        return pattern.findall(self._data, start, end)
 
     def num_rows(self, key: str) -> int:
         """How many rows ``key`` has, without parsing them (0 if it is no list)."""

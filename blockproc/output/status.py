@@ -240,7 +240,7 @@ def _block_ids(manifest: Manifest, expected: Any = None) -> tuple[int, ...]:
     they are in the manifest's layout (each row starts with its id) and as many as the
     header's ``expected`` (else as many as rows counted), else parsed."""
     if not manifest.is_parsed("blocks"):
-        found = _BLOCK_ID.findall(b"\n" + manifest.raw_rows("blocks"))
+        found = manifest.findall(_BLOCK_ID, "blocks")
         rows = expected if isinstance(expected, int) else manifest.num_rows("blocks")
         if len(found) == rows:
             return tuple(sorted(map(int, found)))
