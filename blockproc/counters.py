@@ -5,8 +5,9 @@ attempt that runs it. Only the attempt that commits its block hands its counts t
 master, so a retried or speculative attempt never counts twice. The job's totals are in
 ``JobResult.counters``, the summary line, the manifest and ``blockproc status``.
 
-Outside a job (a unit test of your function), counts go to a tally of this thread,
-which :attr:`Counter.value` reads.
+Outside a job, counts go to a running tally of this thread, which :attr:`Counter.value`
+reads; a unit test of a function's counters counts into a fresh dict with
+:func:`blockproc.testing.counting`.
 
 Examples
 --------

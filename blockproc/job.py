@@ -71,7 +71,7 @@ class Job:
         self.job_id = new_job_id()
         self.options = options or JobOptions()
         output = NoOutput(self.job_id) if output_fs is None else OutputDir(
-            output_fs, output_path, self.job_id)
+            output_fs, output_path, self.job_id, extension=mapper.output.extension)
         self._master = Master(plan, mapper, output,
                               executor, input_fs=filesystem(plan.protocol, plan.storage_options),
                               job_id=self.job_id, options=self.options, if_exists=if_exists,

@@ -130,10 +130,10 @@ class Master:
         plan, out = self.plan, self.output
         inputs = [f.path for f in plan.files] if out.fs is self._input_fs else []
         self._results = out.prepare(plan, self._if_exists, inputs)
-        self._read_committed_values()
-        earlier = out.earlier_attempts()  # of the runs this one resumes
-        self._earlier = Counter(int(r["block_id"]) for r in earlier)
         try:
+            self._read_committed_values()
+            earlier = out.earlier_attempts()  # of the runs this one resumes
+            self._earlier = Counter(int(r["block_id"]) for r in earlier)
             attempts = self._schedule(cancel)
             ordered = tuple(self._results[b.id] for b in plan.blocks)
             seconds = time.perf_counter() - started

@@ -97,13 +97,11 @@ class JobResult:
         return sum(1 for a in self.attempts if a.status != "committed")
 
     def __repr__(self) -> str:
-        where = f"output={self.output!r}" if self.output else "values in memory"
-        return (
-            f"<JobResult {len(self.blocks)} block{'s' if len(self.blocks) != 1 else ''}, "
-            f"{self.num_records} records in, "
-            f"{self.num_records_out} out, {format_size(self.num_bytes_written)} written, "
-            f"{self.seconds:.2f}s, {where}>"
-        )
+        made = (f"{self.num_records_out} out, {format_size(self.num_bytes_written)} "
+                f"written, {self.seconds:.2f}s, output={self.output!r}" if self.output else
+                f"{self.num_records_out} values back, {self.seconds:.2f}s")
+        return (f"<JobResult {len(self.blocks)} block{'s' if len(self.blocks) != 1 else ''}, "
+                f"{self.num_records} records in, {made}>")
 
     def _repr_html_(self) -> str:
         """Return the HTML summary Jupyter shows: inputs, blocks, records, bytes, wall

@@ -1,4 +1,5 @@
-"""Helpers for users' tests (and ours): write small inputs, read a job's output back."""
+"""Helpers for users' tests (and ours): write small inputs, read a job's output back,
+count what a function counts."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
+from blockproc.counters import collecting
 from blockproc.output.manifest import read_manifest
 from blockproc.storage import resolve, to_url
 
@@ -44,3 +46,22 @@ def read_parts(output: str, storage_options: Mapping[str, Any] | None = None) ->
     fs, base = resolve(output, storage_options)
     manifest = read_manifest(fs, base)
     return b"".join(fs.cat_file(posixpath.join(base, b["part"])) for b in manifest["blocks"])
+
+
+def counting() -> Any:
+    """Count what ``bp.counter`` counts in the ``with`` block into a fresh dict, as one
+    attempt of a job does: for unit tests of a mapper's counters.
+
+    Examples
+    --------
+    >>> import blockproc as bp
+    >>> def parse(line):
+    ...     if not line:
+    ...         bp.counter("blank").add()
+    ...     return line or None
+    >>> with counting() as counts:
+    ...     _ = [parse(line) for line in ["a", "", "b", ""]]
+    >>> counts
+    {'blank': 2}
+    """
+    return collecting()

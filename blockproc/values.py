@@ -22,6 +22,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 from collections.abc import Callable
@@ -138,7 +139,14 @@ class Values:
     :meth:`collected`; their pickled sizes together may not pass ``max_total``. With
     ``combine``, one accumulator: ``acc = combine(acc, value)`` for each block as it
     commits, starting from ``initial`` (or from the first value when there is none), so
-    memory holds one accumulator however many blocks there are.
+    memory holds one accumulator however many blocks there are. ``initial`` is copied, so
+    a ``combine`` that updates the accumulator in place never changes the caller's object.
+
+    >>> start = {"n": 0}
+    >>> total = Values(2, combine=lambda a, b: a.update(n=a["n"] + b) or a, initial=start)
+    >>> total.add(0, pickle_value(5)); total.add(1, pickle_value(2))
+    >>> total.folded(), start
+    ({'n': 7}, {'n': 0})
     """
 
     def __init__(self, num_blocks: int, *, combine: Callable[[Any, Any], Any] | None = None,
@@ -148,7 +156,8 @@ class Values:
         self.max_total = max_total
         self.total_bytes = 0
         self._values: dict[int, Any] = {}
-        self._acc = initial
+        # the caller's object stays theirs (Spark clones its zero value too)
+        self._acc = initial if initial is NOTHING else copy.deepcopy(initial)
 
     def add(self, block_id: int, data: bytes | None) -> None:
         """Take the pickled value of committed block ``block_id`` (once per block)."""

@@ -103,7 +103,8 @@ cli.add_command(status)
               help="Fold what --map-blocks returns per block with FUNC(acc, partial) (it "
                    "must be associative and commutative) and print the result as JSON.")
 @click.option("--initial", "initial_json", metavar="JSON", default=None,
-              help="--combine: the value the fold starts from (default: the first partial).")
+              help="--combine: the value the fold starts from, as JSON (so '{}' is a plain "
+                   "dict, not a Counter; default: the first partial).")
 @_format_options
 @click.option("--output-format", type=click.Choice(output_formats.OUTPUT_FORMATS),
               default=None,

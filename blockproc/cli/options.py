@@ -212,10 +212,12 @@ def _summary(result: JobResult) -> str:
         result.output, sum(b.bad_records for b in result.blocks),
         sum(1 for b in result.blocks if b.stderr_bytes), len(result.blocks))
     counters = result.counters
+    made = (f"{result.num_records_out:,} out, {format_size(result.num_bytes_written)} "
+            f"written" if result.output else
+            f"{_plural(result.num_records_out, 'value')} back to this process")
     return "\n".join([
         f"committed {_plural(len(result.blocks), 'block')}: {result.num_records:,} records "
-        f"in, {result.num_records_out:,} out, {format_size(result.num_bytes_written)} "
-        f"written in {result.seconds:.2f}s (retries: {result.num_retries})",
+        f"in, {made} in {result.seconds:.2f}s (retries: {result.num_retries})",
         *([f"counters: {_format_counters(counters)}"] if counters else []),
         *kept, f"output: {result.output}" if result.output else "output: none (printed)"])
 

@@ -54,8 +54,12 @@ from blockproc.storage import (
 class OutputDir:
     """One job's view of its output directory."""
 
-    def __init__(self, fs: AbstractFileSystem, path: str, job_id: str) -> None:
+    def __init__(self, fs: AbstractFileSystem, path: str, job_id: str, *,
+                 extension: str | None = None) -> None:
         self.fs = fs
+        self.extension = extension
+        """The part-files' extension (``".txt"``); a resume is refused over parts of
+        another (None: not checked)."""
         self.path = path.rstrip("/") or "/"
         self.job_id = job_id
         self.url = to_url(fs, self.path)
@@ -100,8 +104,9 @@ class OutputDir:
                 if if_exists == "error":
                     self.lock.check_free()  # a live job is named before "already exists"
                     raise exists_error(self.fs, self.path, self.url, entries)
-                if if_exists == "resume":
-                    self._check_same_plan(plan)  # refused before the lock: nothing written
+                if if_exists == "resume":  # refused before the lock: nothing written
+                    self._check_same_plan(plan)
+                    self._check_same_parts(entries)
             self.lock.acquire()  # from here on no other job writes this output
         with self._storage("to prepare the output"):
             committed: dict[int, BlockResult] = {}
@@ -242,6 +247,18 @@ class OutputDir:
             return int(self._call(lambda: self.fs.size(path), f"to stat {path!r}"))
         except FileNotFoundError:
             return None
+
+    def _check_same_parts(self, entries: Sequence[str]) -> None:
+        """Refuse to resume into part-files of another output format (a text job over
+        the ``.pickle`` values of a ``reduce_blocks``): the output would mix the two."""
+        names = (posixpath.basename(e.rstrip("/")) for e in entries)
+        other = next((n for n in names if n.startswith("part-") and self.extension
+                      and not n.endswith(self.extension)), None)
+        if other is not None:
+            raise ConfigError(
+                f"cannot resume into {self.url!r}: it holds part-files such as {other}, and "
+                f"this job writes {self.extension} files; resume with the same output_format "
+                f"and function, or start over with if_exists='overwrite'")
 
     def _check_same_plan(self, plan: Plan) -> None:
         state = self._join(STATE_DIR, PLAN)

@@ -536,6 +536,12 @@ CASES: list[Case] = [
          r"overwrite", setup=_finished_output,
          api=lambda ws: run_upper(ws, if_exists="resume", block_size=64),
          error=bp.OutputExistsError),
+    Case("resume-with-another-output-format", (*RUN, *MAP, "--resume", "--output-format",
+                                                "jsonl"), 2,
+         r"cannot resume into '.*/out': it holds part-files such as part-00000\.txt, and this "
+         r"job writes \.jsonl files", r"same output_format.*overwrite", setup=_finished_output,
+         api=lambda ws: run_upper(ws, if_exists="resume", output_format="jsonl"),
+         error=bp.ConfigError),
     Case("append-after-truncation", (*RUN, *MAP, "--if-exists", "append"), 2,
          r"'.*access.log' has 100 bytes, fewer than the \d+ an earlier run processed: it was "
          r"truncated, rewritten or rotated", r"--if-exists overwrite",

@@ -307,3 +307,42 @@ def test_a_command_counts_with_hadoop_streaming_counter_lines(src: str,
     logs = sorted((out / "_logs").glob("*.stderr"))
     assert len(logs) == len(result.blocks)  # the counter lines are counted, not logged
     assert all(p.read_text() == "a real warning\n" for p in logs)
+
+
+def test_the_callers_initial_is_never_changed(src: str) -> None:
+    initial: dict[str, int] = {}
+    first = bp.reduce_blocks(jobs.word_counts, jobs.merge_counts, src, initial=initial,
+                             block_size=BLOCK_SIZE, executor="threads")
+    second = bp.reduce_blocks(jobs.word_counts, jobs.merge_counts, src, initial=initial,
+                              block_size=BLOCK_SIZE, executor="threads")
+    assert initial == {}
+    assert first.value == second.value == EXPECTED  # not doubled by a shared accumulator
+
+
+def test_resuming_values_with_another_output_format_is_refused(src: str,
+                                                               tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    bp.reduce_blocks(jobs.word_counts, jobs.merge_counts, src, output=str(out),
+                     block_size=BLOCK_SIZE, executor="threads")
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(bp.ConfigError, match=r"it holds part-files such as "
+                       r"part-\d{5}\.pickle, and this job writes \.txt files"):
+        bp.map_lines(str.upper, src, output=str(out), block_size=BLOCK_SIZE,
+                     executor="threads", if_exists="resume")
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert bp.output.status(str(out)).lock_holder is None  # the lock was released
+
+
+def test_the_summary_of_a_job_without_output_says_where_its_values_went(src: str) -> None:
+    result = bp.map_blocks(len, src, block_size=BLOCK_SIZE, executor="inline")
+    assert repr(result).endswith(f"{len(result.blocks)} values back, "
+                                 f"{result.seconds:.2f}s>")
+    assert "output=" not in repr(result)
+
+
+def test_counting_gives_a_unit_test_a_fresh_tally() -> None:
+    with bp.testing.counting() as counts:
+        bp.counter("seen").add(2)
+    with bp.testing.counting() as again:
+        bp.counter("seen").add()
+    assert counts == {"seen": 2} and again == {"seen": 1}
