@@ -47,6 +47,13 @@ class JobResult:
     (3, 2, 0)
     >>> result.num_bytes_read >= 18, result.num_bytes_written
     (True, 12)
+    >>> def count_5xx(batch):
+    ...     fives = sum(" 5" in line for line in batch.records)
+    ...     bp.counter("5xx").add(fives)
+    ...     return fives
+    >>> counted = bp.map_blocks(count_5xx, "memory://doc/result", executor="inline")
+    >>> counted.values, counted.counters
+    ((2,), {'5xx': 2})
     """
 
     output: str

@@ -36,8 +36,8 @@ from blockproc.errors import (
     StorageError,
     TextDecodeError,
     TooManyBadRecordsError,
-    ValueTooLargeError,
     UnfinishedOutputError,
+    ValueTooLargeError,
 )
 from blockproc.formats import Delimited
 from blockproc.model import (
