@@ -49,7 +49,7 @@ from blockproc.errors import (
     LockLostError,
 )
 from blockproc.executors import Executor, Failed, Finished, Progress
-from blockproc.formats import DEFAULT_MAX_RECORD_SIZE
+from blockproc.formats import DEFAULT_MAX_RECORD_SIZE, RecordFormat
 from blockproc.formats import from_dict as format_from_dict
 from blockproc.incremental import start_append
 from blockproc.model import AttemptRecord, BlockResult, Plan
@@ -57,7 +57,7 @@ from blockproc.output import NoOutput, OutputDir, part_name
 from blockproc.output.appending import AppendingOutputDir, append_in_progress
 from blockproc.progress import make_progress
 from blockproc.result import JobResult
-from blockproc.scheduler import AttemptKey, Scheduler
+from blockproc.scheduler import AttemptKey, AttemptRows, Scheduler
 from blockproc.storage import AbstractFileSystem, retry_call
 from blockproc.values import Values
 from blockproc.worker import AttemptHook, BlockTask, Mapper
@@ -188,7 +188,7 @@ class Master:
             "max_attempts": options.max_attempts,
             "speculation": options.speculation,
             "max_bad_records": options.max_bad_records,
-            "attempts": [a.to_dict() for a in attempts],
+            "attempts": attempts,  # rows: each turned into JSON as the manifest is written
             **({"earlier_attempts": earlier} if earlier else {}),
         }
 
@@ -290,14 +290,13 @@ class Master:
             if not lost_lock:
                 self._discard(key)
         if not lost_lock:
-            self.output.save_attempts([a.to_record().to_dict() for a in self._sched.history])
+            self.output.save_attempts(AttemptRows(self._sched.history))  # dicts as written
         self.output.cleanup(lost_lock=lost_lock)
 
     # -- helpers ----------------------------------------------------------------------------
 
     def _running_bytes(self) -> int:
-        sched = self._sched
-        return sum(min(a.bytes_done, sched.size(a.block)) for a in sched.running.values())
+        return self._sched.running_bytes  # kept by the scheduler: no scan per step
 
     def _discard(self, key: AttemptKey) -> None:
         self.output.discard(self._staging_path(key))
@@ -308,11 +307,15 @@ class Master:
     def _staging_path(self, key: AttemptKey) -> str:
         return self.output.staging_path(key[0], key[1], self._part(key[0]))
 
+    @functools.cached_property
+    def _format(self) -> RecordFormat:
+        return format_from_dict(self.plan.format)  # once per job, not once per task
+
     def _task(self, key: AttemptKey) -> BlockTask:
         block = self.plan.blocks[key[0]]
         return BlockTask(
             block=block, attempt=key[1], num_blocks=len(self.plan.blocks),
-            file=self.plan.file(block.path), format=format_from_dict(self.plan.format),
+            file=self.plan.file(block.path), format=self._format,
             input_fs=self._input_fs, output_fs=self.output.fs, part=self._part(block.id),
             staging_path=self._staging_path(key),
             max_record_size=self.options.max_record_size,
