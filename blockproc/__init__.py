@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from blockproc import formats, output_formats, testing
     from blockproc.api import (
         DEFAULT_BLOCK_SIZE,
+        map_batches,
         map_blocks,
         map_command,
         map_lines,
@@ -89,6 +90,7 @@ __all__ = [
     "ValueTooLargeError",
     "counter",
     "formats",
+    "map_batches",
     "map_blocks",
     "map_command",
     "map_lines",
@@ -100,7 +102,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "DEFAULT_BLOCK_SIZE": "blockproc.api", "map_blocks": "blockproc.api",
+    "DEFAULT_BLOCK_SIZE": "blockproc.api", "map_batches": "blockproc.api",
+    "map_blocks": "blockproc.api",
     "map_command": "blockproc.api", "map_lines": "blockproc.api", "plan": "blockproc.api",
     "submit": "blockproc.api",
     "Job": "blockproc.job", "Block": "blockproc.model", "BlockResult": "blockproc.model",

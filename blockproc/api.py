@@ -21,7 +21,7 @@ from blockproc.output_formats import OutputFormat
 from blockproc.planning import make_plan
 from blockproc.result import JobResult
 from blockproc.values import NOTHING
-from blockproc.worker import Batch
+from blockproc.worker import Batch, BatchFunction
 
 DEFAULT_BLOCK_SIZE = 64 * 2**20
 """64 MiB: large enough to amortise start-up, small enough to balance load."""
@@ -263,6 +263,59 @@ def map_lines(
                 max_attempts=max_attempts, speculation=speculation,
                 max_bad_records=max_bad_records, max_record_size=max_record_size,
                 progress=progress)
+
+
+def map_batches(
+    fn: Callable[[list[Any]], Any],
+    urlpath: InputsLike,
+    *,
+    output: URLLike | None = None,
+    batch_size: SizeLike = "1MiB",
+    output_format: str | OutputFormat | None = None,
+    block_size: SizeLike = DEFAULT_BLOCK_SIZE,
+    format: str | RecordFormat = "lines",
+    executor: str = "processes",
+    workers: int | None = None,
+    executor_options: Mapping[str, Any] | None = None,
+    if_exists: IfExists = "error",
+    max_attempts: int = 4,
+    speculation: bool | None = None,
+    max_record_size: SizeLike = DEFAULT_MAX_RECORD_SIZE,
+    progress: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> JobResult:
+    """Call ``fn`` on batches of records: a list of ~``batch_size`` bytes of consecutive
+    records of a block at a time, and write what it returns, one line per result.
+
+    One call per batch instead of one per record, as Ray Data's ``map_batches`` and
+    pyarrow's ``iter_batches`` hand out batches: ``fn(records)`` gets a ``list`` of the
+    records :func:`map_lines` would get one by one (``str`` lines by default) and
+    returns a list or any iterable of results, each what a :func:`map_lines` function
+    returns for one record (a str or bytes line, None for nothing, a list for several;
+    dicts with ``output_format="csv"``, ``"jsonl"`` or ``"parquet"``). A batch never
+    spans two blocks, and the last one of a block may be smaller. Without ``output``,
+    ``JobResult.values`` holds each block's non-None results as a list.
+    Like :func:`map_lines` otherwise, without ``max_bad_records`` (a batch fails as a
+    whole).
+
+    Examples
+    --------
+    >>> import blockproc as bp
+    >>> bp.testing.write_files("memory://doc/mb", {"in.log": b"a 500\\nb 200\\nc 503\\n"})
+    ['memory://doc/mb/in.log']
+    >>> res = bp.map_batches(lambda lines: [s.upper() for s in lines if " 5" in s],
+    ...                      "memory://doc/mb", output="memory://doc/mb-out",
+    ...                      batch_size="1MiB", executor="inline")
+    >>> bp.testing.read_parts("memory://doc/mb-out"), res.num_records
+    (b'A 500\\nC 503\\n', 3)
+    """
+    size = ensure_positive_size(batch_size, "batch_size")
+    return _run(urlpath, BatchFunction(fn, size), "record", output=output,
+                block_size=block_size, format=format, storage_options=storage_options,
+                executor=executor, workers=workers, output_format=output_format,
+                executor_options=executor_options, if_exists=if_exists,
+                max_attempts=max_attempts, speculation=speculation, max_bad_records=None,
+                max_record_size=max_record_size, progress=progress)
 
 
 def map_blocks(
