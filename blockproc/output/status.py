@@ -185,7 +185,7 @@ def _finished(url: str, manifest: Manifest, holder: Mapping[str, Any] | None) ->
     totals = manifest["totals"]
     counts = manifest.get("attempt_totals")
     committed = _block_ids(manifest, totals.get("num_blocks"))
-    if isinstance(counts, Mapping):  # written by this blockproc: no row needs reading
+    if isinstance(counts, Mapping) and "attempts" in manifest:  # no row needs reading
         attempts = ManifestAttempts(manifest, int(counts["attempts"]))
         committed_attempts = int(counts["committed_attempts"])
         by_status = {k: int(v) for k, v in counts.items()
