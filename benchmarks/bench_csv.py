@@ -326,7 +326,7 @@ def warm(path: Path) -> None:
             pass
 
 
-def wait_for_quiet(max_busy: float, timeout: float = 120.0) -> float:
+def wait_for_quiet(max_busy: float, timeout: float) -> float:
     """Wait until the machine's CPUs are at most ``max_busy`` percent busy over 0.5 s
     (other users' work), at most ``timeout`` seconds; return the last reading."""
     import psutil
@@ -351,7 +351,7 @@ def run_all(args: argparse.Namespace, path: Path, digests: dict[str, str]) -> li
                          else f"out{suffix}")
             spec = {"engine": case["engine"], "query": case["query"], "path": str(path),
                     "out": str(out), "workers": args.workers, "block_size": args.block_size}
-            busy = wait_for_quiet(args.max_busy) if args.max_busy < 100 else -1.0
+            busy = wait_for_quiet(args.max_busy, args.max_wait) if args.max_busy < 100 else -1.0
             res = run_case(spec, env)
             got = child_digest(case["query"], out, env)
             if got != digests[case["query"]]:
@@ -444,8 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--profile", choices=QUERIES)
     ap.add_argument("--max-busy", type=float, default=100.0,
-                    help="before each run, wait (up to 2 min) until the CPUs are at most "
-                         "this percent busy: other users' work skews the timings")
+                    help="before each run, wait (up to --max-wait seconds) until the CPUs "
+                         "are at most this percent busy: other users' work skews the timings")
+    ap.add_argument("--max-wait", type=float, default=20.0)
     args = ap.parse_args(argv)
     path = ensure_input(args.data_dir, args.size)
     warm(path)
