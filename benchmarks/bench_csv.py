@@ -4,7 +4,7 @@
                                    [--block-size 16MiB] [--queries C1 C2 C3]
                                    [--engines duckdb polars bp-processes bp-threads]
                                    [--data-dir benchmarks/data] [--json out.json]
-                                   [--profile C1]
+                                   [--profile C1] [--max-busy 30] [--max-wait 20]
 
 The input is ``python -m blockproc.datasets csv`` (product reviews with quoted commas,
 doubled quotes and quoted newlines), cached in ``--data-dir`` as
