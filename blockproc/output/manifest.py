@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from blockproc.model import Block, BlockResult, Plan, blocks_summary
+from blockproc.model import AttemptRecord, Block, BlockResult, Plan, blocks_summary
 from blockproc.output.layout import SUCCESS
 from blockproc.storage import (
     AbstractFileSystem,
@@ -109,6 +109,10 @@ def _is_rows(value: Any) -> bool:
 def _row_json(row: Any) -> str:
     if isinstance(row, BlockResult):
         return block_json(row)
+    if isinstance(row, AttemptRecord):  # its fields, without a dict in between
+        return _attempt_text(row.block_id, row.attempt, row.worker, row.started,
+                             row.finished, row.status, row.error, row.speculative) \
+            or json.dumps(row.to_dict())
     data = row.to_dict() if hasattr(row, "to_dict") else row
     if isinstance(data, dict) and tuple(data) == ATTEMPT_KEYS:
         return attempt_json(data)
@@ -174,18 +178,21 @@ def attempt_json(row: Mapping[str, Any]) -> str:
     >>> attempt_json(row) == json.dumps(row)
     True
     """
-    started, finished, spec = row["started"], row["finished"], row["speculative"]
-    if not (type(started) is float and type(finished) is float and type(spec) is bool
+    return _attempt_text(*(row[k] for k in ATTEMPT_KEYS)) or json.dumps(row)
+
+
+def _attempt_text(block_id: Any, attempt: Any, worker: Any, started: Any, finished: Any,
+                  status: Any, error: Any, speculative: Any) -> str:
+    """An attempt's row as json.dumps writes it, or "" if a value has an unusual type."""
+    if not (type(started) is float and type(finished) is float
             and math.isfinite(started) and math.isfinite(finished)
-            and type(row["block_id"]) is int and type(row["attempt"]) is int
-            and type(row["worker"]) is str and type(row["status"]) is str
-            and type(row["error"]) is str):
-        return json.dumps(row)
+            and type(block_id) is int and type(attempt) is int and type(speculative) is bool
+            and type(worker) is str and type(status) is str and type(error) is str):
+        return ""
     q = _quote
-    return (f'{{"block_id": {row["block_id"]}, "attempt": {row["attempt"]}, '
-            f'"worker": {q(row["worker"])}, "started": {started!r}, '
-            f'"finished": {finished!r}, "status": {q(row["status"])}, '
-            f'"error": {q(row["error"])}, "speculative": {"true" if spec else "false"}}}')
+    return (f'{{"block_id": {block_id}, "attempt": {attempt}, "worker": {q(worker)}, '
+            f'"started": {started!r}, "finished": {finished!r}, "status": {q(status)}, '
+            f'"error": {q(error)}, "speculative": {"true" if speculative else "false"}}}')
 
 
 def iter_rows(doc: Mapping[str, Any]) -> Iterator[bytes]:

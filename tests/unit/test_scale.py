@@ -208,6 +208,8 @@ def test_an_attempt_row_is_json_dumps_of_its_dict(record: AttemptRecord, started
     assert manifest.attempt_json(record.to_dict()) == json.dumps(record.to_dict())
     odd = {**row, "attempt": True, "speculative": 1}  # other types: json.dumps decides
     assert manifest.attempt_json(odd) == json.dumps(odd)
+    as_record = dataclasses.replace(record, started=started, finished=finished)
+    assert manifest.dumps_rows({"a": [as_record]}) == reference_dumps_rows({"a": [row]})
 
 
 def test_block_rows_know_every_field_of_a_block_result() -> None:
