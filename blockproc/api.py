@@ -217,6 +217,16 @@ def check_read_amplification(plan: Plan, result: JobResult) -> None:
         UserWarning, stacklevel=user_stacklevel())
 
 
+def _block_executor(executor: str | None, format: str | RecordFormat) -> str:
+    """Return ``executor``, or the default for per-block functions over ``format``:
+    ``"threads"`` when the format says it prefers them (``prefers_threads``, as ``csv``
+    does), else ``"processes"``."""
+    if executor is not None:
+        return executor
+    return "threads" if getattr(get_format(format), "prefers_threads", False) is True \
+        else "processes"
+
+
 def map_lines(
     fn: Callable[[Any], Any],
     urlpath: InputsLike,
@@ -326,7 +336,7 @@ def map_blocks(
     output_format: str | OutputFormat | None = None,
     block_size: SizeLike = DEFAULT_BLOCK_SIZE,
     format: str | RecordFormat = "lines",
-    executor: str = "processes",
+    executor: str | None = None,
     workers: int | None = None,
     executor_options: Mapping[str, Any] | None = None,
     if_exists: IfExists = "error",
@@ -351,6 +361,12 @@ def map_blocks(
     block hands its value over, so retries and speculative copies never count twice.
     Equivalent to ``submit(plan(urlpath, ...), fn, per="block", ...).result()``.
 
+    ``executor`` defaults to ``"threads"`` when the format prefers threads for per-block
+    functions (``csv``: its work is pyarrow's parse and compute, which release the GIL,
+    and threads keep one copy of the libraries: see ``CSV.prefers_threads``), else to
+    ``"processes"``. An ``executor=`` you pass always wins; a function that loops over
+    rows in Python should pass ``executor="processes"``.
+
     Examples
     --------
     >>> import blockproc as bp
@@ -365,7 +381,8 @@ def map_blocks(
     (2, 1, 0)
     """
     return _run(urlpath, fn, "block", output=output, block_size=block_size, format=format,
-                storage_options=storage_options, executor=executor, workers=workers,
+                storage_options=storage_options, workers=workers,
+                executor=_block_executor(executor, format),
                 output_format=output_format,
                 executor_options=executor_options, if_exists=if_exists,
                 max_attempts=max_attempts, speculation=speculation,
@@ -426,7 +443,7 @@ def reduce_blocks(
     output: URLLike | None = None,
     block_size: SizeLike = DEFAULT_BLOCK_SIZE,
     format: str | RecordFormat = "lines",
-    executor: str = "processes",
+    executor: str | None = None,
     workers: int | None = None,
     executor_options: Mapping[str, Any] | None = None,
     if_exists: IfExists = "error",
@@ -452,6 +469,9 @@ def reduce_blocks(
     ``acc`` in place and return it. Only the attempt that commits a block contributes,
     so retries and speculative copies never count twice.
 
+    ``executor`` defaults as in :func:`map_blocks` (``"threads"`` for ``csv``, else
+    ``"processes"``); an ``executor=`` you pass always wins.
+
     With ``output``, each block's partial is committed as ``part-NNNNN.pickle``, and a
     job resumed with ``if_exists="resume"`` folds those without running their blocks
     again. Without ``output`` nothing is written, and a killed job starts over.
@@ -474,7 +494,8 @@ def reduce_blocks(
     if not callable(combine):
         raise TypeError(f"combine must be a function of two partials, got {combine!r}")
     return _run(urlpath, fn, "block", output=output, block_size=block_size, format=format,
-                storage_options=storage_options, executor=executor, workers=workers,
+                storage_options=storage_options, workers=workers,
+                executor=_block_executor(executor, format),
                 output_format="pickle" if output is not None else None,
                 combine=combine, initial=initial,
                 executor_options=executor_options, if_exists=if_exists,

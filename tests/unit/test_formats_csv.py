@@ -9,9 +9,12 @@ import gzip
 import io
 import itertools
 import json
+import operator
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -20,6 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import blockproc as bp
 from blockproc import formats
 from blockproc.errors import ConfigError, InputError
 from blockproc.formats import CSV
@@ -330,6 +334,29 @@ def test_a_block_is_parsed_in_place_not_copied(monkeypatch: pytest.MonkeyPatch) 
     (buf,) = seen
     # the buffer pyarrow reads starts inside ``data`` itself, after the header
     assert buf.address == real(data).address + 2 and buf.size == len(data) - 2
+
+
+def block_pid(block: Any) -> int:
+    """A per-block function that tells where it ran (module-level: processes import it)."""
+    return os.getpid()
+
+
+def test_map_blocks_over_csv_runs_on_threads_unless_an_executor_is_passed(
+        tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"a,b\n" + b"1,2\n" * 100)
+    options: dict[str, Any] = {"block_size": 100, "workers": 2, "progress": False}
+    assert set(bp.map_blocks(block_pid, str(src), format="csv", **options).values) == {
+        os.getpid()}
+    assert bp.reduce_blocks(lambda t: {os.getpid()}, operator.or_, str(src), format="csv",
+                            **options).value == {os.getpid()}
+    # an explicit executor always wins; formats that do not prefer threads keep processes
+    elsewhere = bp.map_blocks(block_pid, str(src), format="csv", executor="processes",
+                              **options).values
+    assert os.getpid() not in elsewhere
+    lines = tmp_path / "in.txt"
+    lines.write_bytes(b"x\n" * 100)
+    assert os.getpid() not in bp.map_blocks(block_pid, str(lines), **options).values
 
 
 def test_csv_prefers_threads_for_per_block_functions() -> None:
