@@ -74,9 +74,14 @@ def test_dask_worker_killed_mid_job_exactly_once(client: object, tmp_path: Path)
     assert marker.exists()
     assert read_parts(out) == DATA
     lost = [a for a in res.attempts if a.status == "lost"]
-    assert len(lost) == 1
-    assert "worker" in lost[0].error  # KilledWorker, or dask re-running it elsewhere
-    assert res.blocks[lost[0].block_id].attempt == 2
+    killed = next(b.id for b in bp.plan(src, block_size=4096).blocks
+                  if b.start < DATA.index(LINES[2000].encode()) <= b.end)
+    assert killed in {a.block_id for a in lost}
+    # dask may also lose (and re-run) an attempt it had handed to the dead process; each
+    # lost attempt is retried once, and the output above holds every record exactly once
+    for attempt in lost:
+        assert "worker" in attempt.error  # KilledWorker, or dask re-running it elsewhere
+        assert res.blocks[attempt.block_id].attempt == attempt.attempt + 1
     doc = manifest(out)
     assert [b["id"] for b in doc["blocks"]] == list(range(len(res.blocks)))
     assert not (tmp_path / "out" / "_temporary").exists()
