@@ -55,9 +55,15 @@ _PRELOAD = ["blockproc.executors.processes"]
 """What the template process imports once, before it forks any worker."""
 
 
+_FORK_SAFE_THREADS = frozenset({"fsspecIO"})
+"""Threads a fork may leave behind: fsspec's event-loop thread (s3fs, gcsfs...), whose
+loop, lock and cached filesystems fsspec itself renews in a forked child."""
+
+
 def start_method() -> str:
     """Return how the next worker process starts: ``"fork"`` from this process when it
-    runs no other thread (forking beside a running thread can copy a held lock),
+    runs no other thread (forking beside a running thread can copy a held lock; fsspec's
+    event-loop thread excepted: fsspec renews its state in a forked child),
     else ``"forkserver"`` (fork from a clean template process), else ``"spawn"``.
 
     Examples
@@ -66,7 +72,9 @@ def start_method() -> str:
     True
     """
     methods = multiprocessing.get_all_start_methods()
-    if sys.platform == "linux" and "fork" in methods and threading.active_count() == 1:
+    me = threading.current_thread()
+    alone = all(t is me or t.name in _FORK_SAFE_THREADS for t in threading.enumerate())
+    if sys.platform == "linux" and "fork" in methods and alone:
         return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"
 

@@ -77,6 +77,16 @@ def test_a_lone_master_forks_its_workers() -> None:
     assert start_method() == "fork"
 
 
+def test_fsspecs_event_loop_thread_does_not_prevent_the_fork() -> None:
+    if any(t.name != "fsspecIO" and t is not threading.current_thread()
+           for t in threading.enumerate()):
+        pytest.skip("another thread runs in this test process")
+    fsspec_asyn = pytest.importorskip("fsspec.asyn")
+    fsspec_asyn.get_loop()  # starts the "fsspecIO" thread, as s3fs does
+    assert any(t.name == "fsspecIO" for t in threading.enumerate())
+    assert start_method() == "fork"
+
+
 def test_a_master_beside_another_thread_uses_the_template_process() -> None:
     assert in_a_thread(lambda: None)["method"] == "forkserver"
 
