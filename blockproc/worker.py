@@ -320,12 +320,10 @@ def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: Par
     records_in = 0
     for records in task.format.iter_batches(chunks, at_file_start=at_file_start):
         results: list[Any] = []
-        append = results.append
         resume_at = 0
         while True:
-            try:
-                for record in islice(records, resume_at, None):
-                    append(fn(record))
+            try:  # extend keeps the results made before a raise: len(results) is its record
+                results.extend(map(fn, islice(records, resume_at, None) if resume_at else records))
                 break
             except Exception as exc:
                 number = len(results)
@@ -336,7 +334,7 @@ def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: Par
                                  f"block{at}: {records[number]!r:.200}")
                     raise
                 bad.add(records_in + number, records[number], exc)
-                append(None)
+                results.append(None)
                 resume_at = number + 1
         try:
             writer.write_results(results)
