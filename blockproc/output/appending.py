@@ -61,7 +61,6 @@ from blockproc.storage import (
     remove_tree,
     retry_call,
     write_bytes_atomic,
-    write_json_atomic,
 )
 
 PREVIOUS = "previous.json"
@@ -136,10 +135,7 @@ class AppendingOutputDir(OutputDir):
         with self._storage("to prepare the output"):
             committed = self._begin(plan)
             self.lock.guard()
-            self._call(lambda: self.fs.makedirs(self._join(STATE_DIR, LEDGER), exist_ok=True),
-                       "to make the ledger")
-            write_json_atomic(self.fs, self._join(STATE_DIR, PLAN),
-                              {"job_id": self.job_id, "plan": plan.to_dict()}, indent=None)
+            self.write_state(plan)
         return committed
 
     def _begin(self, plan: Plan) -> dict[int, BlockResult]:

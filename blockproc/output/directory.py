@@ -115,11 +115,16 @@ class OutputDir:
             elif entries and if_exists == "resume":
                 committed = self._load_committed(plan)
             self.lock.guard()
-            self._call(lambda: self.fs.makedirs(self._join(STATE_DIR, LEDGER), exist_ok=True),
-                       "to make the ledger")
-            write_json_atomic(self.fs, self._join(STATE_DIR, PLAN),
-                              {"job_id": self.job_id, "plan": plan.to_dict()}, indent=None)
+            self.write_state(plan)
         return committed
+
+    def write_state(self, plan: Plan) -> None:
+        """Make the ledger's folder and record ``plan`` and this job as the output's state
+        (``_blockproc/plan.json``), which a resume checks."""
+        self._call(lambda: self.fs.makedirs(self._join(STATE_DIR, LEDGER), exist_ok=True),
+                   "to make the ledger")
+        write_json_atomic(self.fs, self._join(STATE_DIR, PLAN),
+                          {"job_id": self.job_id, "plan": plan.to_dict()}, indent=None)
 
     def _entries(self) -> list[str]:
         """The entries at the top of the directory that hold something (none if it does
