@@ -153,8 +153,13 @@ class DaskExecutor:
     def _scatter_payload(self) -> None:
         """Send the function to every worker once, not with every task: tasks name it by
         key, and a worker that joins later copies it from a peer. A ``client.restart()``
-        drops it with everything else; the next task sends it again."""
-        self._payload_ref = self._client.scatter(self._payload, broadcast=True, hash=False)
+        drops it with everything else; the next task sends it again. While workers are
+        restarting the scatter can fail: tasks then carry the bytes until it succeeds."""
+        try:
+            self._payload_ref = self._client.scatter(self._payload, broadcast=True,
+                                                     hash=False)
+        except Exception:  # e.g. "Can not use replicate to delete data" mid-restart
+            self._payload_ref = None
 
     def _local_client(self, distributed: Any) -> Any:
         import dask
@@ -187,7 +192,7 @@ class DaskExecutor:
         """Submit ``task`` as one dask task with a unique key."""
         key = task.key
         dask_key = f"blockproc-{key[0]}-{key[1]}-{uuid.uuid4().hex[:12]}"
-        if self._payload_ref is not None and self._payload_ref.status != "finished":
+        if self._payload_ref is None or self._payload_ref.status != "finished":
             self._scatter_payload()
         payload = self._payload if self._payload_ref is None else self._payload_ref
         future = self._client.submit(_run_attempt, task, payload, self._token,
