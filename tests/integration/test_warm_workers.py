@@ -10,6 +10,8 @@ jobs, twice in a row, in each mode, with functions that keep module-level state.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -71,20 +73,29 @@ def src(tmp_path: Path) -> str:
     return str(path)
 
 
+def fresh_process(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (no other thread of this test process) and
+    return what it printed."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_a_lone_master_forks_its_workers() -> None:
-    if threading.active_count() > 1:
-        pytest.skip("another thread runs in this test process")
-    assert start_method() == "fork"
+    assert fresh_process("from blockproc.executors.processes import start_method\n"
+                         "print(start_method())") == "fork"
 
 
 def test_fsspecs_event_loop_thread_does_not_prevent_the_fork() -> None:
-    if any(t.name != "fsspecIO" and t is not threading.current_thread()
-           for t in threading.enumerate()):
-        pytest.skip("another thread runs in this test process")
-    fsspec_asyn = pytest.importorskip("fsspec.asyn")
-    fsspec_asyn.get_loop()  # starts the "fsspecIO" thread, as s3fs does
-    assert any(t.name == "fsspecIO" for t in threading.enumerate())
-    assert start_method() == "fork"
+    pytest.importorskip("fsspec.asyn")
+    code = ("import threading\n"
+            "import fsspec.asyn\n"
+            "from blockproc.executors.processes import start_method\n"
+            "fsspec.asyn.get_loop()  # starts the 'fsspecIO' thread, as s3fs does\n"
+            "assert any(t.name == 'fsspecIO' for t in threading.enumerate())\n"
+            "print(start_method())")
+    assert fresh_process(code) == "fork"
 
 
 def test_a_master_beside_another_thread_uses_the_template_process() -> None:
