@@ -491,8 +491,6 @@ def reduce_blocks(
     ...                  block_size=8, executor="inline").value
     2
     """
-    if not callable(combine):
-        raise TypeError(f"combine must be a function of two partials, got {combine!r}")
     return _run(urlpath, fn, "block", output=output, block_size=block_size, format=format,
                 storage_options=storage_options, workers=workers,
                 executor=_block_executor(executor, format),

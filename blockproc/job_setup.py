@@ -145,7 +145,7 @@ def _output_format(output: URLLike | None, output_format: str | OutputFormat | N
     """Return the output format: ``text`` by default, ``pickle`` (values to the master)
     without an output directory or with ``combine``."""
     if combine is not None and not callable(combine):
-        raise TypeError(f"combine must be a function of two values, got {combine!r}")
+        raise TypeError(f"combine must be a function of two partials, got {combine!r}")
     if output is not None:
         writer = get_output_format(output_format or ("pickle" if combine else "text"))
         if combine is not None and writer.name != "pickle":
