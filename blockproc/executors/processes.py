@@ -60,6 +60,18 @@ _FORK_SAFE_THREADS = frozenset({"fsspecIO"})
 loop, lock and cached filesystems fsspec itself renews in a forked child."""
 
 
+def _fork_safe(thread: threading.Thread) -> bool:
+    """True for fsspec's event-loop thread and for the threads of that loop's default
+    executor (aiobotocore builds each client's SSL context there, ``asyncio.to_thread``,
+    so every s3fs job has one): the master calls fsspec synchronously, so they are idle
+    when it forks, and fsspec starts a new loop in the child."""
+    if thread.name in _FORK_SAFE_THREADS:
+        return True
+    asyn = sys.modules.get("fsspec.asyn")
+    loop = asyn.loop[0] if asyn is not None else None
+    return thread in getattr(getattr(loop, "_default_executor", None), "_threads", ())
+
+
 def start_method() -> str:
     """Return how the next worker process starts: ``"fork"`` from this process when it
     runs no other thread (forking beside a running thread can copy a held lock; fsspec's
@@ -73,7 +85,7 @@ def start_method() -> str:
     """
     methods = multiprocessing.get_all_start_methods()
     me = threading.current_thread()
-    alone = all(t is me or t.name in _FORK_SAFE_THREADS for t in threading.enumerate())
+    alone = all(t is me or _fork_safe(t) for t in threading.enumerate())
     if sys.platform == "linux" and "fork" in methods and alone:
         return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"

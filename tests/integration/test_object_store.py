@@ -9,6 +9,7 @@ What a mock does better (injected 503s, request counting) stays in ``test_s3.py`
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import re
@@ -141,6 +142,31 @@ def test_map_lines_writes_parts_and_success(store: StoreDir) -> None:
     assert [i["path"].rsplit("/", 1)[1] for i in manifest["inputs"]] == ["a.log", "b.log"]
     assert all(i["token"].startswith("ETag=") for i in manifest["inputs"])
     assert "out/_SUCCESS" in store.keys("out")
+
+
+FORKED_FROM_MASTER = """
+import json, os, sys, threading
+import blockproc as bp
+url, options = sys.argv[1], json.loads(sys.argv[2])
+res = bp.map_blocks(lambda batch: os.getppid(), url, block_size="16KiB", workers=2,
+                    executor="processes", storage_options=options, progress=False)
+print(json.dumps({"parents": sorted(set(res.values)), "master": os.getpid(),
+                  "threads": sorted(t.name for t in threading.enumerate())}))
+"""
+
+
+def test_a_script_s_s3_job_forks_its_workers_from_the_master(store: StoreDir) -> None:
+    # s3fs leaves threads in the master (fsspec's loop, and the loop's executor where
+    # aiobotocore builds its SSL context): the workers are still forked from the master,
+    # everything imported, not started afresh from the template process (seconds per job)
+    (url,) = store.put({"in/a.log": DATA})
+    done = subprocess.run([sys.executable, "-c", FORKED_FROM_MASTER, url,
+                           json.dumps(store.storage_options)], cwd=ROOT, env=env(),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "fsspecIO" in seen["threads"]  # the case this is about: s3fs's threads ran
+    assert seen["parents"] == [seen["master"]], seen
 
 
 def test_small_files_are_packed_into_few_blocks(store: StoreDir) -> None:
