@@ -35,7 +35,6 @@ from blockproc.errors import (
 )
 from blockproc.formats import RecordFormat
 from blockproc.formats.base import has_border
-from blockproc.formats.csv_format import CSV
 from blockproc.formats.hooks import BlockDecoder
 from blockproc.formats.text import code_unit
 from blockproc.model import Block, BlockResult, FileTail
@@ -243,6 +242,8 @@ def record_offsets(task: BlockTask, numbers: list[int]) -> dict[int, int]:
     offsets within one file are unknown or not cheap: compressed inputs, packed small
     files, UTF-16/32 text and the other formats.
     """
+    from blockproc.formats.csv_format import CSV  # error path only: not loaded by other jobs
+
     fmt = task.format
     name = getattr(fmt, "name", "")
     if not numbers or task.file.compression or task.block.files or \
