@@ -39,8 +39,6 @@ from blockproc.errors import ConfigError, InputChangedError
 from blockproc.formats import RecordFormat
 from blockproc.formats import from_dict as format_from_dict
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE, ReadFn, has_border
-from blockproc.formats.csv_format import CSV
-from blockproc.formats.fixed import Fixed
 from blockproc.model import Block, FileTail, InputFile, Plan
 from blockproc.output import OutputDir
 from blockproc.output.appending import AppendingOutputDir, AppendRun, part_index, read_previous
@@ -292,6 +290,9 @@ class _State:
         """Return the start of a block owning exactly the records after ``old_end`` if
         ``old_end`` is a record end (so the earlier run's last record was complete), else
         None."""
+        from blockproc.formats.csv_format import CSV  # append runs only, as below
+        from blockproc.formats.fixed import Fixed
+
         fmt = self.fmt
         if isinstance(fmt, Fixed):
             return old_end  # the plan refuses partial records: every size is a record end
@@ -380,6 +381,8 @@ class _State:
     def _ranges(self, f: InputFile, start: int, planned: Sequence[Block]) -> list[tuple[int, int]]:
         """The ranges of ``f`` from ``start``: a first run's cuts (CSV: its aligned row
         starts, the first one being ``start`` itself)."""
+        from blockproc.formats.csv_format import CSV  # not loaded by jobs that never append
+
         fmt = self.fmt
         if isinstance(fmt, CSV) and fmt.aligned:
             starts = [start, *(b.start for b in planned if b.start > start)]
