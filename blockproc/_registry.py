@@ -131,3 +131,38 @@ class Registry:
                 require(exc.name, f"{self.kind}={name!r}")  # gives the pip install
             raise
         return getattr(imported, attr)
+
+
+def lazy_attribute(package: str, namespace: dict[str, Any], homes: Mapping[str, str],
+                   name: str) -> Any:
+    """A package's ``__getattr__`` (PEP 562): load ``name`` from the submodule
+    ``homes[name]`` on first use and keep it in ``namespace``; a name that is a submodule
+    imports it, as an eager ``__init__`` would have. So a package re-exports everything
+    and imports only what a job uses.
+
+    Examples
+    --------
+    >>> ns: dict[str, Any] = {}
+    >>> lazy_attribute("blockproc", ns, {"format_size": "_units"}, "format_size")(2048)
+    '2.0 KiB'
+    >>> "format_size" in ns
+    True
+    >>> lazy_attribute("blockproc", ns, {}, "nothing")
+    Traceback (most recent call last):
+    ...
+    AttributeError: module 'blockproc' has no attribute 'nothing'
+    """
+    home = homes.get(name)
+    if name.startswith("__"):
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    if home is not None:
+        value = getattr(importlib.import_module(f"{package}.{home}"), name)
+    else:
+        try:
+            value = importlib.import_module(f"{package}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{package}.{name}":
+                raise
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+    namespace[name] = value
+    return value

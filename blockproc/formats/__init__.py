@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from blockproc._registry import Registry
+from blockproc._registry import Registry, lazy_attribute
 from blockproc.errors import ConfigError
 from blockproc.formats.base import (
     DEFAULT_MAX_RECORD_SIZE,
@@ -22,11 +22,13 @@ from blockproc.formats.base import (
     RecordFormat,
     find_boundary,
 )
-from blockproc.formats.csv_format import CSV
-from blockproc.formats.fixed import Fixed
-from blockproc.formats.jsonl import JSONLines
-from blockproc.formats.lines import Delimited, Lines, Raw
-from blockproc.formats.parquet import Parquet
+
+if TYPE_CHECKING:
+    from blockproc.formats.csv_format import CSV
+    from blockproc.formats.fixed import Fixed
+    from blockproc.formats.jsonl import JSONLines
+    from blockproc.formats.lines import Delimited, Lines, Raw
+    from blockproc.formats.parquet import Parquet
 
 __all__ = [
     "CSV",
@@ -55,6 +57,20 @@ REGISTRY = Registry("format", {
     "raw": "blockproc.formats.lines:Raw",
 }, alternative=" or pass a format instance such as bp.formats.Delimited(b'|')")
 """The names ``format=`` accepts (``--format`` on the command line), each a format class."""
+
+_LAZY = {"CSV": "csv_format", "Delimited": "lines", "Fixed": "fixed", "JSONLines": "jsonl",
+         "Lines": "lines", "Parquet": "parquet", "Raw": "lines"}
+"""The module of each format class, imported on first use (PEP 562): a job over lines
+never loads the CSV, JSON Lines, Parquet or fixed-width code."""
+
+
+def __getattr__(name: str) -> Any:
+    """Load a format class, or a submodule, on first use."""
+    return lazy_attribute(__name__, globals(), _LAZY, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def available_formats() -> list[str]:

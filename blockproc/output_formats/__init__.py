@@ -31,14 +31,18 @@ value), ``lines`` (text), ``csv_format``, ``jsonl``, ``parquet``, ``npy`` and ``
 
 from __future__ import annotations
 
-from blockproc._registry import Registry
+from typing import TYPE_CHECKING, Any
+
+from blockproc._registry import Registry, lazy_attribute
 from blockproc.output_formats.base import ACCEPTED_RETURNS, OutputFormat, PartWriter
-from blockproc.output_formats.csv_format import CSVOutput
-from blockproc.output_formats.jsonl import JSONLinesOutput
-from blockproc.output_formats.lines import TextOutput
-from blockproc.output_formats.npy import NpyOutput
-from blockproc.output_formats.parquet import ParquetOutput
-from blockproc.output_formats.pickle_format import PickleOutput
+
+if TYPE_CHECKING:
+    from blockproc.output_formats.csv_format import CSVOutput
+    from blockproc.output_formats.jsonl import JSONLinesOutput
+    from blockproc.output_formats.lines import TextOutput
+    from blockproc.output_formats.npy import NpyOutput
+    from blockproc.output_formats.parquet import ParquetOutput
+    from blockproc.output_formats.pickle_format import PickleOutput
 
 __all__ = [
     "ACCEPTED_RETURNS", "OUTPUT_FORMATS", "CSVOutput", "JSONLinesOutput", "NpyOutput",
@@ -58,6 +62,20 @@ REGISTRY = Registry("output_format", {
 
 OUTPUT_FORMATS = REGISTRY.names()
 """The names ``output_format=`` accepts."""
+
+_LAZY = {"CSVOutput": "csv_format", "JSONLinesOutput": "jsonl", "NpyOutput": "npy",
+         "ParquetOutput": "parquet", "PickleOutput": "pickle_format", "TextOutput": "lines"}
+"""The module of each output spec, imported on first use (PEP 562): a job writing text
+never loads the CSV, JSON Lines, Parquet or npy writers."""
+
+
+def __getattr__(name: str) -> Any:
+    """Load an output spec, or a submodule, on first use."""
+    return lazy_attribute(__name__, globals(), _LAZY, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def get_output_format(spec: str | OutputFormat) -> OutputFormat:
