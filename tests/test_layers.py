@@ -84,7 +84,7 @@ LAYERS: dict[str, int] = {
 """Layer of each top-level module or subpackage of blockproc."""
 
 FSSPEC_IMPORTERS = {f"{PACKAGE}.storage", *(f"{PACKAGE}.storage.{name}" for name in (
-    "listing", "reading", "retry", "urls", "writing"))}
+    "listing", "local", "reading", "retry", "urls", "writing"))}
 """The only modules allowed to import fsspec: the storage package's (STYLE.md: "Only
 storage talks to fsspec")."""
 

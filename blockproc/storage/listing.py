@@ -12,8 +12,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import fsspec
-
 from blockproc.errors import (
     ConfigError,
     InputChangedError,
@@ -180,12 +178,19 @@ def _list_one(fs: AbstractFileSystem, url: str, path: str) -> _Expanded:
 def _check_codecs(files: Iterable[InputFile]) -> None:
     """Refuse a compressed input whose codec is not installed, naming the package."""
     for item in files:
-        if item.compression and item.compression not in fsspec.available_compressions():
+        if item.compression and item.compression not in _available_compressions():
             package = COMPRESSION_PACKAGES.get(item.compression, item.compression)
             raise ConfigError(
                 f"input {item.path!r} is {item.compression}-compressed and the codec is not "
                 f"installed; run `pip install {package}`"
             )
+
+
+def _available_compressions() -> list[str]:
+    import fsspec  # only for compressed inputs: plain local jobs never load it
+
+    return fsspec.available_compressions()  # type: ignore[no-any-return]
+
 
 def _special_kind(info: Mapping[str, Any]) -> str:
     mode = info.get("mode")

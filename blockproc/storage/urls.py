@@ -16,10 +16,8 @@ import posixpath
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import fsspec
-from fsspec.core import split_protocol, url_to_fs
-
 from blockproc.errors import AccessError, ConfigError
+from blockproc.storage.local import local_filesystem, local_path, split_protocol
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem as AbstractFileSystem
@@ -52,8 +50,11 @@ def resolve(url: str, storage_options: Mapping[str, Any] | None = None
             ) -> tuple[AbstractFileSystem, str]:
     """Return ``(filesystem, path)`` for a URL or local path.
 
-    Raises ConfigError naming the package to install when the protocol's fsspec
-    implementation is missing (``pip install gcsfs`` for ``gs://``...).
+    A local path (or ``file://`` URL) without storage options gets the local filesystem
+    that answers without importing fsspec (:mod:`blockproc.storage.local`); every
+    other URL gets its fsspec filesystem. Raises ConfigError naming the package to
+    install when the protocol's fsspec implementation is missing (``pip install
+    gcsfs`` for ``gs://``...).
 
     Examples
     --------
@@ -61,6 +62,12 @@ def resolve(url: str, storage_options: Mapping[str, Any] | None = None
     >>> fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol, path
     ('memory', '/bucket/data.log')
     """
+    if not storage_options:
+        path = local_path(str(url))
+        if path is not None:
+            return local_filesystem(), path
+    from fsspec.core import url_to_fs
+
     try:
         return url_to_fs(str(url), **dict(storage_options or {}))  # type: ignore[no-any-return]
     except ImportError as exc:
@@ -89,7 +96,18 @@ def _missing_package_message(url: str, exc: ImportError) -> str:
 
 def filesystem(protocol: str, storage_options: Mapping[str, Any] | None = None
                ) -> AbstractFileSystem:
-    """Return the (cached) filesystem instance for a protocol and its options."""
+    """Return the (cached) filesystem instance for a protocol and its options (the
+    local one without fsspec for ``file`` and ``local`` without options).
+
+    Examples
+    --------
+    >>> filesystem("file") is resolve("/tmp")[0]
+    True
+    """
+    if protocol in ("file", "local") and not storage_options:
+        return local_filesystem()
+    import fsspec
+
     try:
         return fsspec.filesystem(protocol, **dict(storage_options or {}))
     except ImportError as exc:
@@ -126,7 +144,11 @@ def compression_of(path: str) -> str | None:
 def check_protocol(url: str) -> None:
     """Refuse a URL whose protocol fsspec does not know, naming the ones it does."""
     protocol = split_protocol(url)[0]
-    if (protocol is None or protocol in fsspec.available_protocols()
+    if protocol is None or protocol in ("file", "local"):
+        return
+    import fsspec
+
+    if (protocol in fsspec.available_protocols()
             or protocol in fsspec.registry):  # registered at run time
         return
     common = "file, s3, gs, az, hdfs, http, https, sftp, memory"
