@@ -4,7 +4,6 @@ an input is still what the plan saw.
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import posixpath
 import stat
@@ -40,12 +39,22 @@ else:
 # -- inputs ------------------------------------------------------------------------------
 
 def _token(info: Mapping[str, Any]) -> str:
+    """Return a file's change token: its ETag, else its modification time.
+
+    Examples
+    --------
+    >>> import datetime
+    >>> when = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+    >>> _token({"LastModified": when, "size": 1}), _token({"mtime": 12.5}), _token({})
+    ('LastModified=1767225600.0', 'mtime=12.5', '')
+    """
     for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "created"):
         value = info.get(key)
         if value is None:
             continue
-        if isinstance(value, _dt.datetime):
-            value = value.timestamp()
+        timestamp = getattr(value, "timestamp", None)  # a datetime (S3's LastModified)
+        if callable(timestamp):
+            value = timestamp()
         return f"{key}={value}"
     return ""
 
