@@ -10,7 +10,6 @@ chart is drawn, and is an optional extra: ``pip install "blockproc[plot]"``.
 from __future__ import annotations
 
 import dataclasses
-import html
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -178,6 +177,8 @@ def html_summary(result: ResultLike) -> str:
     >>> "<table" in html_summary(JobResult("out", "job1", (), seconds=0.0))
     True
     """
+    import html  # only here: every job imports this module, few render HTML
+
     s = summary(result)
     e = html.escape
     attempts = ", ".join(f"{n:,} {status}" for status, n in s["attempts_by_status"].items())
