@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 
 from blockproc.errors import ConfigError
 
@@ -41,7 +40,10 @@ def parse_size(value: int | str, *, name: str = "size") -> int:
             f"{name} {value!r} is not a size; write an int of bytes or a number with a unit "
             f"like '64MiB' (2**20), '64MB' (10**6), '512KiB' or '1GiB'"
         )
-    return int(Decimal(match.group(1)) * _UNITS[unit])
+    number: str = match.group(1)
+    whole, _, fraction = number.partition(".")  # exact, without importing decimal
+    scale: int = 10 ** len(fraction)
+    return (int(whole or "0") * scale + int(fraction or "0")) * _UNITS[unit] // scale
 
 
 def format_size(num_bytes: float) -> str:
