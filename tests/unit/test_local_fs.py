@@ -1,14 +1,11 @@
 """The local filesystem without fsspec (blockproc.storage.local): every call a job makes
-answers as fsspec's LocalFileSystem does, and a small local job never imports fsspec, the
-CSV code or the other executors (the start-up target of issue 14)."""
+answers as fsspec's LocalFileSystem does (tests/unit/test_startup.py checks that a small
+local job then never imports fsspec)."""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -138,39 +135,3 @@ def test_the_rest_is_fsspecs(tree: Path) -> None:
 def test_pickles_to_the_one_instance() -> None:
     assert pickle.loads(pickle.dumps(OURS)) is OURS
     assert isinstance(OURS, LocalFileSystem) and repr(OURS) == "LocalFileSystem()"
-
-
-STARTUP = """
-import json, sys
-import blockproc as bp
-after_import = sorted(sys.modules)
-def shout(line):
-    return line.upper()
-res = bp.map_lines(shout, sys.argv[1], output=sys.argv[2], workers=2, progress=False)
-print(json.dumps({"import": after_import, "job": sorted(sys.modules),
-                  "records": res.num_records_out}))
-"""
-
-NEVER_FOR_A_LOCAL_LINES_JOB = (
-    "fsspec", "asyncio", "blockproc.formats.csv_format", "blockproc.formats.csv_split",
-    "blockproc.formats.parquet", "blockproc.formats.jsonl", "blockproc.formats.fixed",
-    "blockproc.output_formats.csv_format", "blockproc.output_formats.parquet",
-    "blockproc.output_formats.jsonl", "blockproc.output_formats.npy",
-    "blockproc.executors.threads", "blockproc.executors.cluster", "blockproc.executors.dask",
-    "pyarrow", "numpy", "dask", "distributed",
-)
-
-
-def test_a_small_local_job_loads_only_what_it_uses(tmp_path: Path) -> None:
-    src = tmp_path / "in.log"
-    src.write_bytes(b"".join(b"line %d\n" % i for i in range(1000)))
-    proc = subprocess.run([sys.executable, "-c", STARTUP, str(src), str(tmp_path / "out")],
-                          capture_output=True, text=True, check=True, cwd=tmp_path)
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert seen["records"] == 1000
-    assert (tmp_path / "out" / "_SUCCESS").exists()
-    assert not [m for m in seen["import"] if m.startswith("blockproc.")
-                and m not in ("blockproc.errors",)], "import blockproc loads only its errors"
-    loaded = [m for m in seen["job"]
-              if any(m == n or m.startswith(f"{n}.") for n in NEVER_FOR_A_LOCAL_LINES_JOB)]
-    assert loaded == []

@@ -1,0 +1,62 @@
+"""Start-up (issue 14): a small local job loads only the code it runs, and the cheap
+replacements made for that answer as what they replace."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blockproc._units import _UNITS, parse_size
+
+STARTUP = """
+import json, sys
+import blockproc as bp
+after_import = sorted(sys.modules)
+def shout(line):
+    return line.upper()
+res = bp.map_lines(shout, sys.argv[1], output=sys.argv[2], workers=2, progress=False)
+print(json.dumps({"import": after_import, "job": sorted(sys.modules),
+                  "records": res.num_records_out}))
+"""
+
+NEVER_FOR_A_LOCAL_LINES_JOB = (
+    "fsspec", "asyncio", "blockproc.formats.csv_format", "blockproc.formats.csv_split",
+    "blockproc.formats.parquet", "blockproc.formats.jsonl", "blockproc.formats.fixed",
+    "blockproc.output_formats.csv_format", "blockproc.output_formats.parquet",
+    "blockproc.output_formats.jsonl", "blockproc.output_formats.npy",
+    "blockproc.executors.threads", "blockproc.executors.cluster", "blockproc.executors.dask",
+    "pyarrow", "numpy", "dask", "distributed", "decimal", "html", "datetime",
+)
+
+
+def test_a_small_local_job_loads_only_what_it_uses(tmp_path: Path) -> None:
+    """In a fresh interpreter: ``import blockproc`` loads only its errors, and a lines job
+    on a local file with 2 worker processes loads no fsspec, no other format's code, no
+    other executor and no optional package."""
+    src = tmp_path / "in.log"
+    src.write_bytes(b"".join(b"line %d\n" % i for i in range(1000)))
+    proc = subprocess.run([sys.executable, "-c", STARTUP, str(src), str(tmp_path / "out")],
+                          capture_output=True, text=True, check=True, cwd=tmp_path)
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["records"] == 1000
+    assert (tmp_path / "out" / "_SUCCESS").exists()
+    assert not [m for m in seen["import"] if m.startswith("blockproc.")
+                and m not in ("blockproc.errors",)], "import blockproc loads only its errors"
+    loaded = [m for m in seen["job"]
+              if any(m == n or m.startswith(f"{n}.") for n in NEVER_FOR_A_LOCAL_LINES_JOB)]
+    assert loaded == []
+
+
+@given(st.integers(0, 10**12), st.integers(0, 10**6), st.integers(0, 6),
+       st.sampled_from(sorted(_UNITS)), st.sampled_from(["", " "]))
+def test_sizes_parse_exactly_as_decimal_did(whole: int, fraction: int, digits: int,
+                                            unit: str, space: str) -> None:
+    number = f"{whole}.{str(fraction).zfill(digits)[:digits]}" if digits else str(whole)
+    text = f"{number}{space}{unit.upper() if fraction % 2 else unit}"
+    assert parse_size(text) == int(Decimal(number) * _UNITS[unit])
