@@ -5,6 +5,13 @@ at a time, sending heartbeats with its progress. A worker that dies (segfault, k
 ``os._exit``) is noticed at once through its process sentinel: its attempt is reported
 lost, so the master runs the block again, and a fresh worker takes its place.
 
+Tiny blocks are packed: a worker may hold several attempts (:func:`held_limit`: about
+1 MiB or 50 ms of work, at most 32), sent in one message and run one after the other,
+each reported on its own as it ends, so it never waits for the master between two. Only
+the first it holds can have started: when it dies, that one is lost and the others go
+to other workers as they are (same attempt); a waiting attempt that is cancelled is
+skipped; a running one is cancelled by killing its worker, as before.
+
 A worker process dies with its master: when the master is killed (kill -9 included), each
 worker stops within a fraction of a second, even in the middle of a long call of the
 user's function (see :func:`~blockproc.executors._lifeline.die_with_parent`); the
@@ -31,7 +38,9 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from itertools import islice
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -47,6 +56,7 @@ from blockproc.executors.base import (
     describe_exit,
     failure_from,
 )
+from blockproc.model import BlockResult
 from blockproc.scheduler import AttemptKey, Scheduler
 from blockproc.worker import BlockTask, Mapper, run_block, worker_name
 
@@ -103,12 +113,17 @@ def _context() -> Any:
 class _Worker:
     process: Any
     conn: Connection
-    key: AttemptKey | None = None
+    held: deque[BlockTask] = field(default_factory=deque)
+    """The attempts sent to this worker and not finished, in the order it runs them: the
+    first is running (or about to), the others have not started."""
     ready: bool = False
+    last_ended: AttemptKey | None = None
+    """The attempt of the last done or failed message read from this worker."""
 
 
 class ProcessExecutor:
-    """Run attempts in ``num_slots`` spawned worker processes."""
+    """Run attempts in ``num_slots`` worker processes, several queued per worker when
+    blocks are tiny (see :func:`held_limit`)."""
 
     name = "processes"
 
@@ -116,10 +131,33 @@ class ProcessExecutor:
         self.num_slots = num_slots
         self._payload = b""
         self._workers: list[_Worker] = []
+        self._unsent: deque[BlockTask] = deque()  # accepted, not sent to a worker yet
+        self._stash: list[Event] = []  # events read outside events(), for the next call
+        self._host = socket.gethostname()
+        self._sizes = _Mean()  # the blocks' sizes (bytes)
+        self._seconds = _Mean(weight=0.2)  # the attempts' durations, recent ones first
+        self._refreshed = time.monotonic()
+
+    @property
+    def capacity(self) -> int:
+        """How many attempts the master may hand over at once: :func:`held_limit` per
+        worker (``num_slots`` when blocks are big or attempts slow)."""
+        return self.num_slots * self.held_limit
+
+    @property
+    def held_limit(self) -> int:
+        """How many attempts one worker may hold now (see :func:`held_limit`)."""
+        if self._sizes.count == 0:
+            return 1
+        return held_limit(self._sizes.value,
+                          self._seconds.value if self._seconds.count else None)
 
     def start(self, mapper: Mapper, attempts: Scheduler | None = None) -> None:
         """Start the worker processes, each with its copy of ``mapper``."""
         self._payload = cloudpickle.dumps(mapper)
+        if attempts is not None and attempts.block_sizes:
+            sizes = attempts.block_sizes
+            self._sizes.add(sum(sizes) / len(sizes))
         for _ in range(self.num_slots):
             self._workers.append(self._spawn())
 
@@ -136,80 +174,152 @@ class ProcessExecutor:
         return _Worker(process, parent)
 
     def run(self, task: BlockTask) -> None:
-        """Send ``task`` to an idle worker."""
-        worker = next(w for w in self._workers if w.key is None)
-        worker.key = task.key
-        worker.conn.send(task)
+        """Accept ``task``; it goes to a worker with room, with the others accepted
+        since, in the next :meth:`events` call."""
+        self._sizes.add(task.block.end - task.block.start)
+        self._unsent.append(task)
 
     def events(self, timeout: float) -> list[Event]:
-        """Collect messages and deaths, waiting up to ``timeout`` for the first."""
+        """Send the accepted attempts, then collect messages and deaths, waiting up to
+        ``timeout`` for the first."""
+        self._dispatch()
+        events, self._stash = self._stash, []
         handles: list[Any] = [w.conn for w in self._workers]
         handles += [w.process.sentinel for w in self._workers]
-        ready = set(wait(handles, timeout))
-        events: list[Event] = []
+        ready = set(wait(handles, 0 if events else timeout))
         for worker in list(self._workers):
             alive = True
             if worker.conn in ready:
                 alive = self._drain(worker, events)
             if not alive or worker.process.sentinel in ready:
                 self._replace(worker, events)
+        self._refresh(events)
+        self._dispatch()  # top the workers up before the master commits what ended
         return events
 
+    def _dispatch(self) -> None:
+        """Share the accepted attempts among the workers that are down to half their
+        limit, each time to the one holding fewest, and send each its share in one
+        message."""
+        unsent, limit = self._unsent, self.held_limit
+        if not unsent:
+            return
+        shares = {id(w): (w, list[BlockTask]()) for w in self._workers
+                  if len(w.held) <= limit // 2}
+        while unsent and shares:
+            worker, share = min(shares.values(), key=lambda s: len(s[0].held) + len(s[1]))
+            if len(worker.held) + len(share) >= limit:
+                break
+            share.append(unsent.popleft())
+        for worker, share in shares.values():
+            if share:
+                worker.held.extend(share)
+                with contextlib.suppress(OSError):  # it died: events() requeues these
+                    worker.conn.send(share)
+
     def _drain(self, worker: _Worker, events: list[Event]) -> bool:
+        """Read what ``worker`` sent; False once it has gone (its pipe closed)."""
         try:
             while worker.conn.poll():
-                message = worker.conn.recv()
-                kind = message[0]
-                if kind == "progress":
-                    if message[1] == worker.key:
-                        events.append(Progress(message[1], message[2], message[3],
-                                               _name_of(worker)))
-                elif kind == "done":
-                    if worker.key is not None:
-                        events.append(Finished(worker.key, message[1]))
-                    worker.key = None
-                elif kind == "failed":
-                    if worker.key is not None:
-                        events.append(message[1])  # a Failed event
-                    worker.key = None
-                elif kind == "ready":
-                    worker.ready = True
-                elif kind == "fatal":
-                    raise JobError(f"a worker process could not start: {message[1]}")
+                self._handle(worker, worker.conn.recv(), events)
         except (EOFError, OSError):
             return False
         return True
 
-    def _replace(self, worker: _Worker, events: list[Event]) -> None:
+    def _handle(self, worker: _Worker, message: tuple[Any, ...], events: list[Event]) -> None:
+        kind = message[0]
+        held = worker.held
+        if kind == "progress":
+            if held and message[1] == held[0].key:
+                events.append(Progress(message[1], message[2], message[3],
+                                       self._name_of(worker)))
+        elif kind in ("done", "failed"):
+            key = worker.last_ended = message[1]
+            task = _take(held, key)
+            if task is None:
+                return  # an attempt cancelled meanwhile: no event follows for it
+            if kind == "done":
+                result: BlockResult = message[2]
+                self._seconds.add(result.seconds)
+                events.append(Finished(key, result))
+            else:
+                events.append(message[2])  # a Failed event
+        elif kind == "ready":
+            worker.ready = True
+        elif kind == "fatal":
+            raise JobError(f"a worker process could not start: {message[1]}")
+
+    def _refresh(self, events: list[Event]) -> None:
+        """Renew the leases of the attempts waiting behind a running one (at most every
+        ``REPORT_INTERVAL``): they have not started, and their worker is alive."""
+        now = time.monotonic()
+        if now - self._refreshed < REPORT_INTERVAL:
+            return
+        self._refreshed = now
+        events.extend(Progress(t.key, 0, 0) for t in self._unsent)
+        for worker in self._workers:
+            name = self._name_of(worker)
+            events.extend(Progress(t.key, 0, 0, name) for t in islice(worker.held, 1, None))
+
+    def _replace(self, worker: _Worker, events: list[Event], why: str = "") -> None:
+        """A worker died: its running attempt is lost, the ones behind it go to others."""
         worker.process.join(timeout=1)
         code = worker.process.exitcode
-        if worker.key is not None:
+        if worker.held:
+            running = worker.held.popleft()
             events.append(Failed(
-                worker.key, f"worker process {worker.process.pid} died ({describe_exit(code)})",
-                worker=_name_of(worker), lost=True))
+                running.key, why or
+                f"worker process {worker.process.pid} died ({describe_exit(code)})",
+                worker=self._name_of(worker), lost=True))
         elif not worker.ready:
             raise JobError(
                 f"a worker process exited ({describe_exit(code)}) before it was ready; "
                 f"try executor='threads' or 'inline' to see the error in this process"
             )
+        self._unsent.extendleft(reversed(worker.held))  # never started: run them elsewhere
         worker.conn.close()
         self._workers[self._workers.index(worker)] = self._spawn()
 
     def cancel(self, key: AttemptKey) -> None:
-        """Kill the worker running ``key`` and wait until it is gone (so it writes nothing
-        more); a fresh worker replaces it."""
-        for index, worker in enumerate(self._workers):
-            if worker.key == key:
-                worker.process.kill()
-                worker.process.join(timeout=5)
-                worker.conn.close()
-                self._workers[index] = self._spawn()
+        """Stop attempt ``key``; no event follows for it. One not sent yet is dropped; one
+        waiting in a worker is skipped there; a running one is stopped by killing its
+        worker, which is gone when this returns (so it writes nothing more), and a fresh
+        worker replaces it."""
+        if _take(self._unsent, key) is not None:
+            return
+        worker = next((w for w in self._workers if any(t.key == key for t in w.held)), None)
+        if worker is None:
+            self._stash = [e for e in self._stash if e.key != key]
+            return
+        self._drain(worker, self._stash)  # it may have ended meanwhile
+        self._stash = [e for e in self._stash if e.key != key]
+        held = worker.held
+        if not held or all(t.key != key for t in held):
+            return
+        if held[0].key != key:  # waiting: the worker skips it (if it has not started it)
+            _take(held, key)
+            with contextlib.suppress(OSError):
+                worker.conn.send(("skip", key))
+            return
+        held.popleft()
+        worker.process.kill()
+        worker.process.join(timeout=5)
+        self._drain(worker, self._stash)  # what it finished before it died
+        if worker.last_ended == key and held:  # it had ended key and started the next
+            self._replace(worker, self._stash, f"worker process {worker.process.pid} was "
+                          f"stopped to cancel attempt {key} and this one had started")
+            return
+        self._unsent.extendleft(reversed(held))  # none of them started
+        held.clear()
+        worker.conn.close()
+        self._workers[self._workers.index(worker)] = self._spawn()
 
     def close(self) -> None:
         """Ask idle workers to exit, kill busy ones, and wait for all."""
+        self._unsent.clear()
         for worker in self._workers:
             try:
-                if worker.key is None:
+                if not worker.held:
                     worker.conn.send(None)
                 else:
                     worker.process.kill()
@@ -224,14 +334,69 @@ class ProcessExecutor:
             worker.conn.close()
         self._workers.clear()
 
+    def _name_of(self, worker: _Worker) -> str:
+        """The name :func:`blockproc.worker.worker_name` gives inside that process."""
+        return f"{self._host}:{worker.process.pid}"
 
-def _name_of(worker: _Worker) -> str:
-    """The name :func:`blockproc.worker.worker_name` gives inside that process."""
-    return f"{socket.gethostname()}:{worker.process.pid}"
+
+PACK_BYTES = 1 << 20
+"""A worker holds attempts of about this many bytes of input in all (at least one)."""
+
+PACK_SECONDS = 0.05
+"""...and of about this many seconds of work, as the last attempts took."""
+
+MAX_HELD = 32
+"""...and never more than this many."""
+
+
+def held_limit(block_bytes: float, attempt_seconds: float | None) -> int:
+    """How many attempts a worker may hold at once: one for blocks of
+    :data:`PACK_BYTES` or more, or of attempts that take over :data:`PACK_SECONDS` (each
+    attempt is sent when a worker is free, as a ``multiprocessing.Pool`` sends tasks);
+    for tiny blocks, up to :data:`MAX_HELD`, sent in one message and run one after the
+    other, so that the worker does not wait for the master between two of them.
+    ``attempt_seconds`` None (no attempt has ended yet) allows two.
+
+    Examples
+    --------
+    >>> held_limit(64 * 2**20, 1.5), held_limit(4096, None), held_limit(4096, 0.0003)
+    (1, 2, 32)
+    >>> held_limit(256 * 1024, 0.001), held_limit(4096, 0.02)
+    (4, 2)
+    """
+    by_size = int(PACK_BYTES // max(block_bytes, 1.0))
+    by_time = 2 if attempt_seconds is None else int(PACK_SECONDS / max(attempt_seconds,
+                                                                     1e-6))
+    return max(1, min(MAX_HELD, by_size, by_time))
+
+
+class _Mean:
+    """A running mean, or an exponentially weighted one when ``weight`` is given."""
+
+    def __init__(self, weight: float | None = None) -> None:
+        self.weight = weight
+        self.value = 0.0
+        self.count = 0
+
+    def add(self, x: float) -> None:
+        self.count += 1
+        w = self.weight if self.weight is not None and self.count > 1 else 1 / self.count
+        self.value += (x - self.value) * w
+
+
+def _take(tasks: deque[BlockTask], key: AttemptKey) -> BlockTask | None:
+    """Remove and return the task of attempt ``key`` (the first one, mostly), or None."""
+    if tasks and tasks[0].key == key:
+        return tasks.popleft()
+    for task in tasks:
+        if task.key == key:
+            tasks.remove(task)
+            return task
+    return None
 
 
 def _receive(conn: Connection) -> Any:
-    """Return the next task, or None when the master says stop or has gone away."""
+    """Return the next message, or None when the master says stop or has gone away."""
     try:
         return conn.recv()
     except (EOFError, OSError):
@@ -273,19 +438,43 @@ def _worker_main(conn: Connection, payload: bytes, parent: int) -> None:
                             f"{''.join(traceback.format_exception_only(exc)).strip()}"))
         os._exit(1)
     conn.send(("ready",))
+    _serve(conn, mapper, parent)
+    _exit_quickly()
+
+
+def _serve(conn: Connection, mapper: Mapper, parent: int) -> None:
+    """Run the attempts the master sends, in order, until it says stop or goes away.
+
+    A message is a list of tasks (run them after those already here), ``("skip", key)``
+    (drop that attempt if it has not started) or None (stop). Each attempt's end is
+    reported at once, in its own message.
+    """
     name = worker_name()
-    while (task := _receive(conn)) is not None:
+    queue: deque[BlockTask] = deque()
+    skip: set[AttemptKey] = set()
+    while True:
+        while not queue or conn.poll():
+            message = _receive(conn)
+            if message is None:
+                return
+            if isinstance(message, list):
+                queue.extend(message)
+            else:
+                skip.add(message[1])
+        task = queue.popleft()
+        if task.key in skip:
+            skip.discard(task.key)
+            continue
         try:
             result = run_block(task, mapper, _Reporter(conn, task.key, parent))
         except Exception as exc:
-            message: tuple[Any, ...] = ("failed", failure_from(task.key, exc, name))
+            ended: tuple[Any, ...] = ("failed", task.key, failure_from(task.key, exc, name))
         else:
-            message = ("done", result)
+            ended = ("done", task.key, result)
         try:
-            conn.send(message)
+            conn.send(ended)
         except OSError:
-            break  # the master has gone away
-    _exit_quickly()
+            return  # the master has gone away
 
 
 def _keep_freed_memory() -> None:
