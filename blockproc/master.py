@@ -29,15 +29,14 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from blockproc._types import IfExists
 from blockproc.errors import (
@@ -52,18 +51,25 @@ from blockproc.executors import Executor, Failed, Finished, Progress
 from blockproc.formats import DEFAULT_MAX_RECORD_SIZE, RecordFormat
 from blockproc.formats import from_dict as format_from_dict
 from blockproc.incremental import start_append
-from blockproc.model import AttemptRecord, BlockResult, Plan
+from blockproc.model import AttemptRecord, BlockResult, Plan, frozen_builder
 from blockproc.output import NoOutput, OutputDir, part_name
 from blockproc.output.appending import AppendingOutputDir, append_in_progress
 from blockproc.progress import make_progress
 from blockproc.result import JobResult
-from blockproc.scheduler import AttemptKey, AttemptRows, Scheduler
-from blockproc.storage import AbstractFileSystem, retry_call
+from blockproc.scheduler import AttemptKey, Scheduler
+from blockproc.storage import AbstractFileSystem, retry_call, retry_policy
 from blockproc.values import Values
 from blockproc.worker import AttemptHook, BlockTask, Mapper
 
 POLL_INTERVAL = 0.1
 """Seconds the loop waits for executor events before it looks at leases again."""
+
+_TASK_FIELDS = ("block", "attempt", "num_blocks", "file", "format", "input_fs", "output_fs",
+                "part", "staging_path", "max_record_size", "max_bad_records", "hook",
+                "max_value_size", "growing")
+"""The fields of a :class:`BlockTask` the master sets (any other keeps its default)."""
+
+_build_task = frozen_builder(BlockTask, _TASK_FIELDS)  # BlockTask(...), a task per attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +122,7 @@ class Master:
         self._committed_bytes = 0
         self._sched = Scheduler(0)
         self._part_base = 0  # an append run numbers its parts after the earlier runs'
+        self._attempts: list[AttemptRecord] = []  # every attempt of this run, once it ended
 
     def run(self, cancel: threading.Event) -> JobResult:
         """Run the job to its end in this thread and return its result.
@@ -124,6 +131,7 @@ class Master:
         :class:`~blockproc.JobCancelledError`.
         """
         started = time.perf_counter()
+        retry_policy()  # a bad BLOCKPROC_IO_* fails the job here, not at its first retry
         if self._start_append():
             return JobResult(output=self.output.url, job_id=self.job_id, blocks=(),
                              seconds=time.perf_counter() - started, attempts=())
@@ -224,7 +232,7 @@ class Master:
         finally:
             progress.close()
             self._stop(lost_lock=isinstance(sys.exc_info()[1], LockLostError))
-        return [a.to_record() for a in self._sched.history]
+        return self._attempts
 
     def _step(self) -> None:
         """Fill the free slots, handle what the executor reports, expire silent leases."""
@@ -253,12 +261,13 @@ class Master:
     def _finished(self, event: Finished) -> None:
         key, sched = event.key, self._sched
         if key[0] not in sched.committed:  # the first success of the block: commit it
-            result = dataclasses.replace(event.result, attempts=(
-                self._earlier[key[0]] + sched.attempts_made[key[0]]))
+            values = self.values
+            result = event.result.committed(  # the value is kept once, in values
+                self._earlier.get(key[0], 0) + sched.attempts_made[key[0]],
+                keep_value=values is None)
             self.output.commit(result, self._staging_path(key))
-            if self.values is not None:
-                self.values.add(key[0], result.value)
-                result = dataclasses.replace(result, value=None)  # kept once, in values
+            if values is not None:
+                values.add(key[0], event.result.value)
             self._results[key[0]] = result
             self._committed_bytes += result.block.end - result.block.start
             self._bad_records += result.bad_records
@@ -289,8 +298,9 @@ class Master:
         for key in self._sched.stop("job stopped"):
             if not lost_lock:
                 self._discard(key)
-        if not lost_lock:
-            self.output.save_attempts(AttemptRows(self._sched.history))  # dicts as written
+        self._attempts = [a.to_record() for a in self._sched.history]
+        if not lost_lock:  # records, each formatted as written (as their dicts would be)
+            self.output.save_attempts(cast(Sequence[Mapping[str, Any]], self._attempts))
         self.output.cleanup(lost_lock=lost_lock)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -311,18 +321,22 @@ class Master:
     def _format(self) -> RecordFormat:
         return format_from_dict(self.plan.format)  # once per job, not once per task
 
+    @functools.cached_property
+    def _task_fields(self) -> tuple[Any, ...]:
+        """What every task of the job shares, in :data:`_TASK_FIELDS` order after
+        ``staging_path`` (worked out once per job, not once per task)."""
+        options = self.options
+        return (options.max_record_size, options.max_bad_records, options.hook,
+                options.max_value_size, self._if_exists == "append")
+
     def _task(self, key: AttemptKey) -> BlockTask:
-        block = self.plan.blocks[key[0]]
-        return BlockTask(
-            block=block, attempt=key[1], num_blocks=len(self.plan.blocks),
-            file=self.plan.file(block.path), format=self._format,
-            input_fs=self._input_fs, output_fs=self.output.fs, part=self._part(block.id),
-            staging_path=self._staging_path(key),
-            max_record_size=self.options.max_record_size,
-            max_bad_records=self.options.max_bad_records, hook=self.options.hook,
-            max_value_size=self.options.max_value_size,
-            growing=self._if_exists == "append",
-        )
+        plan = self.plan
+        block = plan.blocks[key[0]]
+        part = self._part(key[0])
+        return _build_task(block, key[1], len(plan.blocks), plan.file(block.path),
+                           self._format, self._input_fs, self.output.fs, part,
+                           self.output.staging_path(key[0], key[1], part),
+                           *self._task_fields)
 
     def _cancelled(self) -> JobCancelledError:
         return JobCancelledError(

@@ -6,16 +6,65 @@ of it. Each has ``to_dict``/``from_dict`` for the manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from blockproc._units import format_size
 
-if TYPE_CHECKING:
-    pass
+T = TypeVar("T")
+
+_new = object.__new__
+
+
+def frozen_builder(cls: type[T], names: Sequence[str]) -> Callable[..., T]:
+    """Return ``build(*values)``: ``cls(**dict(zip(names, values)))`` for a frozen,
+    slotted dataclass without ``__post_init__``, built faster (the generated ``__init__``
+    of a frozen dataclass looks ``object.__setattr__`` up for every field; the master
+    makes a task and a result per block, a record per attempt).
+
+    The fields not in ``names`` get their defaults; a field without one must be named.
+
+    Examples
+    --------
+    >>> build = frozen_builder(Block, ("id", "path", "start", "end"))
+    >>> build(0, "a.log", 0, 10) == Block(0, "a.log", 0, 10)
+    True
+    >>> frozen_builder(Block, ("id",))
+    Traceback (most recent call last):
+    ...
+    TypeError: frozen_builder(Block): fields ['path', 'start', 'end'] have no default; name them
+    """
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    params = getattr(cls, "__dataclass_params__", None)
+    if not (params and params.frozen and hasattr(cls, "__slots__")) \
+            or hasattr(cls, "__post_init__") or set(names) - {f.name for f in fields}:
+        raise TypeError(f"frozen_builder({cls.__name__}): needs a frozen, slotted dataclass "
+                        f"without __post_init__, and names among its fields, got {names}")
+    missing = [f.name for f in fields if f.name not in names and
+               f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise TypeError(f"frozen_builder({cls.__name__}): fields {missing} have no default; "
+                        f"name them")
+    # each field's slot, set through its descriptor: the quickest way past ``frozen``
+    setters = tuple(getattr(cls, name).__set__ for name in names)
+    rest = tuple((getattr(cls, f.name).__set__, f.default, f.default_factory)
+                 for f in fields if f.name not in names)
+    missing_value = dataclasses.MISSING
+
+    def build(*values: Any) -> T:
+        obj = _new(cls)
+        for setter, value in zip(setters, values, strict=True):  # ValueError if too few
+            setter(obj, value)
+        if rest:
+            for setter, default, factory in rest:
+                setter(obj, default if factory is missing_value else factory())
+        return obj
+
+    return build
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +366,26 @@ class BlockResult:
             entry["tails"] = [t.to_dict() for t in self.tails]
         return entry
 
+    def committed(self, attempts: int, *, keep_value: bool = True) -> BlockResult:
+        """This result as the master commits it: ``attempts`` set, and ``value`` dropped
+        unless ``keep_value`` (the master keeps it once, elsewhere).
+
+        ``dataclasses.replace`` does the same, several times slower: the master makes one
+        per committed block.
+
+        Examples
+        --------
+        >>> r = BlockResult(Block(0, "a", 0, 1), "part-00000.txt", 1, "w", 1, 1, 1, 1,
+        ...                 "crc32:00000000", 0.0, 0.1, value=b"v")
+        >>> r.committed(3).attempts, r.committed(3, keep_value=False).value
+        (3, None)
+        """
+        return _build_result(
+            self.block, self.part, self.attempt, self.worker, self.records_in,
+            self.records_out, self.bytes_read, self.bytes_written, self.checksum,
+            self.started, self.seconds, self.bad_records, self.stderr_bytes, attempts,
+            self.counters, self.value if keep_value else None, self.tails)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BlockResult:
         """Build a BlockResult from a manifest entry."""
@@ -332,6 +401,14 @@ class BlockResult:
             counters={str(k): int(v) for k, v in data.get("counters", {}).items()},
             tails=tuple(FileTail.from_dict(t) for t in data.get("tails", ())),
         )
+
+
+_build_result = frozen_builder(BlockResult, (
+    "block", "part", "attempt", "worker", "records_in", "records_out", "bytes_read",
+    "bytes_written", "checksum", "started", "seconds", "bad_records", "stderr_bytes",
+    "attempts", "counters", "value", "tails"))
+"""Every field of a BlockResult, in order (``committed`` gives each; a new field must be
+added here, or it gets its default: tests/unit/test_fast_builders.py checks)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from blockproc.model import AttemptRecord
+from blockproc.model import AttemptRecord, frozen_builder
 
 AttemptKey = tuple[int, int]
 """``(block id, attempt number)``; attempt numbers start at 1 for each block."""
@@ -88,7 +88,7 @@ class Attempt:
 
     def to_record(self) -> AttemptRecord:
         """The ended attempt as the manifest keeps it."""
-        return AttemptRecord(self.block, self.number, self.worker, self.started_at,
+        return _build_record(self.block, self.number, self.worker, self.started_at,
                              self.ended_at, self.status, self.error, self.speculative)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +98,11 @@ class Attempt:
                 "started": self.started_at, "finished": self.ended_at,
                 "status": self.status, "error": self.error,
                 "speculative": self.speculative}
+
+
+_build_record = frozen_builder(AttemptRecord, (
+    "block_id", "attempt", "worker", "started", "finished", "status", "error",
+    "speculative"))  # AttemptRecord(...), made for every attempt of a job at its end
 
 
 class RunningMedian:

@@ -68,19 +68,29 @@ class RetryPolicy:
         >>> RetryPolicy(tries=4, base_delay=0).call(flaky, "a read"), len(calls)
         ('ok', 3)
         """
-        failed = 0
+        try:
+            return fn()
+        except Exception as exc:
+            first = exc  # retried outside this handler: a later error is not chained to it
+        return self.retry_after(first, fn, what)
+
+    def retry_after(self, exc: Exception, fn: Callable[[], T], what: str) -> T:
+        """Go on after the first try of ``fn()`` raised ``exc``: raise it if it is not
+        retryable (or ``tries`` is 1), else wait and try again, as :meth:`call` does."""
+        failed = 1
         while True:
+            if not is_retryable(exc):
+                raise exc
+            if failed >= self.tries:
+                exc.add_note(f"blockproc tried {what} {failed} times; the storage kept "
+                             f"failing with transient errors")
+                raise exc
+            time.sleep(self.delay(failed))
             try:
                 return fn()
-            except Exception as exc:
+            except Exception as again:
+                exc = again
                 failed += 1
-                if not is_retryable(exc):
-                    raise
-                if failed >= self.tries:
-                    exc.add_note(f"blockproc tried {what} {failed} times; the storage kept "
-                                 f"failing with transient errors")
-                    raise
-                time.sleep(self.delay(failed))
 
 
 def default_retry() -> RetryPolicy:
@@ -178,9 +188,17 @@ def is_retryable(exc: BaseException) -> bool:
 def retry_call(fn: Callable[[], T], what: str, policy: RetryPolicy | None = None) -> T:
     """Call ``fn()`` under ``policy``, by default the process's :func:`retry_policy`.
 
+    The first try needs no policy: the policy (and with it the environment) is looked up
+    when it fails, so the call that succeeds at once, as nearly every one does (the
+    master's rename of each committed block), costs no lookup.
+
     Examples
     --------
     >>> retry_call(lambda: "ok", "a read")
     'ok'
     """
-    return (policy or retry_policy()).call(fn, what)
+    try:
+        return fn()
+    except Exception as exc:
+        first = exc  # retried outside this handler: a later error is not chained to it
+    return (policy or retry_policy()).retry_after(first, fn, what)
