@@ -33,10 +33,15 @@ def open_output(fs: AbstractFileSystem, path: str) -> Any:
 
     The open is retried on transient errors; the writes stream to the store (s3fs
     uploads parts with its own retries), and a failed write fails the attempt, which
-    the master runs again.
+    the master runs again. An object store has no directories to make: no request is
+    sent before the upload (s3fs's ``makedirs`` asks whether the bucket exists, once per
+    part-file; the job's lock was written to the same bucket before any block ran).
     """
+    folders = not is_object_store(fs)
+
     def do_open() -> Any:
-        fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        if folders:
+            fs.makedirs(posixpath.dirname(path), exist_ok=True)
         return fs.open(path, "wb")
 
     return retry_call(do_open, f"to open {path!r} for writing")

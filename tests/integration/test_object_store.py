@@ -144,6 +144,68 @@ def test_map_lines_writes_parts_and_success(store: StoreDir) -> None:
     assert "out/_SUCCESS" in store.keys("out")
 
 
+class S3Calls:
+    """The S3 calls this process sends while in use, as ``(operation, key, range)``: a spy
+    on aiobotocore's ``_make_api_call`` (which every s3fs request goes through), so the
+    requests are counted on any store, the real one included."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from aiobotocore import client
+
+        self.calls: list[tuple[str, str, str]] = []
+        original = client.AioBaseClient._make_api_call
+
+        async def spy(client_self: Any, operation: str, params: Any) -> Any:
+            self.calls.append((operation, params.get("Key", ""), params.get("Range", "")))
+            return await original(client_self, operation, params)
+
+        monkeypatch.setattr(client.AioBaseClient, "_make_api_call", spy)
+
+    def ranges(self, key: str) -> list[tuple[int, int]]:
+        """The ``[start, end)`` of each GET of ``key``, in order."""
+        found = [re.fullmatch(r"bytes=(\d+)-(\d+)", r) for op, k, r in self.calls
+                 if op == "GetObject" and k == key]
+        assert all(found), "a GET of the whole object"
+        return [(int(m[1]), int(m[2]) + 1) for m in found if m]
+
+
+def test_map_lines_fetches_each_block_in_one_get(store: StoreDir,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # each GET costs the store a fixed amount besides its bytes (SeaweedFS: ~20 ms of CPU),
+    # so a block is one ranged GET of its bytes plus one small window past its end
+    lines = [f"{i:07d} {'x' * (i % 50)}" for i in range(520_000)]
+    data = ("\n".join(lines) + "\n").encode()  # about 17 MiB: blocks larger than 8 MiB
+    (url,) = store.put({"in/big.log": data})
+    calls = S3Calls(monkeypatch)
+    res = bp.map_lines(jobs.upper, url, output=store.url("out"), block_size="9MiB",
+                       executor="inline", storage_options=store.storage_options)
+    assert_exactly_once(store, "out", data.upper())
+    ranges = calls.ranges(f"{store.root.split('/', 1)[1]}/in/big.log")
+    blocks = [(b.block.start, b.block.end) for b in res.blocks]
+    assert len(blocks) == 2
+    for start, end in blocks:  # the block's bytes in one request
+        assert sum(1 for s, e in ranges if s <= start + 1 and e >= end - 1) == 1, ranges
+    assert len(ranges) <= 2 * len(blocks), ranges  # and at most a window past its end
+    fetched = sum(e - s for s, e in ranges)
+    assert fetched == res.num_bytes_read <= len(data) + len(blocks) * WINDOW_SIZE
+
+
+def test_each_part_is_one_put_then_one_copy_and_no_staging_is_left(
+        store: StoreDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    (url,) = store.put({"in/a.log": DATA})
+    calls = S3Calls(monkeypatch)
+    res = bp.map_lines(jobs.upper, url, output=store.url("out"), block_size="8KiB",
+                       executor="inline", storage_options=store.storage_options)
+    assert_exactly_once(store, "out", DATA.upper())  # no staging object left
+    blocks = len(res.blocks)
+    ops = Counter(op for op, _, _ in calls.calls)
+    staged = [k for op, k, _ in calls.calls if op == "PutObject" and "/_temporary/" in k]
+    assert len(staged) == len(set(staged)) == blocks  # one upload per part, none multipart
+    assert ops["CreateMultipartUpload"] == 0
+    assert ops["CopyObject"] == blocks  # published by one server-side copy each
+    assert ops["HeadBucket"] <= 2, ops  # per job (lock, state), not per part-file
+
+
 FORKED_FROM_MASTER = """
 import json, os, sys, threading
 import blockproc as bp
