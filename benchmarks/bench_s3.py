@@ -62,6 +62,44 @@ import workloads as wl  # noqa: E402
 BUCKET = "bench"
 KEY = "input/access.log"
 
+REQUEST_LOG = "BENCH_S3_REQUEST_LOG"
+"""Environment variable: the file where every process of a case appends one line per S3
+request it sends (operation, and the bytes of a GET's answer)."""
+
+
+def count_requests() -> None:
+    """Log each S3 call of this process to ``$BENCH_S3_REQUEST_LOG`` (no-op if unset).
+
+    Wraps aiobotocore's ``_make_api_call``, which every s3fs request goes through. Runs at
+    import, so the processes of every engine log: forked ones inherit it, spawned ones
+    (Dask's) import this module to unpickle the partition function."""
+    path = os.environ.get(REQUEST_LOG)
+    if not path:
+        return
+    try:
+        from aiobotocore import client
+    except ImportError:
+        return
+    if getattr(client.AioBaseClient._make_api_call, "counted", False):
+        return
+    original = client.AioBaseClient._make_api_call
+
+    async def counted(self: Any, operation: str, params: Any) -> Any:
+        response = await original(self, operation, params)
+        size = response.get("ContentLength", 0) if operation == "GetObject" else 0
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{operation} {size}\n".encode())
+        finally:
+            os.close(fd)
+        return response
+
+    counted.counted = True  # type: ignore[attr-defined]
+    client.AioBaseClient._make_api_call = counted
+
+
+count_requests()
+
 
 def count_bytes(batch: bp.Batch) -> list[str]:
     """The byte-counting mapper: one line per block, its size."""
@@ -110,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="moto: comma-separated executors to time (default: both local ones)")
     parser.add_argument("--source", default=None, help="upload this file instead")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--engines", default="bp map_lines,bp map_blocks,pool,dask",
+                        help="seaweedfs: comma-separated engines to run (default: all four)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -273,7 +313,9 @@ def run_child(spec: dict[str, Any]) -> int:
         tasks = [(path, start, min(start + block_size, size), size,
                   f"{out.removeprefix('s3://')}/part-{i:05d}", options)
                  for i, start in enumerate(range(0, size, block_size))]
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        # the default start method (fork on Linux), as bench_suite's Pool: everything
+        # imported, s3fs included; fsspec starts a new event loop in each child
+        with multiprocessing.Pool(workers) as pool:
             done = list(pool.imap(_pool_task, tasks))
         result = {"records": sum(n for n, _ in done), "bytes_read": sum(b for _, b in done)}
     elif engine == "dask":
@@ -316,7 +358,6 @@ def read_engine_output(fs: Any, engine: str, out: str) -> bytes:
 def run_seaweed(args: argparse.Namespace) -> int:
     """blockproc against a hand-written Pool and Dask on SeaweedFS (see the docstring)."""
     import hashlib
-    import statistics
     import tempfile
 
     import s3fs
@@ -324,12 +365,11 @@ def run_seaweed(args: argparse.Namespace) -> int:
     from tests.seaweed import SeaweedServer
 
     os.environ.update(OFFLINE_ENV)
-    block_size = parse_size(args.block_size)
     source = source_file(parse_size(args.size), args.source)
     size = source.stat().st_size
     print(f"computing the expected output of {source.name} ...", flush=True)
     expected = hashlib.sha256(expected_w1(source)).hexdigest()
-    engines = ["bp map_lines", "bp map_blocks", "pool", "dask"]
+    engines = args.engines.split(",")
     rows: list[dict[str, Any]] = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-weed-") as root, \
@@ -341,56 +381,109 @@ def run_seaweed(args: argparse.Namespace) -> int:
         fs.put_file(str(source), f"{BUCKET}/{KEY}")
         print(f"uploaded {format_size(size)} in {time.perf_counter() - started:.1f}s to "
               f"SeaweedFS at {server.endpoint_url}", flush=True)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])}
+        assert server.process is not None
         for run in range(args.runs):
             for engine in engines:
-                # a fresh output per run (SeaweedFS keeps the empty folders of deleted
-                # objects, which blockproc would find in an output emptied with rm)
-                out = f"s3://{BUCKET}/out-{engine.replace(' ', '-')}-{run}"
-                spec = {"engine": engine, "input": f"s3://{BUCKET}/{KEY}", "output": out,
-                        "options": options, "workers": args.workers,
-                        "block_size": block_size}
-                started = time.perf_counter()
-                done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                                      env=env, capture_output=True, text=True, check=False)
-                seconds = time.perf_counter() - started
-                if done.returncode:
-                    raise SystemExit(f"{engine} failed (exit {done.returncode}):\n"
-                                     f"{done.stderr[-3000:]}")
-                counted = json.loads(done.stdout.strip().splitlines()[-1])
-                digest = hashlib.sha256(read_engine_output(fs, engine, out)).hexdigest()
+                row = run_case(engine, run, args, options, Path(root), server.process.pid)
+                digest = hashlib.sha256(
+                    read_engine_output(fs, engine, row.pop("output"))).hexdigest()
                 if digest != expected:
                     raise SystemExit(f"{engine} (run {run}) wrote a different output than the "
                                      f"sequential W1 over the input; no timings reported")
-                rows.append({"case": engine, "run": run, "seconds": seconds, **counted})
-                print(f"run {run}: {engine} {seconds:.2f}s (output verified)", flush=True)
-    medians = {e: statistics.median(r["seconds"] for r in rows if r["case"] == e)
-               for e in engines}
+                rows.append(row)
+                print(f"run {run}: {engine} {row['seconds']:.2f}s, cpu {row['cpu']:.2f}s, "
+                      f"store cpu {row['store_cpu']:.2f}s, {row['requests']} requests "
+                      f"({row['gets']} GETs) (output verified)", flush=True)
+    table = seaweed_table(rows, engines, size, args, load_before, os.getloadavg())
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "table": table}, indent=1))
+    return 0
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_case(engine: str, run: int, args: argparse.Namespace, options: dict[str, Any],
+             root: Path, store_pid: int) -> dict[str, Any]:
+    """Run one case in a fresh process; return its row: wall and CPU seconds (the case's
+    processes, and the store's), what it counted, and the S3 requests its processes sent."""
+    import resource
+
+    # a fresh output per run (SeaweedFS keeps the empty folders of deleted objects,
+    # which blockproc would find in an output emptied with rm)
+    out = f"s3://{BUCKET}/out-{engine.replace(' ', '-')}-{run}"
+    spec = {"engine": engine, "input": f"s3://{BUCKET}/{KEY}", "output": out,
+            "options": options, "workers": args.workers,
+            "block_size": parse_size(args.block_size)}
+    log = root / f"requests-{engine.replace(' ', '-')}-{run}.log"
+    env = {**os.environ, REQUEST_LOG: str(log), "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])}
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    store = process_cpu(store_pid)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                          env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    store = process_cpu(store_pid) - store
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode:
+        raise SystemExit(f"{engine} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    counted = json.loads(done.stdout.strip().splitlines()[-1])
+    requests = [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+    gets = [int(size) for op, size in requests if op == "GetObject"]
+    return {"case": engine, "run": run, "seconds": seconds, "output": out,
+            "cpu": (after.ru_utime + after.ru_stime) - (kids.ru_utime + kids.ru_stime),
+            "store_cpu": store, "requests": len(requests), "gets": len(gets),
+            "bytes_fetched": sum(gets),
+            "ops": {op: sum(1 for o, _ in requests if o == op) for op, _ in requests},
+            **counted}
+
+
+def seaweed_table(rows: list[dict[str, Any]], engines: list[str], size: int,
+                  args: argparse.Namespace, load_before: tuple[float, float, float],
+                  load_after: tuple[float, float, float]) -> str:
+    """The Markdown table of a SeaweedFS run: medians, ratios, CPU and requests."""
+    import statistics
+
+    def median(engine: str, key: str) -> float:
+        return statistics.median(r[key] for r in rows if r["case"] == engine)
+
+    walls = {e: median(e, "seconds") for e in engines}
+    pool, dask = walls.get("pool"), walls.get("dask")
     lines = [
         f"W1 (grep 5xx, upper) over one {format_size(size)} object on SeaweedFS (loopback), "
         f"s3:// to s3://, {args.workers} workers, block size {args.block_size}, median of "
         f"{args.runs}, each case a fresh process; outputs verified identical; "
         f"{platform.python_implementation()} {platform.python_version()}, "
         f"{os.cpu_count()} cores, load average before: "
-        f"{' '.join(f'{x:.1f}' for x in load_before)}",
+        f"{' '.join(f'{x:.1f}' for x in load_before)}, after: "
+        f"{' '.join(f'{x:.1f}' for x in load_after)}",
         "",
-        "| engine | median s | min s | max s | MB/s | vs pool | vs dask | bytes read / input |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| engine | median s | min s | max s | MB/s | vs pool | vs dask | cpu s | store cpu s "
+        "| requests | GETs | bytes read / input |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for engine in engines:
         times = [r["seconds"] for r in rows if r["case"] == engine]
-        read = [r["bytes_read"] for r in rows if r["case"] == engine and "bytes_read" in r]
-        per_byte = f"{statistics.median(read) / size:.3f}" if read else "n/a"
-        lines.append(f"| {engine} | {medians[engine]:.2f} | {min(times):.2f} | "
-                     f"{max(times):.2f} | {size / 1e6 / medians[engine]:.0f} | "
-                     f"{medians[engine] / medians['pool']:.2f}x | "
-                     f"{medians[engine] / medians['dask']:.2f}x | {per_byte} |")
-    table = "\n".join(lines)
-    print(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "table": table}, indent=1))
-    return 0
+        wall = walls[engine]
+        lines.append(
+            f"| {engine} | {wall:.2f} | {min(times):.2f} | {max(times):.2f} | "
+            f"{size / 1e6 / wall:.0f} | {f'{wall / pool:.2f}x' if pool else '-'} | "
+            f"{f'{wall / dask:.2f}x' if dask else '-'} | {median(engine, 'cpu'):.1f} | "
+            f"{median(engine, 'store_cpu'):.1f} | {median(engine, 'requests'):.0f} | "
+            f"{median(engine, 'gets'):.0f} | {median(engine, 'bytes_fetched') / size:.3f} |")
+    ops = {e: next(r["ops"] for r in rows if r["case"] == e) for e in engines}
+    lines += ["", "S3 requests of each engine's first run: " + "; ".join(
+        f"{e}: " + ", ".join(f"{n} {op}" for op, n in sorted(o.items(), key=lambda x: -x[1]))
+        for e, o in ops.items())]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
