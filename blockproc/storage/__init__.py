@@ -1,12 +1,13 @@
 """The only package that talks to fsspec, one module per concern.
 
 :mod:`~blockproc.storage.urls` (URLs, filesystems, local or object store, credentials
-messages), :mod:`~blockproc.storage.retry` (transient errors and the one retry policy
-every storage call goes through), :mod:`~blockproc.storage.listing` (inputs and their
-change tokens), :mod:`~blockproc.storage.reading` (ranged reads, decompression) and
-:mod:`~blockproc.storage.writing` (part-files, atomic writes, publish, exclusive
-create). The names other modules use are re-exported here, so ``from blockproc.storage
-import resolve`` is the way to import them.
+messages), :mod:`~blockproc.storage.local` (the local disk without importing fsspec:
+what a local path resolves to), :mod:`~blockproc.storage.retry` (transient errors and
+the one retry policy every storage call goes through), :mod:`~blockproc.storage.listing`
+(inputs and their change tokens), :mod:`~blockproc.storage.reading` (ranged reads,
+decompression) and :mod:`~blockproc.storage.writing` (part-files, atomic writes, publish,
+exclusive create). The names other modules use are re-exported here, so ``from
+blockproc.storage import resolve`` is the way to import them.
 
 Transient storage errors (throttling, 5xx, connection resets) are retried with
 exponential backoff (:func:`retry_call`); an input that changed since it was planned
