@@ -106,8 +106,11 @@ _build_record = frozen_builder(AttemptRecord, (
 
 
 class RunningMedian:
-    """The median of numbers added one at a time: O(log n) per number, O(1) to read
-    (two heaps), the same value as :func:`statistics.median` of them all.
+    """The median of numbers added one at a time, the same value as
+    :func:`statistics.median` of them all: O(1) to add, and O(log n) per number added
+    since the last read (two heaps); numbers added while nobody reads are sorted in one
+    go at the next read (the scheduler adds a rate per committed block, and reads the
+    median only once nothing is pending).
 
     Examples
     --------
@@ -120,34 +123,53 @@ class RunningMedian:
     (4.0, 4)
     """
 
-    __slots__ = ("_high", "_low")
+    __slots__ = ("_high", "_low", "_unread")
 
     def __init__(self) -> None:
         self._low: list[float] = []  # the smaller half, negated (a max-heap)
         self._high: list[float] = []  # the larger half
+        self._unread: list[float] = []  # added since the last read
 
     def __len__(self) -> int:
-        return len(self._low) + len(self._high)
+        return len(self._low) + len(self._high) + len(self._unread)
 
     def add(self, x: float) -> None:
         """Add one number."""
-        if self._low and x > -self._low[0]:
-            heapq.heappush(self._high, x)
-        else:
-            heapq.heappush(self._low, -x)
-        if len(self._low) > len(self._high) + 1:
-            heapq.heappush(self._high, -heapq.heappop(self._low))
-        elif len(self._high) > len(self._low):
-            heapq.heappush(self._low, -heapq.heappop(self._high))
+        self._unread.append(x)
+
+    def _settle(self) -> None:
+        """Put the numbers added since the last read into the heaps."""
+        unread, low, high = self._unread, self._low, self._high
+        if len(unread) > 8 and len(unread) * 4 > len(low) + len(high):
+            # many at once: one sort (a sorted list is a heap; the low half reversed too)
+            numbers = sorted([-x for x in low] + high + unread)
+            half = (len(numbers) + 1) // 2
+            self._low = [-x for x in reversed(numbers[:half])]
+            self._high = numbers[half:]
+            unread.clear()
+            return
+        for x in unread:
+            if low and x > -low[0]:
+                heapq.heappush(high, x)
+            else:
+                heapq.heappush(low, -x)
+            if len(low) > len(high) + 1:
+                heapq.heappush(high, -heapq.heappop(low))
+            elif len(high) > len(low):
+                heapq.heappush(low, -heapq.heappop(high))
+        unread.clear()
 
     @property
     def value(self) -> float:
         """The median so far (0.0 before any number)."""
-        if not self._low:
+        if self._unread:
+            self._settle()
+        low = self._low
+        if not low:
             return 0.0
-        if len(self._low) > len(self._high):
-            return -self._low[0]
-        return (-self._low[0] + self._high[0]) / 2
+        if len(low) > len(self._high):
+            return -low[0]
+        return (-low[0] + self._high[0]) / 2
 
 
 @dataclass
@@ -219,19 +241,20 @@ class Scheduler:
         number = self.attempts_made.get(block, 0) + 1
         self.attempts_made[block] = number
         now = self.clock()
-        attempt = Attempt(block, number, now, now + self.lease_timeout, self.wall_clock(),
-                          speculative=speculative)
-        self.running[attempt.key] = attempt
-        self._per_block[block] = self._per_block.get(block, 0) + 1
+        deadline = now + self.lease_timeout
+        key, running = (block, number), self.running
+        running[key] = Attempt(block, number, now, deadline, self.wall_clock(), speculative)
+        per_block = self._per_block
+        per_block[block] = per_block.get(block, 0) + 1
         if speculative:
             self._speculating[block] = self._speculating.get(block, 0) + 1
         deadlines = self._deadlines
-        if len(deadlines) > 2 * len(self.running) + 64:  # mostly ended attempts': rebuild
-            deadlines[:] = [(a.deadline, *k) for k, a in self.running.items()]
+        if len(deadlines) > 2 * len(running) + 64:  # mostly ended attempts': rebuild
+            deadlines[:] = [(a.deadline, *k) for k, a in running.items()]
             heapq.heapify(deadlines)
         else:
-            heapq.heappush(deadlines, (attempt.deadline, block, number))
-        return attempt.key
+            heapq.heappush(deadlines, (deadline, block, number))
+        return key
 
     def _end(self, key: AttemptKey, status: Status, error: str = "",
              worker: str = "") -> Attempt | None:
@@ -345,6 +368,8 @@ class Scheduler:
             elapsed = self.clock() - attempt.started
             if elapsed > 0:
                 self.rates.add(self.size(block) / elapsed)
+        if block not in self._per_block:  # the usual case: no other attempt of it runs
+            return True, []
         others = self._running_of(block)
         for k in others:
             self._end(k, "discarded", "another attempt finished first")

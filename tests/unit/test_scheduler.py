@@ -3,9 +3,13 @@ exactly-once commits and resume."""
 
 from __future__ import annotations
 
-import pytest
+import statistics
 
-from blockproc.scheduler import Scheduler
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blockproc.scheduler import RunningMedian, Scheduler
 
 
 class FakeClock:
@@ -312,3 +316,22 @@ def test_resume_ignores_done_ids_outside_the_plan(clock: FakeClock) -> None:
     assert key == (2, 1)
     assert s.complete(key) == (True, [])
     assert s.is_finished
+
+
+# -- the running median, read now and then ---------------------------------------------
+
+@given(st.lists(st.tuples(st.floats(min_value=0.0, max_value=1e12, allow_nan=False),
+                          st.integers(0, 40)), max_size=300))
+def test_the_median_of_rates_added_between_reads_is_the_median_of_all(
+        steps: list[tuple[float, int]]) -> None:
+    """Numbers added while nobody reads are sorted in one go at the next read (the
+    scheduler reads the median only at the end of a job): the value is still exact."""
+    m, numbers = RunningMedian(), []
+    for x, read_now in steps:
+        m.add(x)
+        numbers.append(x)
+        if read_now == 0:
+            assert m.value == statistics.median(numbers)
+    assert len(m) == len(numbers)
+    assert m.value == (statistics.median(numbers) if numbers else 0.0)
+    assert len(m) == len(numbers)
