@@ -237,7 +237,8 @@ class Master:
     def _step(self) -> None:
         """Fill the free slots, handle what the executor reports, expire silent leases."""
         sched, executor = self._sched, self.executor
-        while sched.num_running < executor.num_slots and (key := sched.assign()):
+        slots: int = getattr(executor, "capacity", executor.num_slots)  # tiny blocks: more
+        while sched.num_running < slots and (key := sched.assign()):
             executor.run(self._task(key))
         while (self.options.speculation and sched.num_running < executor.num_slots
                and (key := sched.speculate())):
