@@ -39,7 +39,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from itertools import islice
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -239,7 +239,7 @@ class ProcessExecutor:
             if task is None:
                 return  # an attempt cancelled meanwhile: no event follows for it
             if kind == "done":
-                result: BlockResult = message[2]
+                result = BlockResult(task.block, *message[2])
                 self._seconds.add(result.seconds)
                 events.append(Finished(key, result))
             else:
@@ -384,6 +384,10 @@ class _Mean:
         self.value += (x - self.value) * w
 
 
+_RESULT_FIELDS = tuple(f.name for f in fields(BlockResult) if f.init)[1:]
+"""What a worker sends of a :class:`~blockproc.model.BlockResult`: all but its block."""
+
+
 def _take(tasks: deque[BlockTask], key: AttemptKey) -> BlockTask | None:
     """Remove and return the task of attempt ``key`` (the first one, mostly), or None."""
     if tasks and tasks[0].key == key:
@@ -469,8 +473,9 @@ def _serve(conn: Connection, mapper: Mapper, parent: int) -> None:
             result = run_block(task, mapper, _Reporter(conn, task.key, parent))
         except Exception as exc:
             ended: tuple[Any, ...] = ("failed", task.key, failure_from(task.key, exc, name))
-        else:
-            ended = ("done", task.key, result)
+        else:  # the fields' values: quicker to pickle than the dataclass (its fields
+            # looked up for every object); the master has the block
+            ended = ("done", task.key, [getattr(result, name) for name in _RESULT_FIELDS])
         try:
             conn.send(ended)
         except OSError:
