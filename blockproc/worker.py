@@ -381,7 +381,8 @@ def _run_batches(fn: BatchFunction, task: BlockTask, chunks: _Counted,
                 f"{results!r:.80}; map_batches' function must return a list (or another "
                 f"iterable) with one result per output record, such as [line, ...]")
         try:
-            writer.write_results([] if results is None else list(results))
+            writer.write_results([] if results is None else
+                                 results if type(results) is list else list(results))
         except ReturnTypeError as exc:
             raise ReturnTypeError(f"for {where}: {exc}") from None
         records_in += len(records)

@@ -114,44 +114,116 @@ class Lines(DelimitedBoundary):
         return {"name": self.name, "encoding": self.encoding, "errors": self.errors}
 
     def iter_batches(self, chunks: Iterable[bytes], *, at_file_start: bool) -> Iterator[list[Any]]:
-        """Yield lists of lines, one list per chunk, decoding each chunk in one call."""
+        """Yield lists of lines, one list per chunk that ends a line, decoding each in
+        one call without copying the chunk (see :func:`_chunk_lines`)."""
         if text.code_unit(self.encoding) > 1:
             yield from text.iter_wide_lines(chunks, self.encoding, self.errors,
                                             at_file_start=at_file_start)
             return
-        decoder = codecs.getdecoder(self.encoding)
+        name = codecs.lookup(self.encoding).name
+        decode = codecs.getdecoder(self.encoding)
+        views = name in _VIEW_DECODERS
         errors = self.errors
-        strip_bom = at_file_start and codecs.lookup(self.encoding).name == "utf-8"
-        carry = b""
-        done = 0  # bytes of the range before ``data``, for the offset in decoding errors
-        for chunk in chunks:
-            data = carry + chunk if carry else chunk
+        strip_bom = at_file_start and name == "utf-8"
+        pending: list[bytes] = []  # the start of a line that no chunk has ended yet
+        done = 0  # bytes of the range before ``pending``, for the offset in decoding errors
+        for raw in chunks:
+            chunk = raw
             if strip_bom:
-                if len(data) < len(_BOM) and _BOM.startswith(data):
-                    carry = data
+                chunk = b"".join(pending) + raw if pending else raw
+                pending = []
+                if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+                    pending = [chunk]
                     continue
-                if data.startswith(_BOM):
-                    data = data[len(_BOM):]
+                if chunk.startswith(_BOM):
+                    chunk = chunk[len(_BOM):]
                     done += len(_BOM)
                 strip_bom = False
-            cut = data.rfind(b"\n") + 1
-            carry = data[cut:]
-            if cut:
-                piece = data[:cut] if carry else data
-                try:
-                    decoded = decoder(piece, errors)[0]
-                except UnicodeDecodeError as exc:
-                    raise text.decode_error(exc, done + exc.start, self.encoding,
-                                            at_file_start) from exc
-                done += cut
-                yield _split_text(decoded)
-        if carry:
             try:
-                decoded = decoder(carry, errors)[0]
+                lines, used, rest = _chunk_lines(chunk, pending, decode, errors, views)
+            except _Undecodable as bad:
+                raise text.decode_error(bad.exc, done + bad.offset, self.encoding,
+                                        at_file_start) from bad.exc
+            if lines is None:  # no LF in this chunk: it continues the pending line
+                if chunk:
+                    pending.append(chunk)
+                continue
+            done += used
+            pending = [rest] if rest else []
+            yield lines
+        last = b"".join(pending)
+        if last:
+            try:
+                decoded = decode(last, errors)[0]
             except UnicodeDecodeError as exc:
                 raise text.decode_error(exc, done + exc.start, self.encoding,
                                         at_file_start) from exc
             yield [decoded]  # the last line, without LF: a CR at its end is data
+
+
+_VIEW_DECODERS = frozenset({"utf-8", "ascii", "latin-1", "iso8859-1"})
+"""Codecs whose decode function reads a ``memoryview`` in place (C codecs taking any
+buffer); the others get a ``bytes`` slice."""
+
+
+class _Undecodable(Exception):
+    """A decoding error at ``offset`` bytes after the start of the pending line."""
+
+    def __init__(self, exc: UnicodeDecodeError, offset: int) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+        self.offset = offset
+
+
+def _chunk_lines(chunk: bytes, pending: list[bytes], decode: Any, errors: str,
+                 views: bool) -> tuple[list[str] | None, int, bytes]:
+    """Decode the lines that ``chunk`` ends; return them, the bytes they took (the
+    ``pending`` line start plus the chunk up to its last LF) and the rest of the chunk,
+    or ``(None, 0, b"")`` if the chunk holds no LF.
+
+    The pending start and the chunk's bytes up to its first LF are joined and decoded
+    as the first line (a few bytes); the rest up to the last LF is decoded from the
+    chunk itself (a ``memoryview`` with ``views``), so the chunk is never copied into a
+    joined buffer or a slice first. Cutting after an LF never splits a character in an
+    ASCII-compatible codec, so the lines are the same as decoding it all at once.
+
+    Examples
+    --------
+    >>> _chunk_lines(b"b\\r\\nc\\nd", [b"a"], codecs.utf_8_decode, "strict", True)
+    (['ab', 'c'], 6, b'd')
+    >>> _chunk_lines(b"xy", [], codecs.utf_8_decode, "strict", True)
+    (None, 0, b'')
+    """
+    start = 0
+    head: list[str] = []
+    held = sum(map(len, pending))
+    if pending:
+        first = chunk.find(b"\n")
+        if first < 0:
+            return None, 0, b""
+        start = first + 1
+        piece = b"".join(pending) + chunk[:start]
+        try:
+            head = _split_text(decode(piece, errors)[0])
+        except UnicodeDecodeError as exc:
+            raise _Undecodable(exc, exc.start) from exc
+    cut = chunk.rfind(b"\n", start) + 1
+    if not cut:
+        if not pending:
+            return None, 0, b""
+        cut = start
+    if cut > start:
+        body: Any = chunk if start == 0 and cut == len(chunk) else (
+            memoryview(chunk)[start:cut] if views else chunk[start:cut])
+        try:
+            lines = _split_text(decode(body, errors)[0])
+        except UnicodeDecodeError as exc:
+            raise _Undecodable(exc, held + start + exc.start) from exc
+        if head:
+            lines.insert(0, head[0])
+    else:
+        lines = head
+    return lines, held + cut, chunk[cut:]
 
 
 def _split_text(text: str) -> list[str]:

@@ -175,27 +175,14 @@ class PartWriter:
         blockproc.ReturnTypeError: the function returned dict {'a': 1}; ...
         """
         try:
-            text: str | None = "\n".join(results)  # the common case: every result is a str
+            text = "\n".join(results)  # the common case: every result is a str
         except TypeError:
-            text = None
-        if text is None:
-            lines: list[Any] = []
-            for result in results:
-                if result is None:
-                    continue
-                if isinstance(result, (str, bytes)):
-                    lines.append(result)
-                elif is_several(result):
-                    for line in result:
-                        if isinstance(line, (str, bytes)):
-                            lines.append(line)
-                        elif line is not None:
-                            raise refuse("text", "record", line, where=" inside a list")
-                else:
-                    raise refuse("text", "record", result)
-            self.write_lines(lines)
-        elif results:
-            self.write((text + "\n").encode(), len(results))
+            if not _write_str_lines(self, results):
+                self.write_lines(_result_lines(results))
+            return
+        if results:  # the text, then the last line's newline (no copy of the text)
+            self.write(text.encode(), len(results))
+            self.write(b"\n")
 
     def write_lines(self, lines: list[Any]) -> None:
         """Write each str or bytes in ``lines`` followed by a newline."""
@@ -249,6 +236,49 @@ class PartWriter:
             self.close()
         else:
             self.abort()
+
+
+def _write_str_lines(writer: PartWriter, results: list[Any]) -> bool:
+    """Write ``results`` if they are only str and None (such as a filter's: mostly None)
+    and return True; False, with nothing written, for anything else.
+
+    The Nones are counted and dropped in C (``list.count``, ``filter``) instead of one
+    Python step per result; the counts prove that only Nones were dropped (``filter``
+    also drops ``""``, ``0``, ``[]``), or the caller's general loop takes over.
+    """
+    try:
+        nones = results.count(None)
+        if nones == len(results):
+            return True
+        kept = list(filter(None, results))
+        if len(kept) + nones != len(results):
+            return False
+        text = "\n".join(kept)
+    except Exception:  # bytes, lists, or objects whose == or bool() fail: the loop decides
+        return False
+    writer.write(text.encode(), len(kept))
+    writer.write(b"\n")
+    return True
+
+
+def _result_lines(results: list[Any]) -> list[Any]:
+    """The lines of per-record ``results``: str and bytes, lists of them flattened,
+    None dropped; anything else is refused."""
+    lines: list[Any] = []
+    for result in results:
+        if result is None:
+            continue
+        if isinstance(result, (str, bytes)):
+            lines.append(result)
+        elif is_several(result):
+            for line in result:
+                if isinstance(line, (str, bytes)):
+                    lines.append(line)
+                elif line is not None:
+                    raise refuse("text", "record", line, where=" inside a list")
+        else:
+            raise refuse("text", "record", result)
+    return lines
 
 
 # -- checks shared by the writers ---------------------------------------------------------

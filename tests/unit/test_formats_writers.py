@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from blockproc.errors import ConfigError, ReturnTypeError
 from blockproc.output_formats import (
@@ -225,3 +227,47 @@ def test_none_inside_a_list_writes_nothing_in_text() -> None:
     data, w = written(TextOutput(), ("write_results", [["a", None, "b"]]),
                       ("write_block", ["c", None]))
     assert data == b"a\nb\nc\n" and w.records == 3
+
+
+# -- text: the fast paths of write_results give what the general loop gives ---------------
+
+_text_results = st.lists(st.one_of(
+    st.none(), st.none(), st.none(), st.sampled_from(["", "a", "é x", "\r"]),
+    st.sampled_from([b"", b"b"]), st.lists(st.sampled_from(["c", None, b"d"]), max_size=3),
+    st.sampled_from([0, 0.0, False, 7]), st.just(np.array([1, 2]))), max_size=12)
+
+
+def _reference_text(results: list[Any]) -> bytes | str:
+    """One line per str/bytes (lists flattened, None dropped), or the refused value's type."""
+    out = []
+    for result in results:
+        for item in (result if isinstance(result, list) else [result]):
+            if item is None:
+                continue
+            if not isinstance(item, (str, bytes)):
+                return type(item).__name__
+            out.append(item.encode() if isinstance(item, str) else item)
+    return b"".join(line + b"\n" for line in out)
+
+
+@settings(max_examples=300)
+@given(batches=st.lists(_text_results, max_size=4))
+def test_text_write_results_matches_the_line_semantics_on_every_path(
+        batches: list[list[Any]]) -> None:
+    file = io.BytesIO()
+    expected: list[bytes] = []
+    with TextOutput().open(file) as writer:
+        for results in batches:
+            want = _reference_text(results)
+            if isinstance(want, str):  # refused: the error names the type, nothing written
+                before = file.getvalue()
+                with pytest.raises(ReturnTypeError, match=want):
+                    writer.write_results(results)
+                assert file.getvalue() == before
+                continue
+            writer.write_results(results)
+            expected.append(want)
+    data = b"".join(expected)
+    assert file.getvalue() == data
+    assert writer.records == data.count(b"\n")
+    assert writer.checksum == f"crc32:{zlib.crc32(data):08x}"
