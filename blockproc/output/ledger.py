@@ -48,6 +48,7 @@ class Ledger:
         self.fs = fs
         self.dir = posixpath.join(root, STATE_DIR, LEDGER)
         self.job_id = job_id
+        self._local = is_local(fs)  # asked once: record() runs once per committed block
         self._file: BinaryIO | None = None
 
     def record(self, result: BlockResult) -> None:
@@ -58,17 +59,22 @@ class Ledger:
         line cut short by a crash is ignored on resume. Elsewhere (object stores have no
         append): one small JSON object per block.
         """
-        if not is_local(self.fs):
+        if not self._local:
             write_json_atomic(self.fs, posixpath.join(self.dir, result.part + ".json"),
                               result.to_dict(), indent=None)
             return
-        if self._file is None:
+        file = self._file
+        if file is None:
             self.fs.makedirs(self.dir, exist_ok=True)
-            # held open for the whole job (closed by close()): one open per job, not per block
-            self._file = open(  # noqa: SIM115
-                posixpath.join(self.dir, f"{self.job_id}.jsonl"), "ab")
-        self._file.write(block_json(result).encode() + b"\n")
-        self._file.flush()
+            # held open for the whole job (closed by close()): one open per job, not per
+            # block; unbuffered, so each line is one write call, as a flush after it made
+            file = self._file = open(  # noqa: SIM115
+                posixpath.join(self.dir, f"{self.job_id}.jsonl"), "ab", buffering=0)
+        line = (block_json(result) + "\n").encode()
+        written = file.write(line)
+        while written is not None and written < len(line):  # a short write: the rest
+            line = line[written:]
+            written = file.write(line)
 
     def close(self) -> None:
         """Close the local ledger file, if one is open (never raises)."""

@@ -6,6 +6,7 @@ per block). No timing here: each test fails if a fast path changes a behaviour.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import threading
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from blockproc.executors import Event, Finished
 from blockproc.model import AttemptRecord, Block, BlockResult, FileTail, InputFile, frozen_builder
 from blockproc.output import status
 from blockproc.output.layout import ATTEMPTS, LEDGER, STATE_DIR
+from blockproc.output.ledger import Ledger, read_ledger
 from blockproc.output.manifest import block_json, iter_list
 from blockproc.scheduler import Attempt
 from blockproc.storage import RetryPolicy, filesystem, retry_call, set_retry_policy
@@ -306,3 +308,45 @@ def test_retries_count_like_the_policy_says(failures: int, tries: int, retryable
         assert info.value.__context__ is None  # not chained to the earlier tries' errors
         notes = getattr(info.value, "__notes__", [])
         assert (len(notes) == 1) == retryable
+
+
+# -- the local ledger: one unbuffered write per line ---------------------------------------
+
+def sample_result(block_id: int) -> BlockResult:
+    return BlockResult(Block(block_id, "in.txt", 0, 10), f"part-{block_id:05d}.txt", 1, "w",
+                       2, 2, 10, 10, "crc32:00000000", 1.5, 0.25, attempts=1)
+
+
+def test_each_ledger_line_is_in_the_file_once_recorded(tmp_path: Any) -> None:
+    fs = filesystem("file")
+    ledger = Ledger(fs, str(tmp_path), "job-1")
+    path = tmp_path / STATE_DIR / LEDGER / "job-1.jsonl"
+    for block_id in range(3):
+        ledger.record(sample_result(block_id))  # a crash now keeps the line (no buffer)
+        assert path.read_bytes().splitlines()[-1] == block_json(
+            sample_result(block_id)).encode()
+    ledger.close()
+    assert sorted(read_ledger(fs, str(tmp_path))) == [0, 1, 2]
+
+
+class ShortWrites(io.RawIOBase):
+    """A file that takes at most 7 bytes per write call."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.data += bytes(b[:7])
+        return min(7, len(b))
+
+
+def test_a_short_write_of_a_ledger_line_is_completed(tmp_path: Any) -> None:
+    ledger = Ledger(filesystem("file"), str(tmp_path), "job-1")
+    ledger._file = short = ShortWrites()  # type: ignore[assignment]
+    ledger.record(sample_result(4))
+    ledger.record(sample_result(5))
+    assert short.data == (block_json(sample_result(4)) + "\n" +
+                          block_json(sample_result(5)) + "\n").encode()
