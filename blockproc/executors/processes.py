@@ -152,6 +152,11 @@ class ProcessExecutor:
         return held_limit(self._sizes.value,
                           self._seconds.value if self._seconds.count else None)
 
+    @property
+    def holding(self) -> list[int]:
+        """How many attempts each worker holds now (sent to it, not ended)."""
+        return [len(w.held) for w in self._workers]
+
     def start(self, mapper: Mapper, attempts: Scheduler | None = None) -> None:
         """Start the worker processes, each with its copy of ``mapper``."""
         self._payload = cloudpickle.dumps(mapper)
@@ -264,7 +269,8 @@ class ProcessExecutor:
     def _replace(self, worker: _Worker, events: list[Event], why: str = "") -> None:
         """A worker died: its running attempt is lost, the ones behind it go to others."""
         worker.process.join(timeout=1)
-        code = worker.process.exitcode
+        self._drain(worker, events)  # all it sent before it died (its pipe may have been
+        code = worker.process.exitcode  # seen closed after its sentinel, or not at all)
         if worker.held:
             running = worker.held.popleft()
             events.append(Failed(
