@@ -159,6 +159,19 @@ def test_worker_killed_holding_a_group_loses_only_its_running_attempt(
         assert executor.held_at_loss and executor.held_at_loss[0] >= min(max_held, 2)
 
 
+def test_attempts_waiting_behind_a_stuck_one_keep_their_lease(tmp_path: Path) -> None:
+    """Block 150's first attempt hangs past its lease: only it expires (its worker is
+    killed); the attempts waiting behind it have not started, and run elsewhere as
+    they are."""
+    executor = Watched(2)
+    res, out = run(tmp_path, executor, StallAt(150, 4.0, str(tmp_path / "stuck")),
+                   lease_timeout=2.0)
+    assert_exactly_once(res, out)
+    assert [(a.block_id, a.attempt, a.status) for a in res.attempts
+            if a.status != "committed"] == [(150, 1, "lost")]
+    assert executor.most_held > 2
+
+
 # -- cancel ------------------------------------------------------------------------------
 
 def tasks(root: Path, hook: Any) -> list[BlockTask]:
