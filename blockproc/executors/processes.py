@@ -30,8 +30,10 @@ neither exists they are spawned.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
+import select
 import signal
 import socket
 import sys
@@ -113,6 +115,7 @@ def _context() -> Any:
 class _Worker:
     process: Any
     conn: Connection
+    inbox: _Poller
     held: deque[BlockTask] = field(default_factory=deque)
     """The attempts sent to this worker and not finished, in the order it runs them: the
     first is running (or about to), the others have not started."""
@@ -137,6 +140,7 @@ class ProcessExecutor:
         self._sizes = _Mean()  # the blocks' sizes (bytes)
         self._seconds = _Mean(weight=0.2)  # the attempts' durations, recent ones first
         self._refreshed = time.monotonic()
+        self._poller: _Poller | None = None  # the workers' pipes and sentinels
 
     @property
     def capacity(self) -> int:
@@ -176,7 +180,8 @@ class ProcessExecutor:
         with main_module_hidden():
             process.start()
         child.close()
-        return _Worker(process, parent)
+        self._poller = None
+        return _Worker(process, parent, _Poller([parent]))
 
     def run(self, task: BlockTask) -> None:
         """Accept ``task``; it goes to a worker with room, with the others accepted
@@ -189,9 +194,10 @@ class ProcessExecutor:
         ``timeout`` for the first."""
         self._dispatch()
         events, self._stash = self._stash, []
-        handles: list[Any] = [w.conn for w in self._workers]
-        handles += [w.process.sentinel for w in self._workers]
-        ready = set(wait(handles, 0 if events else timeout))
+        if self._poller is None:  # a worker was replaced
+            self._poller = _Poller([w.conn for w in self._workers] +
+                                   [w.process.sentinel for w in self._workers])
+        ready = self._poller.ready(0 if events else timeout)
         for worker in list(self._workers):
             alive = True
             if worker.conn in ready:
@@ -225,7 +231,7 @@ class ProcessExecutor:
     def _drain(self, worker: _Worker, events: list[Event]) -> bool:
         """Read what ``worker`` sent; False once it has gone (its pipe closed)."""
         try:
-            while worker.conn.poll():
+            while worker.inbox.ready(0):
                 self._handle(worker, worker.conn.recv(), events)
         except (EOFError, OSError):
             return False
@@ -394,6 +400,31 @@ _RESULT_FIELDS = tuple(f.name for f in fields(BlockResult) if f.init)[1:]
 """What a worker sends of a :class:`~blockproc.model.BlockResult`: all but its block."""
 
 
+class _Poller:
+    """Which of some handles (connections, process sentinels) are readable, through one
+    ``select.poll`` kept between calls: ``multiprocessing.connection.wait`` and
+    ``Connection.poll`` build a selector at every call (tens of microseconds, paid per
+    message and per step of the master's loop). ``wait`` where there is no ``poll``."""
+
+    def __init__(self, handles: list[Any]) -> None:
+        self._handles = {_fd(h): h for h in handles}
+        self._poll = select.poll() if hasattr(select, "poll") else None
+        if self._poll is not None:
+            for fd in self._handles:
+                self._poll.register(fd, select.POLLIN)
+
+    def ready(self, timeout: float) -> set[Any]:
+        """The handles readable (or closed) within ``timeout`` seconds."""
+        if self._poll is None:
+            return set(wait(list(self._handles.values()), timeout))
+        found = self._poll.poll(max(0, math.ceil(timeout * 1000)))
+        return {self._handles[fd] for fd, _ in found if fd in self._handles}
+
+
+def _fd(handle: Any) -> int:
+    return handle if isinstance(handle, int) else int(handle.fileno())
+
+
 def _take(tasks: deque[BlockTask], key: AttemptKey) -> BlockTask | None:
     """Remove and return the task of attempt ``key`` (the first one, mostly), or None."""
     if tasks and tasks[0].key == key:
@@ -462,8 +493,9 @@ def _serve(conn: Connection, mapper: Mapper, parent: int) -> None:
     name = worker_name()
     queue: deque[BlockTask] = deque()
     skip: set[AttemptKey] = set()
+    inbox = _Poller([conn])
     while True:
-        while not queue or conn.poll():
+        while not queue or inbox.ready(0):
             message = _receive(conn)
             if message is None:
                 return
