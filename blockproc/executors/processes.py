@@ -212,9 +212,10 @@ class ProcessExecutor:
         """Share the accepted attempts among the workers that are down to half their
         limit, each time to the one holding fewest, and send each its share in one
         message."""
-        unsent, limit = self._unsent, self.held_limit
+        unsent = self._unsent
         if not unsent:
             return
+        limit = self.held_limit
         shares = {id(w): (w, list[BlockTask]()) for w in self._workers
                   if len(w.held) <= limit // 2}
         while unsent and shares:
