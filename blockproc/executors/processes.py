@@ -368,17 +368,19 @@ def held_limit(block_bytes: float, attempt_seconds: float | None) -> int:
     attempt is sent when a worker is free, as a ``multiprocessing.Pool`` sends tasks);
     for tiny blocks, up to :data:`MAX_HELD`, sent in one message and run one after the
     other, so that the worker does not wait for the master between two of them.
-    ``attempt_seconds`` None (no attempt has ended yet) allows two.
+    ``attempt_seconds`` None (no attempt has ended yet) allows one: an attempt that
+    waits long behind a slow one looks like a straggler to the master, which would run
+    it a second time elsewhere.
 
     Examples
     --------
     >>> held_limit(64 * 2**20, 1.5), held_limit(4096, None), held_limit(4096, 0.0003)
-    (1, 2, 32)
+    (1, 1, 32)
     >>> held_limit(256 * 1024, 0.001), held_limit(4096, 0.02)
     (4, 2)
     """
     by_size = int(PACK_BYTES // max(block_bytes, 1.0))
-    by_time = 2 if attempt_seconds is None else int(PACK_SECONDS / max(attempt_seconds,
+    by_time = 1 if attempt_seconds is None else int(PACK_SECONDS / max(attempt_seconds,
                                                                      1e-6))
     return max(1, min(MAX_HELD, by_size, by_time))
 

@@ -202,22 +202,25 @@ def test_cancel_drops_an_unsent_attempt_and_skips_a_waiting_one(tmp_path: Path) 
     ts = tasks(tmp_path, StallAt(0, 1.0, str(tmp_path / "started")))
     executor.start(Mapper("record", jobs.identity))
     try:
-        for task in ts:
-            executor.run(task)  # held limit 2 before any attempt ended: 0 and 1 are sent
+        executor.run(ts[5])  # one attempt ends first: the worker may then hold a group
+        seen = collect(executor, {(5, 1)})
+        assert executor.held_limit > 3
+        for task in ts[:4]:
+            executor.run(task)
+        executor.cancel((3, 1))  # not sent yet: dropped
         executor.events(0)
-        assert executor.holding == [2]
+        assert executor.holding == [3]  # 0 (stalled), then 1 and 2 waiting
         executor.cancel((1, 1))  # waiting behind the stalled block 0: skipped
-        executor.cancel((5, 1))  # not sent yet: dropped
-        seen = collect(executor, {(0, 1), (2, 1), (3, 1), (4, 1)})
+        seen += collect(executor, {(0, 1), (2, 1)})
         time.sleep(0.3)
         seen += executor.events(0.1)
     finally:
         executor.close()
     ended = [e.key for e in seen if isinstance(e, (Finished, Failed))]
-    assert sorted(ended) == [(0, 1), (2, 1), (3, 1), (4, 1)]
+    assert sorted(ended) == [(0, 1), (2, 1), (5, 1)]
     assert all(isinstance(e, Finished) for e in seen if not isinstance(e, Progress))
     assert not (tmp_path / "stage" / "1.attempt-1").exists()  # never ran
-    assert not (tmp_path / "stage" / "5.attempt-1").exists()
+    assert not (tmp_path / "stage" / "3.attempt-1").exists()
 
 
 def test_cancel_of_a_running_attempt_kills_its_worker_and_requeues_the_waiting(
@@ -227,9 +230,12 @@ def test_cancel_of_a_running_attempt_kills_its_worker_and_requeues_the_waiting(
     ts = tasks(tmp_path, StallAt(0, 60.0, str(marker)))
     executor.start(Mapper("record", jobs.identity))
     try:
+        executor.run(ts[5])  # one attempt ends first: the worker may then hold a group
+        collect(executor, {(5, 1)})
         for task in ts[:2]:
             executor.run(task)
         executor.events(0)
+        assert executor.holding == [2]
         deadline = time.monotonic() + 30
         while not marker.exists():
             assert time.monotonic() < deadline
