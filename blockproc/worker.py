@@ -34,7 +34,7 @@ from blockproc.errors import (
     TooManyBadRecordsError,
 )
 from blockproc.formats import RecordFormat
-from blockproc.formats.base import has_border
+from blockproc.formats.base import FIRST_WINDOW_SIZE, has_border
 from blockproc.formats.hooks import BlockDecoder
 from blockproc.formats.text import code_unit
 from blockproc.model import Block, BlockResult, FileTail
@@ -107,9 +107,11 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     if hook is not None:
         hook.fire("start", task)
     combined = bool(task.block.files)
+    # the limit takes in the first window past the block's end, which finding its last
+    # record reads anyway: a remote block is one ranged GET, not one plus a 4 KiB one
     source = None if compressed or combined else RangeSource(
         task.input_fs, task.file.path, expected=None if task.growing else task.file,
-        limit=task.block.end)
+        limit=task.block.end + FIRST_WINDOW_SIZE)
     bad = BadRecords(task)
     tails: list[FileTail] = []  # the ends of the input files this block read
     try:
