@@ -69,6 +69,10 @@ class OutputDir:
         # layout.staging_path's folder, joined once: the master asks for every attempt
         self._staging_dir = posixpath.dirname(layout.staging_path(self.path, job_id, "p", 1))
         self._prefix = posixpath.join(self.path, "")  # a part's final name is this + part
+        self._published: list[str] = []
+        """Staged objects already copied to their final names (object stores), deleted
+        in bulk by :meth:`cleanup`: one request per 1,000 parts instead of one each, and
+        none between a block's commit and the next."""
 
     def _join(self, *parts: str) -> str:
         return posixpath.join(self.path, *parts)
@@ -287,7 +291,8 @@ class OutputDir:
         """Publish an attempt's part-file under its final name and record it in the ledger.
 
         On an object store the publish is a server-side copy of the one object (no rename,
-        no listing); readers see no part-file before it is complete. The ledger entry,
+        no listing; the staged object is deleted with the others by :meth:`cleanup`);
+        readers see no part-file before it is complete. The ledger entry,
         written after it, is what resume trusts. Raises
         :class:`~blockproc.LockLostError` instead if another job took the output over.
         """
@@ -295,7 +300,9 @@ class OutputDir:
             # checked before each write, not once: a job stopped between two of them (an
             # object store's copy takes a while) finds out before the next one
             self.lock.guard()
-            publish(self.fs, staging_path, f"{self._prefix}{result.part}")
+            if publish(self.fs, staging_path, f"{self._prefix}{result.part}",
+                       size=result.bytes_written, keep_source=True):
+                self._published.append(staging_path)
             if result.bad_records:
                 self.lock.guard()
                 self._keep(layout.errors_path(staging_path), ERRORS_DIR, result.part, ".jsonl")
@@ -344,6 +351,9 @@ class OutputDir:
         self._ledger.close()
         if lost_lock:
             return
+        with contextlib.suppress(Exception):  # known by name: no listing needed
+            if self._published:
+                self.fs.rm(self._published)
         with contextlib.suppress(Exception):
             self.fs.rm(self._join(layout.TEMPORARY, self.job_id), recursive=True)
         temporary = self._join(layout.TEMPORARY)

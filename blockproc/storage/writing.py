@@ -14,6 +14,7 @@ import os
 import posixpath
 import threading
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from blockproc.storage.retry import retry_call
@@ -24,6 +25,33 @@ if TYPE_CHECKING:
 else:
     AbstractFileSystem = Any
 
+
+
+_inherited: list[Any] = []
+"""In a forked child: the parent's s3fs filesystems, kept alive and never closed here."""
+
+
+def _forget_inherited_sessions() -> None:
+    """In a forked child (a worker forked from the master): leave the parent's s3fs
+    sessions alone. s3fs closes a client's session when its filesystem is collected
+    (``weakref.finalize``), and aiohttp closes a connector's sockets when it is collected;
+    in the child, the copies of the parent's filesystems would be collected once fsspec
+    drops its instance cache, and closing them there either sends the parent's session to
+    the child's new event loop ("attached to a different loop", a traceback on stderr) or
+    unregisters the parent's sockets from the event-loop selector the two processes
+    share. So the child keeps them, unused, until it exits."""
+    registry = getattr(weakref.finalize, "_registry", None) or {}
+    for finalizer, info in list(registry.items()):
+        func = getattr(info, "func", None)
+        if getattr(func, "__qualname__", "") == "S3FileSystem.close_session":
+            found = finalizer.peek()
+            if found is not None:
+                _inherited.append(found[0])
+            finalizer.detach()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_sessions)
 
 
 # -- outputs -----------------------------------------------------------------------------
@@ -47,27 +75,57 @@ def open_output(fs: AbstractFileSystem, path: str) -> Any:
     return retry_call(do_open, f"to open {path!r} for writing")
 
 
-def publish(fs: AbstractFileSystem, source: str, destination: str) -> None:
-    """Give the complete file ``source`` the name ``destination``, atomically for readers.
+SIMPLE_COPY_LIMIT = 4 * 2**30
+"""Objects up to this size are copied with one CopyObject (S3 allows up to 5 GiB)."""
+
+
+def publish(fs: AbstractFileSystem, source: str, destination: str, *,
+            size: int | None = None, keep_source: bool = False) -> bool:
+    """Give the complete file ``source`` the name ``destination``, atomically for readers;
+    return True if ``source`` is still there for the caller to delete.
 
     On a filesystem this is a rename. On an object store, which has no rename, it is a
     server-side copy of one object (readers see the old object or the whole new one,
-    never a part) followed by deleting ``source``; nothing is listed, and no directory
-    is copied. Retried on transient errors: copying again is harmless.
+    never a part) followed by deleting ``source`` (unless ``keep_source``: the caller
+    deletes many at once, in bulk); nothing is listed, and no directory is copied. With
+    ``size`` (the bytes of ``source``) s3fs is spared the HEAD it sends to choose between
+    a simple and a multipart copy. Retried on transient errors: copying again is harmless.
+
+    Examples
+    --------
+    >>> from blockproc.storage import filesystem
+    >>> fs = filesystem("memory")
+    >>> fs.pipe_file("/doc/pub/a.tmp", b"done")
+    >>> publish(fs, "/doc/pub/a.tmp", "/doc/pub/a"), fs.cat_file("/doc/pub/a")
+    (False, b'done')
     """
     if is_local(fs):  # the master publishes every block: skip fsspec's checks
         retry_call(lambda: os.replace(source, destination), f"to rename {source!r}")
-        return
+        return False
     if not is_object_store(fs):
         retry_call(lambda: fs.mv(source, destination), f"to rename {source!r}")
-        return
-    retry_call(lambda: fs.cp_file(source, destination), f"to copy {source!r}")
+        return False
+    copy = _one_copy(fs) if size is not None and size <= SIMPLE_COPY_LIMIT else None
+    retry_call(lambda: (copy or fs.cp_file)(source, destination), f"to copy {source!r}")
+    if keep_source:
+        return True
 
     def remove() -> None:
         with contextlib.suppress(FileNotFoundError):
             fs.rm_file(source)
 
     retry_call(remove, f"to delete {source!r}")
+    return False
+
+
+def _one_copy(fs: AbstractFileSystem) -> Any:
+    """s3fs's single CopyObject, without the HEAD of ``cp_file`` (None elsewhere)."""
+    basic = getattr(fs, "_copy_basic", None)
+    if protocol_of(fs) not in ("s3", "s3a") or basic is None:
+        return None
+    from fsspec.asyn import sync
+
+    return lambda source, destination: sync(fs.loop, basic, source, destination)
 
 
 def remove_tree(fs: AbstractFileSystem, path: str) -> bool:
