@@ -122,6 +122,8 @@ class _Worker:
     ready: bool = False
     last_ended: AttemptKey | None = None
     """The attempt of the last done or failed message read from this worker."""
+    since: float = 0.0
+    """When it last ended an attempt, or was given one while it held none."""
 
 
 class ProcessExecutor:
@@ -211,13 +213,16 @@ class ProcessExecutor:
     def _dispatch(self) -> None:
         """Share the accepted attempts among the workers that are down to half their
         limit, each time to the one holding fewest, and send each its share in one
-        message."""
+        message. A worker whose attempt runs much longer than attempts take gets no
+        more until it ends: nothing waits behind a straggler (which the master can then
+        speculate on, once the others are done)."""
         unsent = self._unsent
         if not unsent:
             return
-        limit = self.held_limit
+        limit, now = self.held_limit, time.monotonic()
+        patience = max(PACK_SECONDS, 4 * self._seconds.value)
         shares = {id(w): (w, list[BlockTask]()) for w in self._workers
-                  if len(w.held) <= limit // 2}
+                  if len(w.held) <= limit // 2 and (not w.held or now - w.since < patience)}
         while unsent and shares:
             worker, share = min(shares.values(), key=lambda s: len(s[0].held) + len(s[1]))
             if len(worker.held) + len(share) >= limit:
@@ -225,6 +230,8 @@ class ProcessExecutor:
             share.append(unsent.popleft())
         for worker, share in shares.values():
             if share:
+                if not worker.held:
+                    worker.since = now
                 worker.held.extend(share)
                 with contextlib.suppress(OSError):  # it died: events() requeues these
                     worker.conn.send(share)
@@ -247,6 +254,7 @@ class ProcessExecutor:
                                        self._name_of(worker)))
         elif kind in ("done", "failed"):
             key = worker.last_ended = message[1]
+            worker.since = time.monotonic()
             task = _take(held, key)
             if task is None:
                 return  # an attempt cancelled meanwhile: no event follows for it
