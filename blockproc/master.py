@@ -50,10 +50,8 @@ from blockproc.errors import (
 from blockproc.executors import Executor, Failed, Finished, Progress
 from blockproc.formats import DEFAULT_MAX_RECORD_SIZE, RecordFormat
 from blockproc.formats import from_dict as format_from_dict
-from blockproc.incremental import start_append
 from blockproc.model import AttemptRecord, BlockResult, Plan, frozen_builder
 from blockproc.output import NoOutput, OutputDir, part_name
-from blockproc.output.appending import AppendingOutputDir, append_in_progress
 from blockproc.progress import make_progress
 from blockproc.result import JobResult
 from blockproc.scheduler import AttemptKey, Scheduler
@@ -160,8 +158,13 @@ class Master:
         the plan into what is new since the output's earlier runs
         (:mod:`blockproc.incremental`); return True if there is nothing new at all."""
         out = self.output
-        if not isinstance(out, OutputDir) or not (self._if_exists == "append" or (
-                self._if_exists == "resume" and append_in_progress(out.fs, out.path))):
+        if not isinstance(out, OutputDir) or self._if_exists not in ("append", "resume"):
+            return False
+        # only these jobs load the incremental planner (start-up of every other job)
+        from blockproc.incremental import start_append
+        from blockproc.output.appending import AppendingOutputDir, append_in_progress
+
+        if self._if_exists == "resume" and not append_in_progress(out.fs, out.path):
             return False
         if self.values is not None:
             raise ConfigError("if_exists='append' adds part-files to an output; a job whose "
