@@ -31,6 +31,7 @@ NEVER_FOR_A_LOCAL_LINES_JOB = (
     "blockproc.output_formats.csv_format", "blockproc.output_formats.parquet",
     "blockproc.output_formats.jsonl", "blockproc.output_formats.npy",
     "blockproc.executors.threads", "blockproc.executors.cluster", "blockproc.executors.dask",
+    "blockproc.incremental", "blockproc.output.appending",
     "pyarrow", "numpy", "dask", "distributed", "decimal", "html", "datetime",
 )
 
