@@ -29,9 +29,10 @@ else:
 
 
 
-REMOTE_READ_SIZE = 64 * 2**20
+REMOTE_READ_SIZE = 64 * 2**20 + 64 * 2**10
 """Bytes per request when a worker reads its block from a remote filesystem: a block of
-the default size (64 MiB) in one ranged GET, as a hand-written reader fetches it. Each
+the default size (64 MiB) and the window past its end that finds its last record (up to
+64 KiB) in one ranged GET, as a hand-written reader fetches it. Each
 GET has a cost of its own besides its bytes (SeaweedFS: ~20 ms of server CPU, even for
 4 KiB, on top of ~45 ms per 8 MiB), so 8 MiB requests cost the store ~40 % more CPU per
 block; the worker holds at most this much of its block at once."""
