@@ -191,6 +191,32 @@ def test_map_lines_fetches_each_block_in_one_get(store: StoreDir,
     assert fetched == res.num_bytes_read <= len(data) + len(blocks) * WINDOW_SIZE
 
 
+def test_a_default_size_block_is_one_get(store: StoreDir,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the read size covers a block of the default size and the window past its end: here
+    # both scaled down 16 times (a 4 MiB block, a 4 MiB + 4 KiB read size), so that a
+    # block ending exactly where a read of the bare block size would end is still one GET
+    from blockproc.api import DEFAULT_BLOCK_SIZE
+    from blockproc.storage import reading
+
+    assert reading.REMOTE_READ_SIZE >= DEFAULT_BLOCK_SIZE + WINDOW_SIZE
+    scale = 16
+    monkeypatch.setattr(reading, "REMOTE_READ_SIZE", reading.REMOTE_READ_SIZE // scale)
+    lines = [f"{i:07d} {'y' * (i % 40)}" for i in range(330_000)]
+    data = ("\n".join(lines) + "\n").encode()  # about 10 MiB: 3 blocks
+    (url,) = store.put({"in/d.log": data})
+    calls = S3Calls(monkeypatch)
+    for run in (bp.map_lines, bp.map_blocks):
+        calls.calls.clear()
+        res = run(jobs.upper if run is bp.map_lines else jobs.count_block, url,
+                  output=store.url(f"out-{run.__name__}"),
+                  block_size=DEFAULT_BLOCK_SIZE // scale, executor="inline",
+                  storage_options=store.storage_options)
+        assert len(res.blocks) == 3
+        ranges = calls.ranges(f"{store.root.split('/', 1)[1]}/in/d.log")
+        assert len(ranges) <= len(res.blocks) + 1, (run.__name__, ranges)
+
+
 def test_each_part_is_one_put_and_one_copy_and_no_staging_is_left(
         store: StoreDir, monkeypatch: pytest.MonkeyPatch) -> None:
     (url,) = store.put({"in/a.log": DATA})
