@@ -74,7 +74,13 @@ def strip_protocol(path: str) -> str:
 def local_path(url: str) -> str | None:
     """Return the path of ``url`` if it names the local disk (a plain path, ``file://``
     or ``local://``, no ``::`` chain), else None: the URLs :class:`LocalFileSystem`
-    serves. On Windows always None (fsspec's drive handling applies)."""
+    serves. On Windows always None (fsspec's drive handling applies).
+
+    Examples
+    --------
+    >>> local_path("file:///data/in/"), local_path("gs://b/k"), local_path("a::file:///x")
+    ('/data/in', None, None)
+    """
     if os.sep != "/" or "::" in url:
         return None
     protocol = split_protocol(url)[0]
@@ -102,6 +108,19 @@ class LocalFileSystem:
     that first use. One instance per process (:func:`local_filesystem`), so
     ``resolve(a)[0] is resolve(b)[0]`` for two local paths, as with fsspec's instance
     cache; it pickles to that instance.
+
+    Examples
+    --------
+    >>> import pickle, tempfile
+    >>> fs = local_filesystem()
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     fs.pipe_file(f"{tmp}/a.log", b"hello\\n")
+    ...     info = fs.info(f"{tmp}/a.log")
+    ...     listed = fs.ls(tmp) == [f"{tmp}/a.log"]
+    ...     (info["type"], info["size"], fs.cat_file(f"{tmp}/a.log"), listed)
+    ('file', 6, b'hello\\n', True)
+    >>> pickle.loads(pickle.dumps(fs)) is fs
+    True
     """
 
     protocol = ("file", "local")
@@ -255,5 +274,11 @@ _INSTANCE = LocalFileSystem()
 
 
 def local_filesystem() -> LocalFileSystem:
-    """Return the process's one :class:`LocalFileSystem`."""
+    """Return the process's one :class:`LocalFileSystem`.
+
+    Examples
+    --------
+    >>> local_filesystem() is local_filesystem()
+    True
+    """
     return _INSTANCE
