@@ -1,7 +1,7 @@
 """The local disk without importing fsspec: :class:`LocalFileSystem` answers the calls a
-job makes on plain paths (stat, list, open, rename, remove) exactly as fsspec's
-``LocalFileSystem`` does, and hands every other call (``glob``, ``find``, text or
-compressed opens, transactions...) to fsspec's, imported then.
+job makes on plain paths (stat, list, walk, open, rename, remove) exactly as fsspec's
+``LocalFileSystem`` does, and hands every other call (``glob``, text or compressed
+opens, transactions...) to fsspec's, imported then.
 
 Importing fsspec costs tens of milliseconds (asyncio, entry points, codecs), about a
 third of a small local job's whole run, so :func:`~blockproc.storage.resolve` returns
@@ -203,6 +203,38 @@ class LocalFileSystem:
                 with contextlib.suppress(FileNotFoundError):  # removed while listed
                     infos.append(self.info(entry) if detail else strip_protocol(entry.path))
         return infos
+
+    def find(self, path: Any, maxdepth: int | None = None, withdirs: bool = False,
+             detail: bool = False, **kwargs: Any) -> Any:
+        """Every file below ``path``, sorted (fsspec's ``find``: what listing a directory
+        input asks); with ``maxdepth``, ``withdirs`` or other options, fsspec's."""
+        if maxdepth is not None or withdirs or kwargs:
+            return _fsspec_local().find(path, maxdepth=maxdepth, withdirs=withdirs,
+                                        detail=detail, **kwargs)
+        root = self._strip_protocol(path)
+        found: dict[str, Any] = {}
+        self._walk(root, found)
+        if not found and self.isfile(root):
+            found[root] = {}
+        names = sorted(found)
+        return {name: found[name] for name in names} if detail else names
+
+    def _walk(self, path: str, found: dict[str, Any]) -> None:
+        """fsspec's ``walk`` as ``find`` uses it: a directory that cannot be listed is
+        left out, a symlink is not followed (its type is ``other``)."""
+        try:
+            listing = self.ls(path, detail=True)
+        except OSError:
+            return
+        below = []
+        for info in listing:
+            name = info["name"].rstrip("/")
+            if info["type"] == "directory" and name != path:
+                below.append(name)
+            else:
+                found[info["name"]] = info
+        for directory in below:
+            self._walk(directory, found)
 
     def makedirs(self, path: Any, exist_ok: bool = False) -> None:
         os.makedirs(self._strip_protocol(path), exist_ok=exist_ok)

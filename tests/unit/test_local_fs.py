@@ -62,6 +62,17 @@ def test_each_call_answers_as_fsspec(tree: Path, name: str, method: str) -> None
     assert outcome(lambda: call(OURS)) == outcome(lambda: call(THEIRS))
 
 
+@pytest.mark.parametrize("name", [*NAMES, "sub/b.log/"])
+@pytest.mark.parametrize("detail", [False, True])
+def test_find_walks_as_fsspec(tree: Path, name: str, detail: bool) -> None:
+    (tree / "sub" / "deeper").mkdir()
+    (tree / "sub" / "deeper" / "c.log").write_bytes(b"c")
+    (tree / "dirlink").symlink_to(tree / "sub")
+    path = f"{tree}/{name}" if name else str(tree)
+    assert outcome(lambda: OURS.find(path, detail=detail)) == \
+        outcome(lambda: THEIRS.find(path, detail=detail))
+
+
 @pytest.mark.parametrize("url_of", [str, lambda p: f"file://{p}", lambda p: f"local://{p}/",
                                     os.path.relpath])
 def test_resolve_gives_the_local_fs_and_fsspecs_path(tree: Path, url_of: Any) -> None:

@@ -9,6 +9,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,13 +37,16 @@ NEVER_FOR_A_LOCAL_LINES_JOB = (
 )
 
 
-def test_a_small_local_job_loads_only_what_it_uses(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given", ["file", "directory"])
+def test_a_small_local_job_loads_only_what_it_uses(tmp_path: Path, given: str) -> None:
     """In a fresh interpreter: ``import blockproc`` loads only its errors, and a lines job
-    on a local file with 2 worker processes loads no fsspec, no other format's code, no
+    on a local file or directory with 2 worker processes loads no fsspec, no other format's code, no
     other executor and no optional package."""
-    src = tmp_path / "in.log"
+    (tmp_path / "in").mkdir()
+    src = tmp_path / "in" / "a.log"
     src.write_bytes(b"".join(b"line %d\n" % i for i in range(1000)))
-    proc = subprocess.run([sys.executable, "-c", STARTUP, str(src), str(tmp_path / "out")],
+    url = str(src if given == "file" else src.parent)
+    proc = subprocess.run([sys.executable, "-c", STARTUP, url, str(tmp_path / "out")],
                           capture_output=True, text=True, check=True, cwd=tmp_path)
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["records"] == 1000
