@@ -16,7 +16,7 @@ from typing import Any
 from blockproc._deps import require
 from blockproc.errors import InputError
 from blockproc.formats.base import Boundary
-from blockproc.formats.hooks import BlockReader
+from blockproc.formats.hooks import reads_own_blocks
 from blockproc.model import FileTail
 from blockproc.storage import (
     RangeSource,
@@ -97,7 +97,7 @@ def reads_file_end(task: BlockTask) -> bool:
     (False, True)
     """
     return (not task.block.files and task.file.compression is None and task.file.size > 0
-            and task.block.end >= task.file.size and not isinstance(task.format, BlockReader))
+            and task.block.end >= task.file.size and reads_own_blocks(task.format) is None)
 
 
 def aligned_chunks(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
@@ -167,9 +167,10 @@ def source_chunks(task: BlockTask, source: RangeSource, *,
     """Return the block's chunks: the aligned byte range (in one piece if ``whole``), or
     what a format that reads its own blocks yields (Parquet: the row groups the block
     owns)."""
-    if isinstance(task.format, BlockReader):
+    reader = reads_own_blocks(task.format)
+    if reader is not None:
         b = task.block
-        return task.format.read_block(source.read, b.start, b.end, task.file.size)
+        return reader.read_block(source.read, b.start, b.end, task.file.size)
     if whole:
         return aligned_range(task, source)
     return aligned_chunks(task, source)

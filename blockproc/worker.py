@@ -35,7 +35,7 @@ from blockproc.errors import (
 )
 from blockproc.formats import RecordFormat
 from blockproc.formats.base import FIRST_WINDOW_SIZE, has_border
-from blockproc.formats.hooks import BlockDecoder
+from blockproc.formats.hooks import decodes_blocks
 from blockproc.formats.text import code_unit
 from blockproc.model import Block, BlockResult, FileTail
 from blockproc.output_formats import OutputFormat, PartWriter
@@ -309,8 +309,9 @@ def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: Par
     at_file_start = task.block.start == 0
     if mapper.kind == "block":
         data = b"".join(chunks)
-        if isinstance(task.format, BlockDecoder):  # csv, jsonl, parquet: Table; fixed: ndarray
-            value = task.format.decode_block(data, at_file_start=at_file_start)
+        decoder = decodes_blocks(task.format)
+        if decoder is not None:  # csv, jsonl, parquet: Table; fixed: ndarray
+            value = decoder.decode_block(data, at_file_start=at_file_start)
             _write_block_result(fn(value), writer, task)
             return len(value)
         batch = Batch(task.block, data, task.format, at_file_start)
