@@ -19,7 +19,7 @@ from blockproc.errors import (
 )
 from blockproc.model import InputFile
 from blockproc.storage.listing import changed_message, verify_unchanged
-from blockproc.storage.retry import RetryPolicy, retry_call, retry_policy
+from blockproc.storage.retry import RetryPolicy, retry_call
 from blockproc.storage.urls import LOCAL_PROTOCOLS, protocol_of
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class RangeSource:
         self.bytes_read = 0
         self.num_requests = 0
         self._fs = fs
-        self._retry = retry or retry_policy()
+        self._retry = retry  # None: the process's policy, looked up only when a try fails
         self._limit = limit
         if read_size is None:
             read_size = 0 if protocol_of(fs) in LOCAL_PROTOCOLS else REMOTE_READ_SIZE

@@ -20,6 +20,7 @@ from blockproc.storage import (
     set_retry_policy,
     write_json_atomic,
 )
+from blockproc.storage.reading import RangeSource
 
 NO_WAIT = RetryPolicy(tries=3, base_delay=0.0)
 
@@ -97,3 +98,24 @@ def test_status_gives_up_after_the_policys_tries(
     with pytest.raises(ConnectionResetError):
         status(f"memory://retry-status-{time.time_ns()}")
     assert len(seen) == no_wait.tries
+
+
+def test_a_range_source_reads_under_the_policy_in_force_when_a_read_fails(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fs = filesystem("memory")
+    path = f"/retry-range-{time.time_ns()}.bin"
+    fs.pipe_file(path, b"0123456789")
+    with RangeSource(fs, path) as source:  # made per block, before any failure
+        seen = flaky(monkeypatch, source, "_read", failures=100)
+        previous = set_retry_policy(RetryPolicy(tries=2, base_delay=0.0))
+        try:
+            with pytest.raises(ConnectionResetError):
+                source.read(0, 4)
+        finally:
+            set_retry_policy(previous)
+        assert len(seen) == 2
+    with RangeSource(fs, path, retry=NO_WAIT) as source:
+        seen = flaky(monkeypatch, source, "_read", failures=100)
+        with pytest.raises(ConnectionResetError):
+            source.read(0, 4)
+        assert len(seen) == NO_WAIT.tries
