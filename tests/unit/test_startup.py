@@ -34,6 +34,7 @@ NEVER_FOR_A_LOCAL_LINES_JOB = (
     "blockproc.executors.threads", "blockproc.executors.cluster", "blockproc.executors.dask",
     "blockproc.incremental", "blockproc.output.appending",
     "pyarrow", "numpy", "dask", "distributed", "decimal", "html", "datetime",
+    "concurrent.futures",
 )
 
 
