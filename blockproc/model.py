@@ -408,7 +408,7 @@ _build_result = frozen_builder(BlockResult, (
     "bytes_written", "checksum", "started", "seconds", "bad_records", "stderr_bytes",
     "attempts", "counters", "value", "tails"))
 """Every field of a BlockResult, in order (``committed`` gives each; a new field must be
-added here, or it gets its default: tests/unit/test_fast_builders.py checks)."""
+added here, or it gets its default: tests/unit/test_master_fast_paths.py checks)."""
 
 
 @dataclass(frozen=True, slots=True)
