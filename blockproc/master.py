@@ -243,8 +243,7 @@ class Master:
         slots: int = getattr(executor, "capacity", executor.num_slots)  # tiny blocks: more
         while sched.num_running < slots and (key := sched.assign()):
             executor.run(self._task(key))
-        while (self.options.speculation and sched.num_running < executor.num_slots
-               and (key := sched.speculate())):
+        while self.options.speculation and self._slot_free() and (key := sched.speculate()):
             executor.run(self._task(key))
         for event in executor.events(POLL_INTERVAL):
             if event.key not in sched.running:
@@ -261,6 +260,14 @@ class Master:
             self._discard(key)
         if sched.failed_block is not None:
             raise self._block_failed(sched.failed_block)
+
+    def _slot_free(self) -> bool:
+        """Whether a speculative copy would start at once: a worker is idle (an executor
+        that queues several attempts per worker says so itself)."""
+        idle: int | None = getattr(self.executor, "idle_slots", None)
+        if idle is not None:
+            return idle > 0
+        return self._sched.num_running < self.executor.num_slots
 
     def _finished(self, event: Finished) -> None:
         key, sched = event.key, self._sched

@@ -151,6 +151,13 @@ class ProcessExecutor:
         return self.num_slots * self.held_limit
 
     @property
+    def idle_slots(self) -> int:
+        """Workers that hold no attempt, less the attempts waiting to be sent: where a
+        speculative copy would start now (attempts queued behind a straggler count as
+        running for the master, yet no worker is busy with them)."""
+        return max(0, sum(not w.held for w in self._workers) - len(self._unsent))
+
+    @property
     def held_limit(self) -> int:
         """How many attempts one worker may hold now (see :func:`held_limit`)."""
         if self._sizes.count == 0:

@@ -223,6 +223,33 @@ def test_cancel_drops_an_unsent_attempt_and_skips_a_waiting_one(tmp_path: Path) 
     assert not (tmp_path / "stage" / "3.attempt-1").exists()
 
 
+def test_idle_slots_counts_workers_that_hold_nothing(tmp_path: Path) -> None:
+    """Attempts queued behind a stalled one are running for the master, yet a worker may
+    hold nothing: the master's speculation asks ``idle_slots``, not ``num_running``."""
+    executor = ProcessExecutor(2)
+    ts = tasks(tmp_path, StallAt(0, 1.5, str(tmp_path / "started")))
+    executor.start(Mapper("record", jobs.identity))
+    try:
+        assert executor.idle_slots == 2
+        executor.run(ts[4])
+        executor.run(ts[5])
+        collect(executor, {(4, 1), (5, 1)})  # attempts ended: workers may now hold groups
+        assert executor.idle_slots == 2
+        for task in ts[:4]:
+            executor.run(task)
+        assert executor.idle_slots == 0  # four waiting to be sent, for two idle workers
+        seen: list[Event] = []
+        deadline = time.monotonic() + 60
+        while executor.idle_slots == 0:  # until the other worker runs out of attempts
+            assert time.monotonic() < deadline, f"no worker went idle: {seen}"
+            seen += executor.events(0.05)
+        assert (0, 1) not in {e.key for e in seen if isinstance(e, Finished)}  # stalled
+        assert executor.idle_slots == 1 and sorted(executor.holding)[0] == 0
+        assert max(executor.holding) >= 1  # the stalled worker: block 0, maybe more behind
+    finally:
+        executor.close()
+
+
 def test_cancel_of_a_running_attempt_kills_its_worker_and_requeues_the_waiting(
         tmp_path: Path) -> None:
     executor = ProcessExecutor(1)
