@@ -250,9 +250,11 @@ def write_json_atomic(fs: AbstractFileSystem, path: str, obj: Any, *,
 
 
 def read_json(fs: AbstractFileSystem, path: str) -> Any:
-    """Return the JSON document at ``path``."""
-    def read() -> bytes:
-        with fs.open(path, "rb") as f:
-            return f.read()  # type: ignore[no-any-return]
+    """Return the JSON document at ``path``.
 
-    return json.loads(retry_call(read, f"to read {path!r}"))
+    Read with ``cat_file``, not ``open``: fsspec's memory filesystem hands every reader of
+    a path the same file object, so two threads reading one document at once shared its
+    position and one of them read nothing (two jobs racing for one output, in tests).
+    """
+    data: bytes = retry_call(lambda: fs.cat_file(path), f"to read {path!r}")
+    return json.loads(data)

@@ -8,7 +8,9 @@ import importlib.util
 import io
 import os
 import pickle
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,14 +26,17 @@ from blockproc.storage import (
     InputChangedError,
     RangeSource,
     RetryPolicy,
+    filesystem,
     is_retryable,
     iter_whole_files,
     list_inputs,
     publish,
+    read_json,
     resolve,
     retry_call,
     verify_unchanged,
     write_bytes_atomic,
+    write_json_atomic,
 )
 from blockproc.testing import read_parts, write_files
 from tests import jobs
@@ -357,3 +362,32 @@ def test_hdfs_without_a_hadoop_client_says_what_to_set_up() -> None:
 def test_an_unknown_protocol_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="nosuchfs"):
         resolve("nosuchfs://x/y")
+
+
+def test_json_documents_read_by_many_threads_at_once_are_read_whole() -> None:
+    # fsspec's memory filesystem gives every reader of a path one shared file object: two
+    # jobs racing for one output both read its plan.json, and one used to read b""
+    fs = filesystem("memory")
+    path = f"/json-readers-{time.time_ns()}/plan.json"
+    document = {"plan": list(range(20_000))}
+    write_json_atomic(fs, path, document)
+    errors: list[str] = []
+
+    def read_many() -> None:
+        for _ in range(100):
+            try:
+                assert read_json(fs, path) == document
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=read_many) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
