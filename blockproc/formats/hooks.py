@@ -71,10 +71,9 @@ class BlockReader(Protocol):
 
 
 def reads_own_blocks(fmt: object) -> BlockReader | None:
-    """Return ``fmt`` if it is a :class:`BlockReader`, else None.
-
-    The same answer as ``isinstance(fmt, BlockReader)`` for 1/300 of the cost (a runtime
-    Protocol check takes ~12 us, and the worker asks once or twice per block).
+    """Return ``fmt`` if it is a :class:`BlockReader`, else None: the answer of
+    ``isinstance(fmt, BlockReader)`` for 1/300 of its cost (a runtime Protocol check takes
+    ~12 us, and the worker asks per block).
 
     Examples
     --------
@@ -82,20 +81,17 @@ def reads_own_blocks(fmt: object) -> BlockReader | None:
     >>> reads_own_blocks(Lines()) is None
     True
     """
-    return fmt if callable(getattr(fmt, "read_block", None)) else None  # type: ignore[return-value]
+    return fmt if _has_method(fmt, "read_block") else None  # type: ignore[return-value]
 
 
 def decodes_blocks(fmt: object) -> BlockDecoder | None:
-    """Return ``fmt`` if it is a :class:`BlockDecoder`, else None (``isinstance`` against
-    the Protocol, without its per-call cost).
+    """Return ``fmt`` if it is a :class:`BlockDecoder`, else None (as
+    :func:`reads_own_blocks`)."""
+    return fmt if _has_method(fmt, "decode_block") else None  # type: ignore[return-value]
 
-    Examples
-    --------
-    >>> from blockproc.formats import Lines
-    >>> decodes_blocks(Lines()) is None
-    True
-    """
-    return fmt if callable(getattr(fmt, "decode_block", None)) else None  # type: ignore[return-value]
+
+def _has_method(obj: object, name: str) -> bool:
+    return callable(getattr(obj, name, None))
 
 
 def renumber(blocks: Sequence[tuple[str, int, int]]) -> list[Block]:
