@@ -15,12 +15,11 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-import cloudpickle
-
 from blockproc._types import IfExists, SizeLike, URLLike
 from blockproc._units import format_size, parse_size
 from blockproc.errors import AccessError, ConfigError
 from blockproc.executors import EXECUTORS, default_workers, make_executor
+from blockproc.executors.base import dumps
 from blockproc.job import Job, JobOptions
 from blockproc.limits import MAX_WORKERS_ENV, max_workers
 from blockproc.model import Plan
@@ -256,7 +255,7 @@ def _check_output(plan: Plan, fs: AbstractFileSystem, path: str) -> None:
 
 def _check_picklable(mapper: Mapper) -> None:
     try:
-        payload = cloudpickle.dumps(mapper.fn)
+        payload = dumps(mapper.fn)
     except Exception as exc:
         raise ConfigError(
             f"cannot send {mapper.fn!r} to worker processes: {type(exc).__name__}: {exc}; "

@@ -28,8 +28,6 @@ import pickle
 from collections.abc import Callable
 from typing import Any, Final
 
-import cloudpickle
-
 from blockproc._units import format_size, parse_size
 from blockproc.errors import ConfigError, JobError, ReturnTypeError, ValueTooLargeError
 
@@ -117,6 +115,8 @@ def pickle_value(value: Any) -> bytes:
     try:
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError):
+        import cloudpickle  # only for what plain pickle refuses (start-up of every job)
+
         try:
             data: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:

@@ -4,20 +4,25 @@ The master (``blockproc.master``) owns the scheduler and the commit; an executor
 runs :class:`~blockproc.worker.BlockTask` s somewhere and reports what happened.
 
 A failure travels as :class:`Failed`: a summary line, the traceback text, and the
-exception itself cloudpickled when it can be (``concurrent.futures`` does the same), so
+exception itself pickled when it can be (``concurrent.futures`` does the same), so
 the job's :class:`~blockproc.BlockFailedError` has the user's exception as its cause.
+
+What crosses to another process (the mapper, an exception) is pickled by :func:`dumps`:
+plain pickle when it names only importable functions and classes, cloudpickle (imported
+only then) for lambdas, closures and what ``__main__`` or a notebook defines.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import pickle
 import signal
+import sys
 import traceback
+import types
 from dataclasses import dataclass
-from typing import Protocol
-
-import cloudpickle
+from typing import Any, Protocol
 
 from blockproc.errors import InputError, with_remote_traceback
 from blockproc.model import BlockResult
@@ -51,7 +56,7 @@ MAX_PICKLED_ERROR = 1 << 20
 class Failed:
     """An attempt failed: the user code raised (``lost=False``) or its worker died.
 
-    ``exception`` is the exception cloudpickled (empty when it could not be);
+    ``exception`` is the exception pickled by :func:`dumps` (empty when it could not be);
     :meth:`cause` turns it back into the exception with its traceback text attached.
     """
 
@@ -100,8 +105,56 @@ def failure_from(key: AttemptKey, exc: BaseException, worker: str) -> Failed:
                   exception=pickle_exception(exc))
 
 
+_BY_VALUE_ONLY = frozenset({"__main__", "__mp_main__"})
+"""Modules whose functions and classes another process cannot import by name: a worker
+forked from the template process, or spawned, has another main module."""
+
+
+class _ByReference(pickle.Pickler):
+    """Plain pickle that refuses a function or class another process could not import
+    under the same name (one of ``__main__``, or of a module not in ``sys.modules``), so
+    that :func:`dumps` hands it to cloudpickle, which ships it by value."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (types.FunctionType, type)):
+            module = getattr(obj, "__module__", None)
+            if module in _BY_VALUE_ONLY or module not in sys.modules:
+                raise pickle.PicklingError(f"{obj!r} goes by value")
+        return NotImplemented
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle ``obj`` for another process: with plain pickle when every function and
+    class in it is importable by name there (sent by reference, as cloudpickle would
+    send them too), else with cloudpickle, imported only then (lambdas, closures, what
+    ``__main__`` or a notebook defines, modules registered with
+    ``cloudpickle.register_pickle_by_value``). ``pickle.loads`` reads either.
+
+    Examples
+    --------
+    >>> import operator
+    >>> pickle.loads(dumps(operator.add))(1, 2)
+    3
+    >>> pickle.loads(dumps(lambda x: x + 1))(1)
+    2
+    """
+    cloud = sys.modules.get("cloudpickle.cloudpickle")
+    if cloud is None or not getattr(cloud, "_PICKLE_BY_VALUE_MODULES", None):
+        buffer = io.BytesIO()
+        try:
+            _ByReference(buffer, pickle.HIGHEST_PROTOCOL).dump(obj)
+        except Exception:  # a lambda, a closure, __main__'s: by value
+            pass
+        else:
+            return buffer.getvalue()
+    import cloudpickle  # only for what plain pickle cannot send (start-up of other jobs)
+
+    data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return data
+
+
 def pickle_exception(exc: BaseException) -> bytes:
-    """Return ``exc`` cloudpickled, or ``b""`` when it cannot make the trip back.
+    """Return ``exc`` pickled by :func:`dumps`, or ``b""`` when it cannot make the trip back.
 
     Its traceback, cause and context stay behind (their text travels separately). An
     exception that cannot be pickled, or not rebuilt from its pickle (an ``__init__``
@@ -119,7 +172,7 @@ def pickle_exception(exc: BaseException) -> bytes:
     b''
     """
     try:
-        blob: bytes = cloudpickle.dumps(exc)
+        blob = dumps(exc)
         if len(blob) > MAX_PICKLED_ERROR:
             return b""
         pickle.loads(blob)

@@ -1,9 +1,10 @@
 """The ``processes`` executor (the default): persistent local worker processes.
 
-Each worker process gets the cloudpickled mapper once, at start, then runs one attempt
-at a time, sending heartbeats with its progress. A worker that dies (segfault, kill -9,
-``os._exit``) is noticed at once through its process sentinel: its attempt is reported
-lost, so the master runs the block again, and a fresh worker takes its place.
+Each worker process gets the pickled mapper (:func:`~blockproc.executors.base.dumps`)
+once, at start, then runs one attempt at a time, sending heartbeats with its progress. A
+worker that dies (segfault, kill -9, ``os._exit``) is noticed at once through its process
+sentinel: its attempt is reported lost, so the master runs the block again, and a fresh
+worker takes its place.
 
 Tiny blocks are packed: a worker may hold several attempts (:func:`held_limit`: about
 1 MiB or 50 ms of work, at most 32), sent in one message and run one after the other,
@@ -33,6 +34,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+import pickle
 import select
 import signal
 import socket
@@ -46,8 +48,6 @@ from itertools import islice
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-import cloudpickle
-
 from blockproc.errors import JobError
 from blockproc.executors._mainguard import main_module_hidden
 from blockproc.executors.base import (
@@ -56,6 +56,7 @@ from blockproc.executors.base import (
     Finished,
     Progress,
     describe_exit,
+    dumps,
     failure_from,
 )
 from blockproc.model import BlockResult
@@ -172,7 +173,7 @@ class ProcessExecutor:
 
     def start(self, mapper: Mapper, attempts: Scheduler | None = None) -> None:
         """Start the worker processes, each with its copy of ``mapper``."""
-        self._payload = cloudpickle.dumps(mapper)
+        self._payload = dumps(mapper)
         if attempts is not None and attempts.block_sizes:
             sizes = attempts.block_sizes
             self._sizes.add(sum(sizes) / len(sizes))
@@ -491,7 +492,7 @@ def _worker_main(conn: Connection, payload: bytes, parent: int) -> None:
     die_with_parent(parent)
     _keep_freed_memory()
     try:
-        mapper = cloudpickle.loads(payload)
+        mapper = pickle.loads(payload)
     except BaseException as exc:
         conn.send(("fatal", f"cannot load the function in a worker: "
                             f"{''.join(traceback.format_exception_only(exc)).strip()}"))

@@ -21,7 +21,8 @@ import blockproc as bp
 after_import = sorted(sys.modules)
 def shout(line):
     return line.upper()
-res = bp.map_lines(shout, sys.argv[1], output=sys.argv[2], workers=2, progress=False)
+fn = shout if sys.argv[3] == "main" else str.upper
+res = bp.map_lines(fn, sys.argv[1], output=sys.argv[2], workers=2, progress=False)
 print(json.dumps({"import": after_import, "job": sorted(sys.modules),
                   "records": res.num_records_out}))
 """
@@ -38,25 +39,65 @@ NEVER_FOR_A_LOCAL_LINES_JOB = (
 )
 
 
-@pytest.mark.parametrize("given", ["file", "directory"])
-def test_a_small_local_job_loads_only_what_it_uses(tmp_path: Path, given: str) -> None:
+ONLY_FOR_A_FUNCTION_BY_VALUE = ("cloudpickle", "logging")
+"""A function workers can import by name travels with plain pickle: cloudpickle (and the
+logging it imports) load only for lambdas, closures and what ``__main__`` defines."""
+
+
+@pytest.mark.parametrize(("given", "fn"), [("file", "main"), ("directory", "main"),
+                                           ("file", "importable")])
+def test_a_small_local_job_loads_only_what_it_uses(tmp_path: Path, given: str,
+                                                   fn: str) -> None:
     """In a fresh interpreter: ``import blockproc`` loads only its errors, and a lines job
-    on a local file or directory with 2 worker processes loads no fsspec, no other format's code, no
-    other executor and no optional package."""
+    on a local file or directory with 2 worker processes loads no fsspec, no other
+    format's code, no other executor and no optional package; with a function the
+    workers can import by name, no cloudpickle either."""
     (tmp_path / "in").mkdir()
     src = tmp_path / "in" / "a.log"
     src.write_bytes(b"".join(b"line %d\n" % i for i in range(1000)))
     url = str(src if given == "file" else src.parent)
-    proc = subprocess.run([sys.executable, "-c", STARTUP, url, str(tmp_path / "out")],
+    proc = subprocess.run([sys.executable, "-c", STARTUP, url, str(tmp_path / "out"), fn],
                           capture_output=True, text=True, check=True, cwd=tmp_path)
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["records"] == 1000
     assert (tmp_path / "out" / "_SUCCESS").exists()
     assert not [m for m in seen["import"] if m.startswith("blockproc.")
                 and m not in ("blockproc.errors",)], "import blockproc loads only its errors"
-    loaded = [m for m in seen["job"]
-              if any(m == n or m.startswith(f"{n}.") for n in NEVER_FOR_A_LOCAL_LINES_JOB)]
+    never = NEVER_FOR_A_LOCAL_LINES_JOB + (ONLY_FOR_A_FUNCTION_BY_VALUE
+                                           if fn == "importable" else ())
+    loaded = [m for m in seen["job"] if any(m == n or m.startswith(f"{n}.") for n in never)]
     assert loaded == []
+    if fn == "main":
+        assert "cloudpickle" in seen["job"]  # __main__'s function went by value
+
+
+BESIDE_A_THREAD = """
+import sys, threading
+import blockproc as bp
+from blockproc.executors.processes import start_method
+def shout(line):
+    return line.upper()
+stop = threading.Event()
+threading.Thread(target=stop.wait, daemon=True).start()
+assert start_method() == "forkserver"
+res = bp.map_lines(shout, sys.argv[1], output=sys.argv[2], workers=2, progress=False)
+stop.set()
+print(res.num_records_out)
+"""
+
+
+def test_a_main_function_reaches_workers_forked_from_the_template(tmp_path: Path) -> None:
+    """Workers forked from the template process have another ``__main__``: a function
+    defined in the script must travel by value (plain pickle would name it, and the
+    worker could not find it)."""
+    src = tmp_path / "a.log"
+    src.write_bytes(b"".join(b"line %d\n" % i for i in range(100)))
+    proc = subprocess.run([sys.executable, "-c", BESIDE_A_THREAD, str(src),
+                           str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "100"
+    assert (tmp_path / "out" / "part-00000.txt").read_bytes().startswith(b"LINE 0\n")
 
 
 @given(st.integers(0, 10**12), st.integers(0, 10**6), st.integers(0, 6),
