@@ -42,8 +42,8 @@ Status = Literal["running", "committed", "discarded", "failed", "lost"]
 """How an attempt stands: running, or how it ended."""
 
 SPECULATION_SLOWDOWN = 2.0
-"""A running attempt is a straggler when its rate is below the median finished rate
-divided by this, and it has already run longer than a typical block."""
+"""A running attempt is a straggler once it has run this many times as long as a typical
+block (its size at the median finished rate)."""
 
 SPECULATION_MIN_SECONDS = 1.0
 """Never speculate on an attempt younger than this."""
@@ -291,9 +291,13 @@ class Scheduler:
     def stragglers(self) -> list[AttemptKey]:
         """Running attempts that lag, the one expected to finish last first.
 
-        An attempt lags when it has run longer than a typical block (and at least
-        :data:`SPECULATION_MIN_SECONDS`) and its rate is below the median rate of the
-        finished blocks divided by :data:`SPECULATION_SLOWDOWN`. Executors mark these in
+        An attempt lags when it has run :data:`SPECULATION_SLOWDOWN` times as long as a
+        typical block (its size at the median rate of the finished blocks), and at least
+        :data:`SPECULATION_MIN_SECONDS`; its progress only orders the stragglers. Progress
+        does not say earlier that an attempt lags: a worker reading from an object store
+        fetches its block in one GET before it decodes a byte, so its progress stays 0
+        for most of a normal block's time (a block 20% slower than typical looked 2x
+        slower by its rate, and the last one was read twice). Executors mark these in
         their status lines; :meth:`speculate` starts a second attempt of the first.
 
         One pass over the running attempts; asked again at the same clock time with no
@@ -310,11 +314,9 @@ class Scheduler:
         for key, attempt in self.running.items():
             elapsed = now - attempt.started
             size = self.size(attempt.block)
-            if elapsed < max(SPECULATION_MIN_SECONDS, size / median):
+            if elapsed < max(SPECULATION_MIN_SECONDS, SPECULATION_SLOWDOWN * size / median):
                 continue
             rate = attempt.rate(now)
-            if rate * SPECULATION_SLOWDOWN >= median:
-                continue
             remaining = (size - attempt.bytes_done) / rate if rate > 0 else float("inf")
             found.append((remaining, key))
         found.sort(key=lambda item: -item[0])

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 import blockproc as bp
-from blockproc.formats.base import WINDOW_SIZE
+from blockproc.formats.base import FIRST_WINDOW_SIZE, WINDOW_SIZE
 from blockproc.output import read_ledger, verify_output
 from blockproc.storage import RangeSource, resolve
 from blockproc.testing import read_parts
@@ -215,6 +215,37 @@ def test_a_default_size_block_is_one_get(store: StoreDir,
         assert len(res.blocks) == 3
         ranges = calls.ranges(f"{store.root.split('/', 1)[1]}/in/d.log")
         assert len(ranges) <= len(res.blocks) + 1, (run.__name__, ranges)
+
+
+def test_with_speculation_on_each_block_is_one_get_and_read_once(
+        store: StoreDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a store a worker reports no progress until its block's GET is in, most of a
+    # normal block's time; here each block reports none for ~1.2 s (its first chunk in
+    # the function) and the last for 1.8 s, a normal block a little slower than the
+    # others. Judged by its progress rate it looked stalled, and speculation read it twice.
+    line = 64
+    per_block = 4096
+    blocks = 4
+    data = b"".join(f"{i:07d} {'z' * (line - 9)}\n".encode()
+                    for i in range(per_block * blocks))
+    (url,) = store.put({"in/even.log": data})
+
+    def slow_start(text: str) -> str:
+        number = int(text[:7])
+        if number % per_block == 1:  # a block's second line: inside its first chunk
+            time.sleep(1.8 if number // per_block == blocks - 1 else 1.2)
+        return text
+
+    calls = S3Calls(monkeypatch)
+    res = bp.map_lines(slow_start, url, output=store.url("out"), block_size=line * per_block,
+                       executor="threads", workers=2, speculation=True,
+                       storage_options=store.storage_options)
+    assert_exactly_once(store, "out", data)
+    assert [(a.attempt, a.speculative) for a in res.attempts] == [(1, False)] * blocks
+    ranges = calls.ranges(f"{store.root.split('/', 1)[1]}/in/even.log")
+    assert len(ranges) <= blocks + 1, ranges  # the first block: its end window, then it
+    # each block once, and the 4 KiB window past its end that finds its last record
+    assert len(data) <= res.num_bytes_read <= len(data) + blocks * FIRST_WINDOW_SIZE
 
 
 def test_each_part_is_one_put_and_one_copy_and_no_staging_is_left(
