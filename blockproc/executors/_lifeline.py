@@ -9,9 +9,34 @@ import os
 import signal
 import threading
 import time
+from typing import Any
 
 WATCH_INTERVAL = 0.2
 """Seconds between a worker process's checks that its parent is still there."""
+
+_LIBC: list[Any] = []  # [the C library through ctypes, or None], once per process
+
+
+def libc() -> Any:
+    """Return this process's C library through ctypes (None where it cannot be loaded),
+    loading it once: the master calls it before it forks its workers, so that a forked
+    worker finds it loaded (importing ctypes and loading libffi in every worker would
+    delay each worker's first block).
+
+    Examples
+    --------
+    >>> libc() is libc()
+    True
+    """
+    if not _LIBC:
+        found: Any = None
+        with contextlib.suppress(OSError):
+            found = ctypes.CDLL(None, use_errno=True)
+            for name in ("prctl", "mallopt"):  # resolved here, not in every worker
+                with contextlib.suppress(AttributeError):
+                    getattr(found, name)
+        _LIBC.append(found)
+    return _LIBC[0]
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -26,8 +51,7 @@ def die_with_parent(parent_pid: int) -> None:
     spawning thread): blockproc spawns from the thread that later stops its workers.
     """
     with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        libc().prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     if os.getppid() != parent_pid:
         os._exit(1)
 

@@ -49,6 +49,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from blockproc.errors import JobError
+from blockproc.executors._lifeline import die_with_parent, libc
 from blockproc.executors._mainguard import main_module_hidden
 from blockproc.executors.base import (
     Event,
@@ -174,6 +175,7 @@ class ProcessExecutor:
     def start(self, mapper: Mapper, attempts: Scheduler | None = None) -> None:
         """Start the worker processes, each with its copy of ``mapper``."""
         self._payload = dumps(mapper)
+        libc()  # loaded here once, so that no forked worker loads it again
         if attempts is not None and attempts.block_sizes:
             sizes = attempts.block_sizes
             self._sizes.add(sum(sizes) / len(sizes))
@@ -486,8 +488,6 @@ def _worker_main(conn: Connection, payload: bytes, parent: int) -> None:
     stop; exit at once if ``parent`` dies (0: this process's parent, the template
     process, which ends with the master)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides what Ctrl-C means
-    from blockproc.executors._lifeline import die_with_parent  # the worker's only
-
     parent = parent or os.getppid()
     die_with_parent(parent)
     _keep_freed_memory()
@@ -548,15 +548,9 @@ def _keep_freed_memory() -> None:
     memory is unchanged: a worker holds one block at a time either way. A no-op where
     glibc's ``mallopt`` is not available.
     """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        limit = ctypes.c_int(_HEAP_LIMIT)
-        libc.mallopt(_M_MMAP_THRESHOLD, limit)
-        libc.mallopt(_M_TRIM_THRESHOLD, limit)
-    except (OSError, AttributeError):
-        pass
+    with contextlib.suppress(AttributeError):  # no C library, or no mallopt in it
+        libc().mallopt(_M_MMAP_THRESHOLD, _HEAP_LIMIT)
+        libc().mallopt(_M_TRIM_THRESHOLD, _HEAP_LIMIT)
 
 
 _M_TRIM_THRESHOLD = -1

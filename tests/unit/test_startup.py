@@ -107,3 +107,29 @@ def test_sizes_parse_exactly_as_decimal_did(whole: int, fraction: int, digits: i
     number = f"{whole}.{str(fraction).zfill(digits)[:digits]}" if digits else str(whole)
     text = f"{number}{space}{unit.upper() if fraction % 2 else unit}"
     assert parse_size(text) == int(Decimal(number) * _UNITS[unit])
+
+
+INHERITED_LIBC = """
+import sys
+import blockproc as bp
+from blockproc.executors import _lifeline
+def libc_id(line):
+    return str(id(_lifeline._LIBC[0])) if _lifeline._LIBC else "none"
+res = bp.map_lines(libc_id, sys.argv[1], output=sys.argv[2], workers=1, progress=False)
+print(id(_lifeline._LIBC[0]) if _lifeline._LIBC else "none")
+"""
+
+
+def test_forked_workers_inherit_the_c_library_the_master_loaded(tmp_path: Path) -> None:
+    """The master loads ctypes and the C library (``_lifeline.libc``) before it forks its
+    workers; a worker that loaded them itself would start its first block milliseconds
+    later (ctypes, libffi), in every job."""
+    src = tmp_path / "a.log"
+    src.write_bytes(b"x\n")
+    proc = subprocess.run([sys.executable, "-c", INHERITED_LIBC, str(src),
+                           str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    in_master = proc.stdout.strip().splitlines()[-1]
+    assert in_master != "none"
+    assert (tmp_path / "out" / "part-00000.txt").read_text() == f"{in_master}\n"
