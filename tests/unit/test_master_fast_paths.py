@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import pickle
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,8 +124,27 @@ def test_frozen_builder_refuses_what_it_cannot_build_like_the_class() -> None:
             frozen_builder(cls, names)
     with pytest.raises(TypeError, match=r"fields \['a'\] have no default"):
         frozen_builder(Sample, ("b",))
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):
         frozen_builder(Sample, ("a", "b"))(1)  # a value short
+    with pytest.raises(TypeError):
+        frozen_builder(Sample, ("a",))(1, "b")  # one too many
+
+    class Derived(Sample):  # another layout than a plain class with its slots
+        pass
+
+    with pytest.raises(TypeError, match="frozen, slotted dataclass"):
+        frozen_builder(dataclass(frozen=True, slots=True)(Derived), ("a",))
+
+
+@given(results())
+def test_a_built_result_is_an_ordinary_frozen_instance(result: BlockResult) -> None:
+    built = frozen_builder(BlockResult, KNOWN_RESULT_FIELDS)(
+        *(getattr(result, name) for name in KNOWN_RESULT_FIELDS))
+    assert type(built) is BlockResult and every_field(built) == every_field(result)
+    assert built == result and hash(built.block) == hash(result.block)
+    assert pickle.loads(pickle.dumps(built)) == result
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.part = "x"  # type: ignore[misc]
 
 
 # -- the master's tasks, ledger and attempts -----------------------------------------------
