@@ -36,6 +36,7 @@ from blockproc.errors import (
 from blockproc.formats import RecordFormat
 from blockproc.formats.base import FIRST_WINDOW_SIZE, has_border
 from blockproc.formats.hooks import decodes_blocks
+from blockproc.formats.records import Records
 from blockproc.formats.text import code_unit
 from blockproc.model import Block, BlockResult, FileTail
 from blockproc.output_formats import OutputFormat, PartWriter
@@ -59,29 +60,24 @@ ReportFn = Callable[[int, int], None]
 class Batch:
     """One block's records at once, for :func:`blockproc.map_blocks`.
 
-    ``data`` is the block's record-aligned bytes, ``records`` its decoded records (made on
-    first use), ``block`` the :class:`~blockproc.Block`.
+    ``data`` is the block's record-aligned bytes, ``records`` its decoded records,
+    ``block`` the :class:`~blockproc.Block`.
     """
 
     block: Block
     data: bytes
     format: RecordFormat
     at_file_start: bool
-    _records: list[Any] | None = field(default=None, repr=False)
+    _records: Records | None = field(default=None, repr=False)
 
     @property
-    def records(self) -> list[Any]:
-        """The block's records, in order."""
+    def records(self) -> Records:
+        """The block's records, in order: a :class:`~blockproc.formats.records.Records`,
+        which a ``for`` loop (``Counter``, ``map``, ``sum``, ...) streams ~1 MiB at a
+        time, and ``len``, an index or a slice turns into a list first (kept)."""
         if self._records is None:
-            # Decode in CHUNK_SIZE pieces, as the per-record path does: decoding and
-            # splitting a whole block at once runs out of cache and is ~1.5x slower.
-            data, size = self.data, CHUNK_SIZE
-            chunks = ([data] if len(data) <= size else
-                      (data[i:i + size] for i in range(0, len(data), size)))
-            records: list[Any] = []
-            for batch in self.format.iter_batches(chunks, at_file_start=self.at_file_start):
-                records.extend(batch)
-            self._records = records
+            self._records = Records(self.data, self.format, at_file_start=self.at_file_start,
+                                    chunk_size=CHUNK_SIZE)
         return self._records
 
     def __len__(self) -> int:
@@ -316,8 +312,11 @@ def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: Par
             return len(value)
         batch = Batch(task.block, data, task.format, at_file_start)
         _write_block_result(fn(batch), writer, task)
-        if batch._records is not None:
-            return len(batch._records)
+        made = batch._records
+        if made is not None and made.is_list:
+            return len(made)
+        if made is not None and made.streamed_count is not None:
+            return made.streamed_count
         return count_records(data, task.format.delimiter)
     if isinstance(fn, BatchFunction):
         return _run_batches(fn, task, chunks, writer)

@@ -151,6 +151,7 @@ class Lines(DelimitedBoundary):
             done += used
             pending = [rest] if rest else []
             yield lines
+            del lines  # let the consumer free them before the next chunk is decoded
         last = b"".join(pending)
         if last:
             try:

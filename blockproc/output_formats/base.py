@@ -10,6 +10,9 @@ from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from blockproc.errors import ReturnTypeError
+from blockproc.formats.records import Records
+
+_SEVERAL = (list, tuple, Iterator, Records)
 
 ACCEPTED_RETURNS: dict[tuple[str, str], str] = {
     ("text", "record"): "str or bytes (one line), None (nothing), or a list, tuple or "
@@ -53,8 +56,9 @@ def refuse(name: str, mode: str, value: Any, hint: str = "", *,
 
 
 def is_several(value: Any) -> bool:
-    """True for what stands for several records: a list, tuple or iterator (generator)."""
-    return isinstance(value, (list, tuple, Iterator))
+    """True for what stands for several records: a list, tuple or iterator (generator),
+    or a block's :class:`~blockproc.formats.records.Records` (``batch.records``)."""
+    return isinstance(value, _SEVERAL)
 
 ROWS_PER_FLUSH = 65536
 """Rows a writer gathers before it writes them (a Parquet row group, a CSV chunk)."""
@@ -316,7 +320,7 @@ def flatten_records(results: Iterable[Any]) -> Iterator[Any]:
     for result in results:
         if result is None:
             continue
-        if isinstance(result, (list, tuple, Iterator)):
+        if isinstance(result, _SEVERAL):
             yield from (r for r in result if r is not None)
         else:
             yield result
