@@ -43,7 +43,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from itertools import islice
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -113,19 +113,24 @@ def _context() -> Any:
     return context
 
 
-@dataclass
 class _Worker:
-    process: Any
-    conn: Connection
-    inbox: _Poller
-    held: deque[BlockTask] = field(default_factory=deque)
-    """The attempts sent to this worker and not finished, in the order it runs them: the
-    first is running (or about to), the others have not started."""
-    ready: bool = False
-    last_ended: AttemptKey | None = None
-    """The attempt of the last done or failed message read from this worker."""
-    since: float = 0.0
-    """When it last ended an attempt, or was given one while it held none."""
+    """One worker process as the master sees it (a plain class: a dataclass's generated
+    methods are compiled at import, which every job's start-up would pay)."""
+
+    __slots__ = ("conn", "held", "inbox", "last_ended", "process", "ready", "since")
+
+    def __init__(self, process: Any, conn: Connection, inbox: _Poller) -> None:
+        self.process = process
+        self.conn = conn
+        self.inbox = inbox
+        self.held: deque[BlockTask] = deque()
+        """The attempts sent to this worker and not finished, in the order it runs them:
+        the first is running (or about to), the others have not started."""
+        self.ready = False
+        self.last_ended: AttemptKey | None = None
+        """The attempt of the last done or failed message read from this worker."""
+        self.since = 0.0
+        """When it last ended an attempt, or was given one while it held none."""
 
 
 class ProcessExecutor:
