@@ -21,52 +21,78 @@ import signal
 import sys
 import traceback
 import types
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from blockproc.errors import InputError, with_remote_traceback
 from blockproc.model import BlockResult
 from blockproc.scheduler import AttemptKey, Scheduler
+from blockproc.task import FrozenSlots
 from blockproc.worker import BlockTask, Mapper
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
+class Progress(FrozenSlots):
     """A running attempt's heartbeat: bytes and records done so far, and who runs it."""
 
+    _fields = ("key", "bytes_done", "records_done", "worker")
+    __slots__ = _fields
     key: AttemptKey
     bytes_done: int
     records_done: int
-    worker: str = ""
+    worker: str
+
+    def __init__(self, key: AttemptKey, bytes_done: int, records_done: int,
+                 worker: str = "") -> None:
+        _set = object.__setattr__
+        _set(self, "key", key)
+        _set(self, "bytes_done", bytes_done)
+        _set(self, "records_done", records_done)
+        _set(self, "worker", worker)
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
+class Finished(FrozenSlots):
     """An attempt succeeded; its part-file waits at the task's staging path."""
 
+    _fields = ("key", "result")
+    __slots__ = _fields
     key: AttemptKey
     result: BlockResult
+
+    def __init__(self, key: AttemptKey, result: BlockResult) -> None:
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "result", result)
 
 
 MAX_PICKLED_ERROR = 1 << 20
 """An exception whose pickle is larger than this comes back as text only."""
 
 
-@dataclass(frozen=True, slots=True)
-class Failed:
+class Failed(FrozenSlots):
     """An attempt failed: the user code raised (``lost=False``) or its worker died.
 
     ``exception`` is the exception pickled by :func:`dumps` (empty when it could not be);
     :meth:`cause` turns it back into the exception with its traceback text attached.
     """
 
+    _fields = ("key", "error", "traceback", "worker", "lost", "retryable", "exception")
+    __slots__ = _fields
     key: AttemptKey
     error: str
-    traceback: str = ""
-    worker: str = ""
-    lost: bool = False
-    retryable: bool = True
-    exception: bytes = b""
+    traceback: str
+    worker: str
+    lost: bool
+    retryable: bool
+    exception: bytes
+
+    def __init__(self, key: AttemptKey, error: str, traceback: str = "", worker: str = "",
+                 lost: bool = False, retryable: bool = True, exception: bytes = b"") -> None:
+        _set = object.__setattr__
+        _set(self, "key", key)
+        _set(self, "error", error)
+        _set(self, "traceback", traceback)
+        _set(self, "worker", worker)
+        _set(self, "lost", lost)
+        _set(self, "retryable", retryable)
+        _set(self, "exception", exception)
 
     def cause(self) -> BaseException | None:
         """The worker's exception with a :class:`~blockproc.errors.RemoteTraceback` of
