@@ -44,16 +44,21 @@ def die_with_parent(parent_pid: int) -> None:
     the main thread is doing.
 
     On Linux the kernel kills this process the moment its parent dies
-    (``PR_SET_PDEATHSIG``), even inside C code that holds the GIL; everywhere, a daemon
-    thread checks the parent every ``WATCH_INTERVAL`` seconds, kills this process's own
-    children (a mapper's shell command) and exits. The parent must not spawn this process
-    from a thread that ends before the process should (the death signal follows the
-    spawning thread): blockproc spawns from the thread that later stops its workers.
+    (``PR_SET_PDEATHSIG``), even inside C code that holds the GIL. Where that cannot be
+    set, a daemon thread checks the parent every ``WATCH_INTERVAL`` seconds, kills this
+    process's own children (a mapper's shell command) and exits; where it is set, no
+    thread is started (the kernel's SIGKILL would come first, and a worker starts its
+    first block sooner without it). The parent must not spawn this process from a
+    thread that ends before the process should (the death signal follows the spawning
+    thread): blockproc spawns from the thread that later stops its workers.
     """
+    armed = False
     with contextlib.suppress(Exception):
-        libc().prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        armed = libc().prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # PR_SET_PDEATHSIG
     if os.getppid() != parent_pid:
         os._exit(1)
+    if armed:
+        return
 
     def watch() -> None:
         while os.getppid() == parent_pid:
