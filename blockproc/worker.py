@@ -105,9 +105,10 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     combined = bool(task.block.files)
     # the limit takes in the first window past the block's end, which finding its last
     # record reads anyway: a remote block is one ranged GET, not one plus a 4 KiB one
+    # (begin: also when that window is read first, as the first block of a file does)
     source = None if compressed or combined else RangeSource(
         task.input_fs, task.file.path, expected=None if task.growing else task.file,
-        limit=task.block.end + FIRST_WINDOW_SIZE)
+        limit=task.block.end + FIRST_WINDOW_SIZE, begin=task.block.start)
     bad = BadRecords(task)
     tails: list[FileTail] = []  # the ends of the input files this block read
     try:

@@ -51,6 +51,10 @@ class RangeSource:
     ends at or before ``limit`` may fetch up to ``read_size`` bytes (default 64 MiB on
     remote filesystems, none on local ones), never past ``limit``, and later reads are
     served from them. A worker passes its block's nominal end, which it reads anyway.
+    With ``begin`` (where the block's bytes start), the first request, when its read lies
+    in ``[begin, limit]`` and ``[begin, limit)`` fits in one request, fetches all of
+    ``[begin, limit)``: the first block of a file reads the window past its end first (its
+    start needs no search), and is one GET too, not that window and then the block.
 
     With ``expected`` (the :class:`~blockproc.model.InputFile` the plan saw), opening
     checks once that the file still has the planned size and ETag/mtime, and raises
@@ -59,13 +63,15 @@ class RangeSource:
 
     def __init__(self, fs: AbstractFileSystem, path: str, *,
                  expected: InputFile | None = None, retry: RetryPolicy | None = None,
-                 limit: int | None = None, read_size: int | None = None) -> None:
+                 limit: int | None = None, read_size: int | None = None,
+                 begin: int | None = None) -> None:
         self.path = path
         self.bytes_read = 0
         self.num_requests = 0
         self._fs = fs
         self._retry = retry  # None: the process's policy, looked up only when a try fails
         self._limit = limit
+        self._begin = begin
         if read_size is None:
             read_size = 0 if protocol_of(fs) in LOCAL_PROTOCOLS else REMOTE_READ_SIZE
         self._read_size = read_size
@@ -100,13 +106,17 @@ class RangeSource:
             if end <= buffer_end:
                 return head
             return head + self.read(buffer_end, end)
-        fetch_end = end
-        if self._limit is not None and end <= self._limit and end - start < self._read_size:
-            fetch_end = min(self._limit, start + self._read_size)
-        data = self._fetch(start, fetch_end)
-        if fetch_end > end:
-            self._buffer, self._buffer_start = data, start
-            return data[:end - start]
+        fetch_start, fetch_end, limit = start, end, self._limit
+        if limit is not None and end <= limit and end - start < self._read_size:
+            begin = self._begin
+            if (begin is not None and not self.num_requests and begin <= start
+                    and limit - begin <= self._read_size):
+                fetch_start = begin
+            fetch_end = min(limit, fetch_start + self._read_size)
+        data = self._fetch(fetch_start, fetch_end)
+        if fetch_start < start or fetch_end > end:
+            self._buffer, self._buffer_start = data, fetch_start
+            return data[start - fetch_start:end - fetch_start]
         return data
 
     def _fetch(self, start: int, end: int) -> bytes:

@@ -18,6 +18,8 @@ from typing import Any
 import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import blockproc as bp
 from blockproc.errors import ConfigError, InputError
@@ -250,6 +252,46 @@ def test_range_source_coalesces_reads_but_never_past_its_limit(memfs: str) -> No
     assert got == data[:70_000]
     assert source.bytes_read == 70_000  # no byte fetched twice, none past what was read
     assert source.num_requests == 2 + 10  # [0, 32768), [32768, 60000), then one per read
+
+
+def test_range_source_fetches_a_block_read_end_first_in_one_request(memfs: str) -> None:
+    # the first block of a file reads the window past its end first: with begin, that
+    # first request takes the whole [begin, limit) when it fits in one
+    data = os.urandom(100_000)
+    (url,) = write_files(memfs, {"a.bin": data})
+    fs, path = resolve(url)
+    with RangeSource(fs, path, limit=54_096, read_size=65_536, begin=0) as source:
+        assert source.read(50_000, 54_096) == data[50_000:54_096]
+        got = b"".join(source.read(s, min(50_000, s + 8192)) for s in range(0, 50_000, 8192))
+    assert got == data[:50_000]
+    assert (source.num_requests, source.bytes_read) == (1, 54_096)
+    with RangeSource(fs, path, limit=54_096, read_size=65_536) as source:  # no begin
+        source.read(50_000, 54_096)
+        source.read(0, 50_000)
+    assert source.num_requests == 2
+    with RangeSource(fs, path, limit=94_096, read_size=65_536, begin=20_000) as source:
+        assert source.read(90_000, 94_096) == data[90_000:94_096]  # too far for one request
+        assert source.read(20_000, 30_000) == data[20_000:30_000]
+    assert (source.num_requests, source.bytes_read) == (2, 4_096 + 65_536)
+
+
+@settings(max_examples=60, deadline=None)
+@given(begin=st.integers(0, 3000), length=st.integers(0, 3000), read_size=st.integers(1, 5000),
+       reads=st.lists(st.tuples(st.integers(0, 7000), st.integers(0, 3000)), max_size=6))
+def test_range_source_with_begin_and_limit_returns_exactly_the_asked_bytes(
+        begin: int, length: int, read_size: int, reads: list[tuple[int, int]]) -> None:
+    data = bytes(range(256)) * 24  # 6144 bytes
+    fs = MemoryFileSystem()
+    fs.pipe_file("/range-source-begin/a.bin", data)
+    try:
+        with RangeSource(fs, "/range-source-begin/a.bin", limit=begin + length,
+                         read_size=read_size, begin=begin) as source:
+            for start, size in reads:
+                assert source.read(start, start + size) == data[start:start + size]
+    finally:
+        fs.rm("/range-source-begin", recursive=True)
+    assert source.bytes_read <= sum(min(n, max(0, len(data) - s)) for s, n in reads) + max(
+        read_size, length) * max(1, len(reads))
 
 
 def test_range_source_does_not_coalesce_on_local_files_by_default(memfs: str) -> None:
