@@ -132,6 +132,7 @@ def child_run(spec: dict[str, Any]) -> dict[str, Any]:
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"wall": wall, "records": records,
             "cpu": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+            "sys": me.ru_stime + kids.ru_stime,
             "rss_self_kib": _own_peak_rss_kib(me.ru_maxrss), "rss_children_kib": kids.ru_maxrss}
 
 
@@ -226,6 +227,16 @@ def read_output(engine: str, out: Path) -> bytes:
     if engine == "dask":
         return b"".join(p.read_bytes() for p in sorted(out.glob("*.part")))
     return (out / "out.txt").read_bytes()
+
+
+def attempts(engine: str, out: Path) -> str:
+    """A blockproc run's attempts from its manifest: ``17 attempts`` or ``18 attempts
+    (1 speculative)``, so a copy started for the last block (CPU spent twice) shows."""
+    if not engine.startswith("bp-"):
+        return ""
+    totals = json.loads((out / "_SUCCESS").read_text()).get("attempt_totals", {})
+    spec = totals.get("speculative", 0)
+    return f"{totals.get('attempts', '?')} attempts" + (f" ({spec} speculative)" if spec else "")
 
 
 def first_difference(a: bytes, b: bytes) -> str:
@@ -326,7 +337,8 @@ def run_throughput(args: argparse.Namespace, runner: Runner, path: Path, tmp: Pa
                    cases: list[dict[str, Any]], lines_in: int) -> None:
     verifier = Verifier(lines_in)
     for case in cases:
-        case.update(walls=[], inner=[], cpu=[], rss=[], load=[], check="")
+        case.update(walls=[], inner=[], cpu=[], sys=[], rss=[], load=[], attempts=[],
+                    check="")
     for r in range(args.runs):
         for case in cases:
             out = tmp / "out" / case["name"].replace(" ", "_")
@@ -340,12 +352,15 @@ def run_throughput(args: argparse.Namespace, runner: Runner, path: Path, tmp: Pa
             case["walls"].append(res["outer_wall"])
             case["inner"].append(res["wall"])
             case["cpu"].append(res["cpu"])
+            case["sys"].append(res["sys"])
             case["rss"].append(max(res["rss_self_kib"], res["rss_children_kib"]) / 1024)
             case["load"].append(load)
+            case["attempts"].append(attempts(case["engine"], out))
+            tried = f" {case['attempts'][-1]}" if case["attempts"][-1] else ""
             print(f"  run {r + 1}/{args.runs} {case['workload']} {label(case):<34} "
                   f"{res['outer_wall']:6.2f} s (inner {res['wall']:5.2f}) cpu {res['cpu']:6.2f}"
-                  f" s rss {case['rss'][-1]:5.0f} MiB load {load:4.2f} ok ({case['check']})",
-                  flush=True)
+                  f" s (sys {res['sys']:4.2f}) rss {case['rss'][-1]:5.0f} MiB load {load:4.2f}"
+                  f"{tried} ok ({case['check']})", flush=True)
             shutil.rmtree(out, ignore_errors=True)
             os.sync()
 
@@ -359,6 +374,7 @@ def summarize(cases: list[dict[str, Any]], input_bytes: int, workers: int) -> No
         c["mb_s"] = input_bytes / 1e6 / m
         c["peak_rss_mib"] = max(c["rss"])
         c["median_cpu_s"] = statistics.median(c["cpu"])
+        c["median_sys_s"] = statistics.median(c["sys"]) if c.get("sys") else float("nan")
         c["ratios"] = {}
         for base in BASES:
             if (c["workload"], base) in med:
@@ -374,6 +390,7 @@ def _r(c: dict[str, Any], key: str) -> str:
 def table_lines(cases: list[dict[str, Any]]) -> list[str]:
     head = (f"| {'workload':<8} | {'engine':<34} | {'median s':>8} | {'min s':>6} | "
             f"{'max s':>6} | {'inner s':>7} | {'MB/s':>5} | {'RSS MiB':>7} | {'cpu s':>6} | "
+            f"{'sys s':>5} | "
             f"{'/pool':>5} | {'/seq':>5} | {'/dask':>5} | {'/ideal':>6} |")
     lines = [head, "|" + "|".join("-" * len(s) for s in head.split("|")[1:-1]) + "|"]
     for c in cases:
@@ -381,6 +398,7 @@ def table_lines(cases: list[dict[str, Any]]) -> list[str]:
             f"| {c['workload']:<8} | {label(c):<34} | {c['median_s']:>8.2f} | "
             f"{c['min_s']:>6.2f} | {c['max_s']:>6.2f} | {c['median_inner_s']:>7.2f} | "
             f"{c['mb_s']:>5.0f} | {c['peak_rss_mib']:>7.0f} | {c['median_cpu_s']:>6.2f} | "
+            f"{c['median_sys_s']:>5.2f} | "
             f"{_r(c, 'pool'):>5} | {_r(c, 'seq'):>5} | {_r(c, 'dask'):>5} | "
             f"{_r(c, 'ideal'):>6} |")
     return lines
@@ -883,10 +901,14 @@ def report(args: argparse.Namespace, path: Path, input_bytes: int, lines_in: int
         "median/min/max: wall s of a fresh process, interpreter start to exit (inner: the "
         "engine call alone); MB/s = input bytes/1e6/median;",
         "RSS = peak RSS of the largest process (max of the run's own and its children's "
-        "maxrss); cpu s = user+sys of the process and its children;",
+        "maxrss); cpu s = user+sys of the process and its children (sys s: the sys part);",
         "/X = median / median of X for the same workload, same invocation (<1: faster); "
         "/ideal = median / (seq median / workers).",
     ]
+    copies = [f"{c['name']} run {i + 1}: {a}" for c in cases
+              for i, a in enumerate(c.get("attempts", [])) if "speculative" in a]
+    notes.append("speculative copies in blockproc runs (each is a block's work done twice): "
+                 + ("; ".join(copies) if copies else "none"))
     targets = targets_lines(cases, extra)
     text = "\n".join([*header, "", *table, "", *notes, "", "Targets (issue 14):", *targets])
     print("\n" + text)
