@@ -349,9 +349,10 @@ def map_blocks(
 ) -> JobResult:
     """Call ``fn`` once per block with all of its records.
 
-    For text formats ``fn`` gets a :class:`Batch`: ``batch.records`` is the list of
-    records, ``batch.data`` the block's record-aligned bytes, ``batch.block`` the
-    :class:`Block`. For ``csv``, ``jsonl`` and ``parquet`` it gets a ``pyarrow.Table``,
+    For text formats ``fn`` gets a :class:`Batch`: ``batch.records`` the records (a
+    sequence that a loop streams ~1 MiB at a time; ``len``, an index or a slice makes
+    it a list first), ``batch.data`` the block's record-aligned bytes, ``batch.block``
+    the :class:`Block`. For ``csv``, ``jsonl`` and ``parquet`` it gets a ``pyarrow.Table``,
     for ``Fixed`` a read-only numpy array over the block's bytes (no copy). ``fn``
     returns an iterable of lines (str or bytes), a single str or bytes written as is, or
     None; or, with ``output_format``, a Table, dicts or an array (see
