@@ -93,7 +93,8 @@ def test_it_behaves_as_the_list_it_stands_for() -> None:
     assert records.count("a") == 1 and not records.is_list
     assert records[1] == "a" and records[-1] == "c" and records[:2] == ["b", "a"]
     assert records.index("c") == 2 and list(reversed(records)) == ["c", "a", "b"]
-    assert records + ["d"] == ["b", "a", "c", "d"] and ["z"] + records == ["z", "b", "a", "c"]  # noqa: RUF005
+    assert records + ["d"] == ["b", "a", "c", "d"]  # noqa: RUF005
+    assert ["z"] + records == ["z", "b", "a", "c"]  # noqa: RUF005
     assert records * 2 == ["b", "a", "c"] * 2 and repr(records) == "['b', 'a', 'c']"
     records.sort()
     records.append("d")
