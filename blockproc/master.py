@@ -63,6 +63,11 @@ from blockproc.worker import AttemptHook, BlockTask, Mapper
 POLL_INTERVAL = 0.1
 """Seconds the loop waits for executor events before it looks at leases again."""
 
+LEDGER_DELAY = 0.1
+"""Seconds at most (while the loop runs) between a block's commit and the write of its
+ledger line: the lines of the blocks committed meanwhile take one write (see
+:meth:`~blockproc.output.OutputDir.flush` for why a line may wait)."""
+
 FREEZE_EVERY = 1000
 """Committed blocks between two ``gc.freeze()`` calls while a job runs (see
 :func:`_spare_the_collector`)."""
@@ -127,6 +132,7 @@ class Master:
         self._part_base = 0  # an append run numbers its parts after the earlier runs'
         self._attempts: list[AttemptRecord] = []  # every attempt of this run, once it ended
         self._freezing = False  # whether this job freezes what it keeps (gc.freeze)
+        self._flushed = 0.0  # when the ledger lines were last written (time.monotonic)
 
     def run(self, cancel: threading.Event) -> JobResult:
         """Run the job to its end in this thread and return its result.
@@ -232,6 +238,7 @@ class Master:
                                  len(results))
         self.executor.start(self.mapper, self._sched)
         last_renewal = self._clock()
+        self._flushed = time.monotonic()
         try:
             while not self._sched.is_finished:
                 if cancel.is_set():
@@ -272,6 +279,10 @@ class Master:
             executor.cancel(key)
             self.failed_attempts += 1
             self._discard(key)
+        now = time.monotonic()
+        if now - self._flushed >= LEDGER_DELAY:  # the lines of the last commits, one write
+            self.output.flush()
+            self._flushed = now
         if sched.failed_block is not None:
             raise self._block_failed(sched.failed_block)
 

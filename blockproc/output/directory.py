@@ -36,12 +36,26 @@ from blockproc.errors import (
 from blockproc.model import BlockResult, Plan
 from blockproc.output import layout
 from blockproc.output.checks import check_not_input, exists_error, refuse_foreign
-from blockproc.output.layout import ERRORS_DIR, LEDGER, LOGS_DIR, PLAN, STATE_DIR, SUCCESS
+from blockproc.output.layout import (
+    ATTEMPTS,
+    ERRORS_DIR,
+    LEDGER,
+    LOGS_DIR,
+    PLAN,
+    STATE_DIR,
+    SUCCESS,
+)
 from blockproc.output.ledger import Ledger, earlier_attempts, read_ledger, save_attempts
 from blockproc.output.lock import OutputLock
-from blockproc.output.manifest import build_manifest, write_manifest
+from blockproc.output.manifest import (
+    WrittenRows,
+    block_json,
+    build_manifest,
+    write_manifest,
+)
 from blockproc.storage import (
     AbstractFileSystem,
+    is_local,
     publish,
     read_json,
     remove_tree,
@@ -69,6 +83,12 @@ class OutputDir:
         # layout.staging_path's folder, joined once: the master asks for every attempt
         self._staging_dir = posixpath.dirname(layout.staging_path(self.path, job_id, "p", 1))
         self._prefix = posixpath.join(self.path, "")  # a part's final name is this + part
+        self._rows: list[str | None] = []
+        """The ledger row (``block_json``) of each block this job committed, by block id,
+        written again as it is into ``_SUCCESS`` (formatted once)."""
+        self._row_results: list[BlockResult | None] = []  # the result each row is of
+        self._saved_attempts: tuple[Sequence[Any], str] | None = None
+        """The attempts this job saved to a local file, and the file."""
         self._published: list[str] = []
         """Staged objects already copied to their final names (object stores), deleted
         in bulk by :meth:`cleanup`: one request per 1,000 parts instead of one each, and
@@ -309,12 +329,45 @@ class OutputDir:
             if result.stderr_bytes:  # what a --cmd wrote to stderr, kept with its part
                 self.lock.guard()
                 self._keep(layout.stderr_path(staging_path), LOGS_DIR, result.part, ".stderr")
+            row = block_json(result)
             self.lock.guard()
-            self._ledger.record(result)
+            self._ledger.record(result, row)  # written by flush() on a local disk
+            self._keep_row(result, row)
         except BlockprocError:
             raise
         except Exception as exc:
             raise self._storage_failure(f"to commit {result.part}", exc) from exc
+
+    def _keep_row(self, result: BlockResult, row: str) -> None:
+        block, rows = result.block.id, self._rows
+        if block >= len(rows):
+            more = [None] * (block + 1 - len(rows))
+            rows += more
+            self._row_results += more
+        rows[block] = row
+        self._row_results[block] = result
+
+    def flush(self) -> None:
+        """Write the ledger lines of the blocks committed since the last flush, in one
+        write (the master calls it at most every ``LEDGER_DELAY`` seconds as its loop
+        runs, :meth:`cleanup` and :meth:`finish` before ``_SUCCESS``).
+
+        Safe to defer: a line is recorded after its part-file has its final name, so a
+        crash before the flush leaves part-files the ledger does not name, as a crash
+        between a rename and its line always could; resume trusts the ledger only, runs
+        those blocks again and replaces their part-files, and readers trust nothing
+        before ``_SUCCESS``. The ledger never names a part-file that is not in place,
+        and a job that lost its lock writes no line (the lock is checked first).
+        """
+        if not self._ledger.pending:
+            return
+        try:
+            self.lock.guard()  # the write happens now: a job that lost its lock stops here
+            self._ledger.flush()
+        except BlockprocError:
+            raise
+        except Exception as exc:
+            raise self._storage_failure("to write the ledger", exc) from exc
 
     def _keep(self, staged: str, folder: str, part: str, suffix: str) -> None:
         self._call(lambda: self.fs.makedirs(self._join(folder), exist_ok=True),
@@ -336,6 +389,9 @@ class OutputDir:
         with contextlib.suppress(Exception):
             self.lock.guard()
             save_attempts(self.fs, self.path, self.job_id, records)
+            if is_local(self.fs):  # _SUCCESS copies the rows from there
+                self._saved_attempts = (records, self._join(STATE_DIR, ATTEMPTS,
+                                                            f"{self.job_id}.json"))
 
     def earlier_attempts(self) -> list[dict[str, Any]]:
         """The attempts of the earlier runs of this output's job, each with its ``job_id``
@@ -348,6 +404,9 @@ class OutputDir:
         """Close the ledger and remove this job's staging directory (whatever the job's
         outcome; best effort). A job that lost its lock removes nothing: the output is
         another job's now."""
+        if not lost_lock:  # the blocks of the last pass: resume keeps them
+            with contextlib.suppress(Exception):
+                self.flush()
         self._ledger.close()
         if lost_lock:
             return
@@ -369,7 +428,14 @@ class OutputDir:
         removing ``_temporary/`` is garbage collection (on an object store it lists, and
         a stale listing may leave objects there, which readers ignore).
         """
-        manifest = build_manifest(self.job_id, plan, results, job)
+        self.flush()
+        rows, of = self._rows, self._row_results
+        texts = [rows[r.block.id] if r.block.id < len(of) and of[r.block.id] is r else None
+                 for r in results]  # the ledger's rows of this job's blocks, as they are
+        manifest = build_manifest(self.job_id, plan, results, job, texts)
+        saved = self._saved_attempts
+        if saved is not None and manifest.get("attempts") is saved[0]:
+            manifest["attempts"] = WrittenRows(saved[0], saved[1])  # formatted once
         with self._storage("to write _SUCCESS"):
             self.lock.renew()  # a fresh check right before the one write readers trust
             remove_tree(self.fs, self._join(layout.TEMPORARY))

@@ -16,6 +16,7 @@ Examples
 ...                      checksum="crc32:00000000", started=0.0, seconds=0.1)
 >>> ledger = Ledger(fs, "/doc/ledger", "job-1")
 >>> ledger.record(result)
+>>> ledger.flush()
 >>> ledger.close()
 >>> sorted(read_ledger(fs, "/doc/ledger"))
 [0]
@@ -37,7 +38,7 @@ from blockproc.storage import (
     is_local,
     read_json,
     retry_call,
-    write_json_atomic,
+    write_bytes_atomic,
 )
 
 
@@ -50,34 +51,54 @@ class Ledger:
         self.job_id = job_id
         self._local = is_local(fs)  # asked once: record() runs once per committed block
         self._file: BinaryIO | None = None
+        self._lines: list[str] = []  # recorded, not written yet (local disks)
 
-    def record(self, result: BlockResult) -> None:
-        """Add a committed block to the ledger.
+    def record(self, result: BlockResult, row: str | None = None) -> None:
+        """Add a committed block to the ledger; ``row`` is ``block_json(result)`` if the
+        caller has it already.
 
-        On a local disk: one line appended (and flushed) to this job's
-        ``committed/<job>.jsonl``, which costs no file creation or rename per block; a
-        line cut short by a crash is ignored on resume. Elsewhere (object stores have no
-        append): one small JSON object per block.
+        On a local disk: one line for this job's ``committed/<job>.jsonl``, appended by
+        the next :meth:`flush` (the master flushes every tenth of a second or so, so the
+        lines of the blocks committed meanwhile take one write; no file creation or
+        rename per block); a line cut short by a crash is ignored on resume. Elsewhere
+        (object stores have no append): one small JSON object per block, written now.
         """
+        if row is None:
+            row = block_json(result)
         if not self._local:
-            write_json_atomic(self.fs, posixpath.join(self.dir, result.part + ".json"),
-                              result.to_dict(), indent=None)
+            write_bytes_atomic(self.fs, posixpath.join(self.dir, result.part + ".json"),
+                               row.encode())
+            return
+        self._lines.append(row)
+
+    @property
+    def pending(self) -> int:
+        """Lines recorded and not written yet."""
+        return len(self._lines)
+
+    def flush(self) -> None:
+        """Append the lines recorded since the last flush to the ledger file, in one write
+        (the file is opened at the first, and kept open until :meth:`close`)."""
+        if not self._lines:
             return
         file = self._file
         if file is None:
             self.fs.makedirs(self.dir, exist_ok=True)
             # held open for the whole job (closed by close()): one open per job, not per
-            # block; unbuffered, so each line is one write call, as a flush after it made
+            # block; unbuffered, so each flush is one write call
             file = self._file = open(  # noqa: SIM115
                 posixpath.join(self.dir, f"{self.job_id}.jsonl"), "ab", buffering=0)
-        line = (block_json(result) + "\n").encode()
-        written = file.write(line)
-        while written is not None and written < len(line):  # a short write: the rest
-            line = line[written:]
-            written = file.write(line)
+        data = ("\n".join(self._lines) + "\n").encode()
+        self._lines.clear()  # written or not (an error is the job's): never twice
+        written = file.write(data)
+        while written is not None and written < len(data):  # a short write: the rest
+            data = data[written:]
+            written = file.write(data)
 
     def close(self) -> None:
-        """Close the local ledger file, if one is open (never raises)."""
+        """Close the local ledger file, if one is open (never raises); lines not flushed
+        are dropped (the master flushes them, under the job's lock, before it ends)."""
+        self._lines.clear()
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()

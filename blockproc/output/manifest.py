@@ -48,14 +48,17 @@ small enough that a million-block manifest never exists whole in memory as objec
 
 
 def build_manifest(job_id: str, plan: Plan, results: Sequence[BlockResult],
-                   job: Mapping[str, Any]) -> dict[str, Any]:
+                   job: Mapping[str, Any],
+                   texts: Sequence[str | None] | None = None) -> dict[str, Any]:
     """Return the manifest of a finished job: its id, ``job`` (executor, workers, seconds,
     options...), the plan's inputs and one entry per committed block.
 
     ``blocks`` holds the results themselves (and ``job["attempts"]`` may hold attempt
     records): :func:`iter_rows` turns each row into JSON as it writes it, so no dict per
-    block is ever built for a million blocks at once. ``attempt_totals`` (see
-    :func:`attempt_totals`) lets ``status`` answer without reading every row.
+    block is ever built for a million blocks at once. ``texts``, if given, holds for
+    each result its row already formatted (``block_json``, as the ledger wrote it) or
+    None (see :class:`KnownRows`). ``attempt_totals`` (see :func:`attempt_totals`) lets
+    ``status`` answer without reading every row.
     """
     return {
         "version": MANIFEST_VERSION,
@@ -68,7 +71,7 @@ def build_manifest(job_id: str, plan: Plan, results: Sequence[BlockResult],
         "inputs": [f.to_dict() for f in plan.files],
         "totals": blocks_summary(results),
         "attempt_totals": attempt_totals(results, job.get("attempts") or ()),
-        "blocks": results,
+        "blocks": results if texts is None else KnownRows(results, texts),
     }
 
 
@@ -98,9 +101,110 @@ def attempt_totals(results: Sequence[BlockResult], attempts: Sequence[Any]) -> d
             "committed_attempts": sum(r.attempt for r in results)}
 
 
+class KnownRows(Sequence[Any]):
+    """Rows (objects with ``to_dict``) with some of their JSON texts already made: the
+    ledger line of each block a job committed is its row of ``_SUCCESS`` as well, so
+    :func:`iter_rows` writes that text as it is and formats only the rows whose text is
+    None (``texts[i]`` is the text of ``rows[i]``).
+
+    Examples
+    --------
+    >>> rows = KnownRows([{"id": 0}, {"id": 1}], ['{"id": 0}', None])
+    >>> len(rows), rows[1], list(rows.texts(0, 2))
+    (2, {'id': 1}, ['{"id": 0}', '{"id": 1}'])
+    """
+
+    def __init__(self, rows: Sequence[Any], texts: Sequence[str | None]) -> None:
+        if len(rows) != len(texts):
+            raise ValueError(f"KnownRows: {len(texts)} texts for {len(rows)} rows; give one "
+                             f"text (or None) per row")
+        self._rows, self._texts = rows, texts
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._rows[index]
+
+    def texts(self, start: int, stop: int) -> Iterator[str]:
+        """The JSON texts of rows ``start`` to ``stop``."""
+        for row, text in zip(self._rows[start:stop], self._texts[start:stop], strict=True):
+            yield _row_json(row) if text is None else text
+
+
+class WrittenRows(Sequence[Any]):
+    """Rows that a local file already holds as a JSON list, one row per line (the layout
+    of :func:`iter_list`, as the attempts file is written): :func:`iter_rows` copies their
+    text from the file instead of formatting each row again, once it has checked that
+    the file has one line per row and the first and last rows as they would be written;
+    otherwise it formats them.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = tempfile.mkstemp()[1]
+    >>> with open(path, "wb") as f:
+    ...     f.writelines(iter_list([{"n": 1}, {"n": 2}]))
+    >>> print(dumps_rows({"rows": WrittenRows([{"n": 1}, {"n": 2}], path)}).decode())
+    {
+     "rows": [
+      {"n": 1},
+      {"n": 2}
+     ]
+    }
+    <BLANKLINE>
+    """
+
+    CHUNK = 1 << 20
+    """Bytes read at a time (a few times this is held at once)."""
+
+    def __init__(self, rows: Sequence[Any], path: str) -> None:
+        self._rows, self._path = rows, path
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._rows[index]
+
+    def copied(self) -> Iterator[bytes] | None:
+        """The rows' text as the manifest lays it out (rows joined by ``",\\n  "``), read
+        from the file; None if the file does not hold these rows."""
+        rows, path = self._rows, self._path
+        if not rows:
+            return None
+        first, last = _row_json(rows[0]).encode(), _row_json(rows[-1]).encode()
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(self.CHUNK), b""))
+                f.seek(0)
+                start = f.read(len(first) + 3)
+                f.seek(max(0, size - len(last) - 3))
+                end = f.read()
+        except OSError:
+            return None
+        after = b"," if len(rows) > 1 else b"\n"
+        if lines != len(rows) + 2 or start != b"[\n" + first + after or end != last + b"\n]\n":
+            return None
+        return self._body(size)
+
+    def _body(self, size: int) -> Iterator[bytes]:
+        with open(self._path, "rb") as f:
+            f.seek(2)  # after "[\n", up to "\n]\n"; no row holds a raw newline
+            left = size - 5
+            while left > 0:
+                chunk = f.read(min(self.CHUNK, left))
+                if not chunk:
+                    raise OSError(f"{self._path!r} got shorter while it was copied")
+                left -= len(chunk)
+                yield chunk.replace(b"\n", b"\n  ")
+
+
 def _is_rows(value: Any) -> bool:
-    """A non-empty list or tuple of objects (dicts, or rows with ``to_dict``)."""
-    if not isinstance(value, list | tuple) or not value:
+    """A non-empty list or tuple of objects (dicts, or rows with ``to_dict``), or
+    :class:`KnownRows`."""
+    if not isinstance(value, list | tuple | KnownRows | WrittenRows) or not value:
         return False
     first = value[0]
     return isinstance(first, dict) or hasattr(first, "to_dict")
@@ -219,13 +323,20 @@ def iter_rows(doc: Mapping[str, Any]) -> Iterator[bytes]:
     for i, (key, value) in enumerate(doc.items()):
         sep = "" if i == 0 else ",\n"
         if not _is_rows(value):
-            lead += f"{sep} {json.dumps(key)}: {json.dumps(value)}"
+            empty = isinstance(value, KnownRows | WrittenRows)  # no rows: an empty list
+            lead += f"{sep} {json.dumps(key)}: {'[]' if empty else json.dumps(value)}"
             continue
+        copied = value.copied() if isinstance(value, WrittenRows) else None
         yield (lead + f"{sep} {json.dumps(key)}: [\n  ").encode()
-        for start in range(0, len(value), ROWS_PER_CHUNK):
-            rows = ",\n  ".join(map(_row_json, value[start:start + ROWS_PER_CHUNK]))
-            yield (rows + (",\n  " if start + ROWS_PER_CHUNK < len(value) else "")).encode()
         lead = "\n ]"
+        if copied is not None:
+            yield from copied
+            continue
+        for start in range(0, len(value), ROWS_PER_CHUNK):
+            stop = start + ROWS_PER_CHUNK
+            rows = ",\n  ".join(value.texts(start, stop) if isinstance(value, KnownRows)
+                                else map(_row_json, value[start:stop]))
+            yield (rows + (",\n  " if stop < len(value) else "")).encode()
     yield (lead + "\n}\n").encode()
 
 

@@ -57,6 +57,9 @@ class NoOutput:
     def commit(self, result: BlockResult, staging_path: str) -> None:
         """Nothing to publish: the master keeps the value."""
 
+    def flush(self) -> None:
+        """No ledger to write."""
+
     def discard(self, staging_path: str) -> None:
         """Nothing was staged."""
 

@@ -337,15 +337,23 @@ def sample_result(block_id: int) -> BlockResult:
                        2, 2, 10, 10, "crc32:00000000", 1.5, 0.25, attempts=1)
 
 
-def test_each_ledger_line_is_in_the_file_once_recorded(tmp_path: Any) -> None:
+def test_the_ledger_lines_recorded_are_in_the_file_once_flushed(tmp_path: Any) -> None:
     fs = filesystem("file")
     ledger = Ledger(fs, str(tmp_path), "job-1")
     path = tmp_path / STATE_DIR / LEDGER / "job-1.jsonl"
     for block_id in range(3):
-        ledger.record(sample_result(block_id))  # a crash now keeps the line (no buffer)
-        assert path.read_bytes().splitlines()[-1] == block_json(
-            sample_result(block_id)).encode()
-    ledger.close()
+        ledger.record(sample_result(block_id))
+        if block_id == 1:
+            assert path.read_bytes().splitlines()[-1] == block_json(
+                sample_result(0)).encode()  # recorded, not written yet
+        if block_id != 1:  # 0 alone, then 1 and 2 together
+            ledger.flush()  # a crash now keeps the lines
+            assert path.read_bytes().splitlines()[-1] == block_json(
+                sample_result(block_id)).encode()
+    ledger.record(sample_result(3))
+    ledger.close()  # drops what was not flushed
+    assert path.read_bytes() == "".join(
+        block_json(sample_result(i)) + "\n" for i in range(3)).encode()
     assert sorted(read_ledger(fs, str(tmp_path))) == [0, 1, 2]
 
 
@@ -368,5 +376,6 @@ def test_a_short_write_of_a_ledger_line_is_completed(tmp_path: Any) -> None:
     ledger._file = short = ShortWrites()  # type: ignore[assignment]
     ledger.record(sample_result(4))
     ledger.record(sample_result(5))
+    ledger.flush()
     assert short.data == (block_json(sample_result(4)) + "\n" +
                           block_json(sample_result(5)) + "\n").encode()
