@@ -22,6 +22,7 @@ from blockproc.block_reading import (
     CHUNK_SIZE,
     TailKeeper,
     aligned_chunks,
+    aligned_range,
     combined_chunks,
     decompressed_chunks,
     reads_file_end,
@@ -35,7 +36,7 @@ from blockproc.errors import (
 )
 from blockproc.formats import RecordFormat
 from blockproc.formats.base import FIRST_WINDOW_SIZE, has_border
-from blockproc.formats.hooks import decodes_blocks
+from blockproc.formats.hooks import decodes_blocks, reads_own_blocks
 from blockproc.formats.records import Records
 from blockproc.formats.text import code_unit
 from blockproc.model import Block, BlockResult, FileTail
@@ -161,7 +162,7 @@ def _map_block(task: BlockTask, mapper: Mapper, source: RangeSource | None,
                 mapper.fn, counted, writer, delimiter=task.format.delimiter,
                 open_stderr=lambda: open_output(task.output_fs, task.stderr_path))
         else:
-            records_in = _run_function(mapper, task, counted, writer, bad)
+            records_in = _run_function(mapper, task, counted, source, writer, bad)
     if keeper is not None and source is not None:
         tails.append(keeper.result(task, source))
     return writer, records_in, stderr_bytes
@@ -300,25 +301,86 @@ class _Counted:
             self._report(self.bytes_done, self.records_done)
 
 
-def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted, writer: PartWriter,
-                  bad: BadRecords) -> int:
-    fn = mapper.fn
+def _run_block_function(fn: Callable[[Any], Any], task: BlockTask, chunks: _Counted,
+                        source: RangeSource | None, writer: PartWriter) -> int:
+    """Call a per-block ``fn`` once, write what it returns; return the block's records."""
     at_file_start = task.block.start == 0
-    if mapper.kind == "block":
-        data = b"".join(chunks)
-        decoder = decodes_blocks(task.format)
-        if decoder is not None:  # csv, jsonl, parquet: Table; fixed: ndarray
-            value = decoder.decode_block(data, at_file_start=at_file_start)
-            _write_block_result(fn(value), writer, task)
-            return len(value)
-        batch = Batch(task.block, data, task.format, at_file_start)
+    decoder = decodes_blocks(task.format)
+    if decoder is not None:  # csv, jsonl, parquet: Table; fixed: ndarray
+        value = decoder.decode_block(b"".join(chunks), at_file_start=at_file_start)
+        _write_block_result(fn(value), writer, task)
+        return len(value)
+    batch: Batch
+    if source is None or reads_own_blocks(task.format) is not None:
+        batch = Batch(task.block, b"".join(chunks), task.format, at_file_start)  # read once
+    else:  # a plain file's range: read again as the function asks for it
+        batch = _ReadOnUse(task, source)
+    try:
         _write_block_result(fn(batch), writer, task)
         made = batch._records
         if made is not None and made.is_list:
             return len(made)
         if made is not None and made.streamed_count is not None:
             return made.streamed_count
-        return count_records(data, task.format.delimiter)
+        return count_records(batch.data, task.format.delimiter)
+    finally:
+        if isinstance(batch, _ReadOnUse):
+            batch.ended = True
+
+
+class _ReadOnUse(Batch):
+    """The :class:`Batch` of a plain file's block: ``data`` is read on first use (one
+    ranged read), and ``records`` streams from the file ~1 MiB at a time without it,
+    so a function that only loops over the records never holds the block's bytes."""
+
+    def __init__(self, task: BlockTask, source: RangeSource) -> None:
+        self.block, self.format = task.block, task.format
+        self.at_file_start = task.block.start == 0
+        self._records = None
+        self._task, self._source = task, source
+        self._bytes: bytes | None = None
+        self.ended = False
+
+    @property
+    def data(self) -> bytes:
+        """The block's record-aligned bytes (read on first use)."""
+        if self._bytes is None:
+            self._check_open()
+            self._bytes = b"".join(aligned_range(self._task, self._source))
+        return self._bytes
+
+    @data.setter
+    def data(self, value: bytes) -> None:
+        self._bytes = value
+
+    @property
+    def records(self) -> Records:
+        """The block's records (see :attr:`Batch.records`), streamed from the file."""
+        if self._records is None:
+            self._records = Records(None, self.format, at_file_start=self.at_file_start,
+                                    chunk_size=CHUNK_SIZE, chunks=self._pieces)
+        return self._records
+
+    def _pieces(self) -> Iterable[bytes]:
+        data = self._bytes
+        if data is not None:  # read already: no need to read again
+            return (data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE))
+        self._check_open()
+        return aligned_chunks(self._task, self._source)
+
+    def _check_open(self) -> None:
+        if self.ended:
+            raise RuntimeError(
+                f"batch.records of {self._task.describe()} was read after the function "
+                f"returned; its input is closed: keep list(batch.records) instead")
+
+
+def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted,
+                  source: RangeSource | None, writer: PartWriter, bad: BadRecords) -> int:
+    fn = mapper.fn
+    at_file_start = task.block.start == 0
+    if mapper.kind == "block":
+        return _run_block_function(fn, task, chunks, source, writer)
     if isinstance(fn, BatchFunction):
         return _run_batches(fn, task, chunks, writer)
     records_in = 0

@@ -11,7 +11,7 @@ and uses that list from then on.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from blockproc.formats.base import RecordFormat
@@ -27,7 +27,9 @@ class Records(Sequence[Any]):
     """The records of ``data`` (record-aligned bytes) in ``format``, decoded as needed.
 
     Iteration streams: ``chunk_size`` bytes are decoded at a time, and no list of the
-    whole block is kept. ``len``, indexing, slicing, ``==``, ``+``, ``*``, ``reversed``
+    whole block is kept. Without ``data``, each pass reads the bytes from ``chunks()``
+    (an iterable of record-aligned pieces: a worker reads the block ~1 MiB at a time, so
+    it never holds the block's bytes either). ``len``, indexing, slicing, ``==``, ``+``, ``*``, ``reversed``
     and the list methods (``sort``, ``append``, ...) turn it into a list first (once;
     later iterations read that list). ``list(records)`` is that list's copy; pickling
     gives a plain list. Not a ``list`` subclass: ``isinstance(records, list)`` is False,
@@ -47,14 +49,19 @@ class Records(Sequence[Any]):
     True
     """
 
-    __slots__ = ("_at_file_start", "_chunk_size", "_data", "_format", "_list",
+    __slots__ = ("_at_file_start", "_chunk_size", "_chunks", "_data", "_format", "_list",
                  "streamed_count")
 
-    def __init__(self, data: bytes, format: RecordFormat, *, at_file_start: bool,
-                 chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(self, data: bytes | None, format: RecordFormat, *, at_file_start: bool,
+                 chunk_size: int = CHUNK_SIZE,
+                 chunks: Callable[[], Iterable[bytes]] | None = None) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1 byte, got {chunk_size}")
+        if (data is None) == (chunks is None):
+            raise ValueError("pass the records' bytes (data) or a function that reads them "
+                             "in pieces (chunks), one of the two")
         self._data = data
+        self._chunks = chunks
         self._format = format
         self._at_file_start = at_file_start
         self._chunk_size = chunk_size
@@ -73,8 +80,13 @@ class Records(Sequence[Any]):
             yield self._list
             return
         data, size = self._data, self._chunk_size
-        chunks = ([data] if len(data) <= size else
-                  (data[i:i + size] for i in range(0, len(data), size)))
+        chunks: Iterable[bytes]
+        if data is None:
+            assert self._chunks is not None
+            chunks = self._chunks()  # read from the input again, piece by piece
+        else:
+            chunks = ([data] if len(data) <= size else
+                      (data[i:i + size] for i in range(0, len(data), size)))
         count = 0
         for batch in self._format.iter_batches(chunks, at_file_start=self._at_file_start):
             count += len(batch)
