@@ -29,11 +29,11 @@ class Records(Sequence[Any]):
     Iteration streams: ``chunk_size`` bytes are decoded at a time, and no list of the
     whole block is kept. Without ``data``, each pass reads the bytes from ``chunks()``
     (an iterable of record-aligned pieces: a worker reads the block ~1 MiB at a time, so
-    it never holds the block's bytes either). ``len``, indexing, slicing, ``==``, ``+``, ``*``, ``reversed``
-    and the list methods (``sort``, ``append``, ...) turn it into a list first (once;
-    later iterations read that list). ``list(records)`` is that list's copy; pickling
-    gives a plain list. Not a ``list`` subclass: ``isinstance(records, list)`` is False,
-    and ``json.dumps`` wants ``list(records)``.
+    it never holds the block's bytes either). ``len``, indexing, slicing, ``==``, ``+``,
+    ``*``, ``reversed`` and the list methods (``sort``, ``append``, ...) turn it into a
+    list first (once; later iterations read that list). ``list(records)`` is that list's
+    copy; pickling gives a plain list. Not a ``list`` subclass: ``isinstance(records,
+    list)`` is False, and ``json.dumps`` wants ``list(records)``.
 
     Examples
     --------
