@@ -19,6 +19,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import os
 import posixpath
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -79,6 +80,7 @@ class OutputDir:
         self.url = to_url(fs, self.path)
         self.lock = OutputLock(fs, self._join(STATE_DIR), job_id, self.url)
         self._ledger = Ledger(fs, self.path, job_id)
+        self._local = is_local(fs)  # asked once: commit() runs once per block
         self._renew_failing_since: float | None = None
         # layout.staging_path's folder, joined once: the master asks for every attempt
         self._staging_dir = posixpath.dirname(layout.staging_path(self.path, job_id, "p", 1))
@@ -320,8 +322,11 @@ class OutputDir:
             # checked before each write, not once: a job stopped between two of them (an
             # object store's copy takes a while) finds out before the next one
             self.lock.guard()
-            if publish(self.fs, staging_path, f"{self._prefix}{result.part}",
-                       size=result.bytes_written, keep_source=True):
+            final = f"{self._prefix}{result.part}"
+            if self._local:
+                _rename(self.fs, staging_path, final)
+            elif publish(self.fs, staging_path, final, size=result.bytes_written,
+                         keep_source=True):
                 self._published.append(staging_path)
             if result.bad_records:
                 self.lock.guard()
@@ -330,8 +335,9 @@ class OutputDir:
                 self.lock.guard()
                 self._keep(layout.stderr_path(staging_path), LOGS_DIR, result.part, ".stderr")
             row = block_json(result)
-            self.lock.guard()
-            self._ledger.record(result, row)  # written by flush() on a local disk
+            if not self._local:  # written now; a local line waits for flush(), which checks
+                self.lock.guard()
+            self._ledger.record(result, row)
             self._keep_row(result, row)
         except BlockprocError:
             raise
@@ -440,3 +446,13 @@ class OutputDir:
             self.lock.renew()  # a fresh check right before the one write readers trust
             remove_tree(self.fs, self._join(layout.TEMPORARY))
             write_manifest(self.fs, self._join(SUCCESS), manifest)
+
+
+def _rename(fs: AbstractFileSystem, source: str, destination: str) -> None:
+    """:func:`~blockproc.storage.publish` on a local disk, without its look-ups and
+    message per call (the master renames every committed block): the first try is the
+    rename itself; one that fails goes through ``publish``, retried under the policy."""
+    try:
+        os.replace(source, destination)
+    except OSError:
+        publish(fs, source, destination)

@@ -1,8 +1,8 @@
 """Each committed block's row is formatted once: the ledger line is written again, as it
 is, into ``_SUCCESS``, as are the attempts file's rows; and the ledger lines of the
-blocks committed within ``LEDGER_DELAY`` seconds take one write (issue 16). The rows must stay what ``block_json`` makes, and a line
-must never be written before its part-file has its final name, nor by a job that lost
-its lock."""
+blocks committed within ``LEDGER_DELAY`` seconds take one write (issue 16). The rows
+must stay what ``block_json`` makes, and a line must never be written before its
+part-file has its final name, nor by a job that lost its lock."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 import blockproc as bp
 import blockproc.master
 import blockproc.output.manifest as manifest_module
-from blockproc.errors import BlockFailedError
+from blockproc.errors import BlockFailedError, StorageError
 from blockproc.master import Master
 from blockproc.model import BlockResult
 from blockproc.output import OutputDir
@@ -194,3 +194,29 @@ def test_the_lines_wait_at_most_the_ledger_delay(tmp_path: Path,
     m.run(threading.Event())
     assert written[:3] == [0, 0, 2]  # blocks 0 and 1 waited for the delay, then came
     assert sorted(json.loads(line)["id"] for line in ledger_lines(tmp_path)) == [0, 1, 2]
+
+
+def test_a_local_rename_that_fails_is_retried_then_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import blockproc.output.directory as directory_module
+
+    real, calls = directory_module.os.replace, []
+
+    def flaky(source: str, destination: str) -> None:
+        if "_temporary" in source:  # a part-file's (os.replace is the os module's)
+            calls.append(source)
+            if len(calls) == 1:
+                raise ConnectionResetError("a network disk hiccup")  # transient: retried
+        real(source, destination)
+
+    monkeypatch.setattr(directory_module.os, "replace", flaky)
+    m, _ = local_job(tmp_path)
+    result = m.run(threading.Event())
+    assert len(calls) == len(result.blocks) + 1 and calls[0] == calls[1]  # one, twice
+    assert all((tmp_path / "out" / b.part).exists() for b in result.blocks)
+    monkeypatch.setattr(directory_module.os, "replace", real)
+    out = OutputDir(filesystem("file"), str(tmp_path / "out2"), "job-2")
+    out.prepare(m.plan, "error", [])
+    with pytest.raises(StorageError, match=r"to commit part-00000\.txt"):
+        out.commit(result.blocks[0], str(tmp_path / "no-such-staged-file"))
+    out.release()
