@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults import gone
+
 KEY = "0123456789abcdef-stop-test-key"
 MAPPER = '''
 import os, time
@@ -38,15 +40,6 @@ def spins(batch):
 '''
 BOUND = 5.0
 """Seconds the workers get to disappear (they need a fraction of one)."""
-
-
-def gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def started(work: Path, count: int, master: subprocess.Popen[bytes]) -> list[int]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults import gone
+
 CHILD = """
 import os, sys, threading, time
 from pathlib import Path
@@ -32,15 +34,6 @@ print(child.pid, flush=True)
 while not Path(sys.argv[2]).exists():
     time.sleep(0.01)
 """
-
-
-def gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie waiting for its reaper counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG and /proc are Linux's")
