@@ -8,9 +8,9 @@ It only waits, cancels and reports; the master loop it runs lives in
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +30,7 @@ __all__ = ["Job", "JobOptions", "new_job_id", "run_job", "start_job"]
 
 def new_job_id() -> str:
     """Return a unique, sortable job id like ``job-20261127T001500-1a2b3c``."""
-    return f"job-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    return f"job-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.urandom(3).hex()}"
 
 
 class Job:

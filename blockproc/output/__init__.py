@@ -22,6 +22,11 @@ Examples
 
 from __future__ import annotations
 
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+from blockproc._registry import lazy_attribute
 from blockproc.output.directory import OutputDir
 from blockproc.output.layout import (
     BLOCKPROC_ENTRY,
@@ -36,10 +41,34 @@ from blockproc.output.ledger import read_ledger
 from blockproc.output.lock import OutputLock
 from blockproc.output.manifest import dumps_rows, read_manifest, verify_output
 from blockproc.output.nowhere import NoOutput
-from blockproc.output.status import OutputStatus, status, verify
+
+if TYPE_CHECKING:
+    from blockproc.output.status import OutputStatus, status, verify
+
+_LAZY = {"OutputStatus": "status", "status": "status", "verify": "status"}
+"""What a job never uses, loaded on first use (PEP 562): what ``blockproc status``
+prints."""
 
 __all__ = [
     "BLOCKPROC_ENTRY", "STATE_DIR", "SUCCESS", "TEMPORARY", "NoOutput", "OutputDir", "OutputLock",
     "OutputStatus", "dumps_rows", "errors_path", "part_name", "read_ledger", "read_manifest",
     "status", "stderr_path", "verify", "verify_output",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    return lazy_attribute(__name__, globals(), _LAZY, name)
+
+
+class _Package(types.ModuleType):
+    """This package, where ``status`` stays the function whenever the submodule of that
+    name loads (an import sets the package's attribute to the submodule), as when the
+    function was imported eagerly."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "status" and isinstance(value, types.ModuleType):
+            value = value.status
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -32,7 +32,6 @@ import os
 import posixpath
 import socket
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -123,7 +122,7 @@ class OutputLock:
             if latest:
                 self._refuse_if_held(latest)
             doc = {"job_id": self.job_id, "generation": latest + 1, "host": socket.gethostname(),
-                   "pid": os.getpid(), "created": time.time(), "nonce": uuid.uuid4().hex}
+                   "pid": os.getpid(), "created": time.time(), "nonce": os.urandom(16).hex()}
             checked = time.monotonic()
             if create_exclusive(self.fs, self._path(latest + 1), json.dumps(doc).encode()):
                 self.generation, self._renewed = latest + 1, checked

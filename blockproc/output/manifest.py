@@ -24,7 +24,6 @@ import os
 import posixpath
 import re
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -375,7 +374,7 @@ def write_stream_atomic(fs: AbstractFileSystem, path: str,
         write_bytes_atomic(fs, path, b"".join(chunks()))
         return
     directory, name = posixpath.split(path)
-    staging = posixpath.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    staging = posixpath.join(directory, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
 
     def write() -> None:
         if is_local(fs):

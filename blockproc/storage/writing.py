@@ -13,7 +13,6 @@ import json
 import os
 import posixpath
 import threading
-import uuid
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -158,7 +157,7 @@ def write_bytes_atomic(fs: AbstractFileSystem, path: str, data: bytes) -> None:
 
     def write() -> None:
         # a name of its own per writer: two writers of one path never share a staging file
-        staging = posixpath.join(directory, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+        staging = posixpath.join(directory, f".{name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
         try:
             if is_local(fs):  # a ledger entry per block: plain files, no fsspec round trips
                 os.makedirs(directory, exist_ok=True)
@@ -230,7 +229,7 @@ def _put_if_absent(fs: AbstractFileSystem, path: str, data: bytes) -> bool:
 def _create_local(path: str, data: bytes) -> bool:
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
-    staging = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    staging = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(16).hex()}.tmp")
     with open(staging, "wb") as f:
         f.write(data)
     try:

@@ -35,13 +35,14 @@ NEVER_FOR_A_LOCAL_LINES_JOB = (
     "blockproc.executors.threads", "blockproc.executors.cluster", "blockproc.executors.dask",
     "blockproc.incremental", "blockproc.output.appending",
     "pyarrow", "numpy", "dask", "distributed", "decimal", "html", "datetime",
-    "concurrent.futures",
+    "concurrent.futures", "blockproc.output.status",
 )
 
 
-ONLY_FOR_A_FUNCTION_BY_VALUE = ("cloudpickle", "logging")
+ONLY_FOR_A_FUNCTION_BY_VALUE = ("cloudpickle", "logging", "uuid", "platform")
 """A function workers can import by name travels with plain pickle: cloudpickle (and the
-logging it imports) load only for lambdas, closures and what ``__main__`` defines."""
+logging, uuid and platform it imports) load only for lambdas, closures and what
+``__main__`` defines; the engine's own ids come from ``os.urandom``."""
 
 
 @pytest.mark.parametrize(("given", "fn"), [("file", "main"), ("directory", "main"),
@@ -133,3 +134,18 @@ def test_forked_workers_inherit_the_c_library_the_master_loaded(tmp_path: Path) 
     in_master = proc.stdout.strip().splitlines()[-1]
     assert in_master != "none"
     assert (tmp_path / "out" / "part-00000.txt").read_text() == f"{in_master}\n"
+
+
+@pytest.mark.parametrize("first", ["import blockproc.output.status",
+                                   "from blockproc.output import verify",
+                                   "from blockproc.output import OutputStatus", "pass"])
+def test_output_status_loads_on_first_use_and_stays_the_function(first: str) -> None:
+    """``blockproc.output`` loads its ``status`` submodule only on first use, and
+    ``blockproc.output.status`` is the function whichever name or import loads it."""
+    code = ("import sys, blockproc.output as o\n"
+            "assert 'blockproc.output.status' not in sys.modules\n"
+            f"{first}\n"
+            "from blockproc.output import status\n"
+            "assert o.status is status and callable(status) and status.__name__ == 'status'\n"
+            "assert o.verify.__name__ == 'verify' and o.OutputStatus.__name__ == 'OutputStatus'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
