@@ -22,21 +22,26 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from blockproc._deps import require
+from blockproc._frozen import FrozenSlots
 from blockproc.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(FrozenSlots):
     """One registered name: where its object lives and the optional packages it needs."""
 
+    _fields = ("target", "requires")
+    __slots__ = _fields
     target: str
     """``"package.module:attr"``, imported on first use."""
-    requires: tuple[str, ...] = ()
+    requires: tuple[str, ...]
     """Modules imported (with an install hint if missing) before the target."""
+
+    def __init__(self, target: str, requires: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "target", target)
+        object.__setattr__(self, "requires", requires)
 
 
 class Registry:

@@ -11,7 +11,7 @@ A module may import only from its own layer or the layers below it::
     L2  storage, formats/, output_formats/, datasets
     L1  model, report, result   (report reads model; result: JobResult, shown by report),
         values, counters          (what workers send back to the master)
-    L0  errors, _types, _units, _deps, _registry
+    L0  errors, _types, _units, _deps, _registry, _frozen
 
 A module in a subpackage takes the subpackage's layer, and modules of one subpackage
 may import each other. Every import counts, wherever it is: module level, inside a
@@ -80,6 +80,7 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}._units": 0,
     f"{PACKAGE}._deps": 0,
     f"{PACKAGE}._registry": 0,
+    f"{PACKAGE}._frozen": 0,
 }
 """Layer of each top-level module or subpackage of blockproc."""
 

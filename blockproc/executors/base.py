@@ -23,10 +23,10 @@ import traceback
 import types
 from typing import Any, Protocol
 
+from blockproc._frozen import FrozenSlots
 from blockproc.errors import InputError, with_remote_traceback
 from blockproc.model import BlockResult
 from blockproc.scheduler import AttemptKey, Scheduler
-from blockproc.task import FrozenSlots
 from blockproc.worker import BlockTask, Mapper
 
 

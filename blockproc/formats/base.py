@@ -11,9 +11,9 @@ delimiters such as ``b"\\n\\n"`` or ``b"aa"``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from blockproc._frozen import FrozenSlots
 from blockproc.errors import RecordTooLargeError
 
 ReadFn = Callable[[int, int], bytes]
@@ -29,17 +29,23 @@ short records cost little overhang and long ones few requests."""
 DEFAULT_MAX_RECORD_SIZE = 256 * 2**20
 
 
-@dataclass(frozen=True, slots=True)
-class Boundary:
+class Boundary(FrozenSlots):
     """Where a record boundary is, and the bytes read to find it.
 
     ``data`` holds the file bytes ``[data_start, data_start + len(data))``; callers reuse
     them instead of reading the same range twice.
     """
 
+    _fields = ("offset", "data", "data_start")
+    __slots__ = _fields
     offset: int
     data: bytes
     data_start: int
+
+    def __init__(self, offset: int, data: bytes, data_start: int) -> None:
+        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "data_start", data_start)
 
 
 def has_border(delimiter: bytes) -> bool:

@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from blockproc._frozen import FrozenSlots
 from blockproc._types import IfExists
 from blockproc.model import BlockResult, Plan
 
 
-@dataclass(frozen=True)
-class _NoLock:
-    renew_every: float = math.inf
+class _NoLock(FrozenSlots):
+    _fields = ("renew_every",)
+    __slots__ = _fields
+    renew_every: float
+
+    def __init__(self, renew_every: float = math.inf) -> None:
+        object.__setattr__(self, "renew_every", renew_every)
 
 
 class NoOutput:

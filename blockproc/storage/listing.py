@@ -8,9 +8,9 @@ import functools
 import posixpath
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from blockproc._frozen import FrozenSlots
 from blockproc.errors import (
     ConfigError,
     InputChangedError,
@@ -103,15 +103,23 @@ OUTPUT_MARKERS = ("_SUCCESS", "_blockproc")
 """Names that make a directory a blockproc output: its manifest or its job state."""
 
 
-@dataclass(frozen=True)
-class InputListing:
+class InputListing(FrozenSlots):
     """What :func:`scan_inputs` found: the files, the directories given as inputs (read
     recursively) and the blockproc outputs skipped below them."""
 
+    _fields = ("fs", "files", "directories", "skipped")
+    __slots__ = _fields
     fs: AbstractFileSystem
     files: list[InputFile]
-    directories: tuple[str, ...] = ()
-    skipped: tuple[str, ...] = ()
+    directories: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+    def __init__(self, fs: AbstractFileSystem, files: list[InputFile],
+                 directories: tuple[str, ...] = (), skipped: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "fs", fs)
+        object.__setattr__(self, "files", files)
+        object.__setattr__(self, "directories", directories)
+        object.__setattr__(self, "skipped", skipped)
 
 
 def list_inputs(
@@ -225,11 +233,18 @@ def _refuse_special(url: str, info: Mapping[str, Any]) -> None:
     )
 
 
-@dataclass(frozen=True)
-class _Expanded:
+class _Expanded(FrozenSlots):
+    _fields = ("files", "directory", "skipped")
+    __slots__ = _fields
     files: dict[str, Mapping[str, Any]]
-    directory: str | None = None
-    skipped: tuple[str, ...] = ()
+    directory: str | None
+    skipped: tuple[str, ...]
+
+    def __init__(self, files: dict[str, Mapping[str, Any]], directory: str | None = None,
+                 skipped: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "files", files)
+        object.__setattr__(self, "directory", directory)
+        object.__setattr__(self, "skipped", skipped)
 
 
 def _outputs_below(root: str, entries: Mapping[str, Mapping[str, Any]]) -> list[str]:

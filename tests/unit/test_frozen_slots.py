@@ -80,3 +80,74 @@ def test_a_mapper_writes_text_by_default_and_round_trips() -> None:
     assert mapper.output.name == "text" and mapper.kind == "record"
     assert pickle.loads(pickle.dumps(mapper)) == mapper
     assert Mapper("block", len, mapper.output) != mapper
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Boundary0:
+    offset: int
+    data: bytes
+    data_start: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry0:
+    target: str
+    requires: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class InputListing0:
+    fs: Any
+    files: list[Any]
+    directories: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+
+def _same(mine: Any, reference: Any, other: Any) -> None:
+    """``mine`` answers as the dataclass ``reference`` with the same fields."""
+    name = type(mine).__name__
+    assert repr(mine) == repr(reference).replace(f"{name}0", name)
+    assert [getattr(mine, f.name) for f in dataclasses.fields(reference)] == [
+        getattr(reference, f.name) for f in dataclasses.fields(reference)]
+    assert mine == type(mine)(*[getattr(mine, f.name) for f in dataclasses.fields(reference)])
+    assert mine != other and (mine == reference) is False
+    assert pickle.loads(pickle.dumps(mine)) == mine == copy.deepcopy(mine)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        mine.x = 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        delattr(mine, dataclasses.fields(reference)[0].name)
+
+
+@given(st.integers(0), st.binary(max_size=20), st.integers(0))
+def test_boundary_behaves_as_the_dataclass(offset: int, data: bytes, start: int) -> None:
+    from blockproc.formats.base import Boundary
+    mine = Boundary(offset, data, start)
+    _same(mine, Boundary0(offset, data, start), Boundary(offset + 1, data, start))
+    assert hash(mine) == hash(Boundary(offset, data, start))
+
+
+@given(st.text(), st.lists(st.text(), max_size=3).map(tuple))
+def test_registry_entry_behaves_as_the_dataclass(target: str, requires: tuple[str, ...]) -> None:
+    from blockproc._registry import Entry
+    mine = Entry(target, requires)
+    _same(mine, Entry0(target, requires), Entry(target + "x", requires))
+    assert Entry(target) == Entry(target, ()) and hash(mine) == hash(Entry(target, requires))
+
+
+def test_input_listing_behaves_as_the_dataclass() -> None:
+    from blockproc.model import InputFile
+    from blockproc.storage.listing import InputListing
+    files = [InputFile("/in/a.log", 3)]
+    mine = InputListing(None, files, ("/in",), ("/in/out",))
+    _same(mine, InputListing0(None, files, ("/in",), ("/in/out",)), InputListing(None, []))
+    assert InputListing(None, files) == InputListing(None, files, (), ())
+    with pytest.raises(TypeError):
+        hash(mine)  # a list among the fields, as in the dataclass
+
+
+def test_no_output_lock_never_renews() -> None:
+    from blockproc.output import NoOutput
+    lock = NoOutput("job-1").lock
+    assert lock.renew_every == float("inf") and repr(lock) == "_NoLock(renew_every=inf)"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lock.renew_every = 1.0  # type: ignore[misc]
