@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from blockproc._frozen import FrozenSlots
 from blockproc.block_reading import (
     CHUNK_SIZE,
     TailKeeper,
@@ -412,14 +413,19 @@ def _run_function(mapper: Mapper, task: BlockTask, chunks: _Counted,
     return records_in
 
 
-@dataclass(frozen=True, slots=True)
-class BatchFunction:
+class BatchFunction(FrozenSlots):
     """The function of :func:`blockproc.map_batches`: ``fn(records)`` gets a list of
     consecutive records of one block, about ``batch_size`` bytes of input, and returns
     an iterable of results, each like a per-record function's (a line, None, a list)."""
 
+    _fields = ("fn", "batch_size")
+    __slots__ = _fields
     fn: Callable[[list[Any]], Any]
-    batch_size: int = CHUNK_SIZE
+    batch_size: int
+
+    def __init__(self, fn: Callable[[list[Any]], Any], batch_size: int = CHUNK_SIZE) -> None:
+        object.__setattr__(self, "fn", fn)
+        object.__setattr__(self, "batch_size", batch_size)
 
     def __call__(self, records: list[Any]) -> Any:
         return self.fn(records)

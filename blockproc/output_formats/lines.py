@@ -11,19 +11,26 @@ of :mod:`blockproc.formats.lines`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from blockproc._frozen import FrozenSlots
 from blockproc.output_formats.base import PartWriter
 
 
-@dataclass(frozen=True, slots=True)
-class TextOutput:
+class TextOutput(FrozenSlots):
     """Text lines (``part-NNNNN.txt``), the default."""
 
-    name: str = "text"
-    extension: str = ".txt"
-    is_streaming_text: bool = True
+    _fields = ("name", "extension", "is_streaming_text")
+    __slots__ = _fields
+    name: str
+    extension: str
+    is_streaming_text: bool
+
+    def __init__(self, name: str = "text", extension: str = ".txt",
+                 is_streaming_text: bool = True) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "extension", extension)
+        object.__setattr__(self, "is_streaming_text", is_streaming_text)
 
     def open(self, file: Any) -> PartWriter:
         """Return a writer over ``file``."""

@@ -14,9 +14,9 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
+from blockproc._frozen import FrozenSlots
 from blockproc.errors import (
     ConfigError,
     InputError,
@@ -27,8 +27,7 @@ T = TypeVar("T")
 
 # -- transient errors ----------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class RetryPolicy(FrozenSlots):
     """How often and how patiently a storage call is retried on a transient error.
 
     ``tries`` counts the first call; the wait before try ``n + 1`` is a random value in
@@ -42,9 +41,16 @@ class RetryPolicy:
     [0.1, 0.2, 0.3]
     """
 
-    tries: int = 4
-    base_delay: float = 0.1
-    max_delay: float = 5.0
+    _fields = ("tries", "base_delay", "max_delay")
+    __slots__ = _fields
+    tries: int
+    base_delay: float
+    max_delay: float
+
+    def __init__(self, tries: int = 4, base_delay: float = 0.1, max_delay: float = 5.0) -> None:
+        object.__setattr__(self, "tries", tries)
+        object.__setattr__(self, "base_delay", base_delay)
+        object.__setattr__(self, "max_delay", max_delay)
 
     def delay(self, failed_tries: int, jitter: float | None = None) -> float:
         """Seconds to wait after ``failed_tries`` failures (``jitter`` in [0.5, 1])."""

@@ -151,3 +151,49 @@ def test_no_output_lock_never_renews() -> None:
     assert lock.renew_every == float("inf") and repr(lock) == "_NoLock(renew_every=inf)"
     with pytest.raises(dataclasses.FrozenInstanceError):
         lock.renew_every = 1.0  # type: ignore[misc]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TextOutput0:
+    name: str = "text"
+    extension: str = ".txt"
+    is_streaming_text: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryPolicy0:
+    tries: int = 4
+    base_delay: float = 0.1
+    max_delay: float = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchFunction0:
+    fn: Any
+    batch_size: int = 1 << 20
+
+
+@given(st.text(), st.text(), st.booleans())
+def test_text_output_behaves_as_the_dataclass(name: str, ext: str, streaming: bool) -> None:
+    from blockproc.output_formats import TextOutput
+    mine = TextOutput(name, ext, streaming)
+    _same(mine, TextOutput0(name, ext, streaming), TextOutput(name + "x", ext, streaming))
+    assert TextOutput() == TextOutput("text", ".txt", True) and repr(TextOutput()) == repr(
+        TextOutput0()).replace("TextOutput0", "TextOutput")
+    assert hash(mine) == hash(TextOutput(name=name, extension=ext, is_streaming_text=streaming))
+
+
+@given(st.integers(1, 9), st.floats(0, 1), st.floats(0, 9))
+def test_retry_policy_behaves_as_the_dataclass(tries: int, base: float, most: float) -> None:
+    from blockproc.storage.retry import RetryPolicy
+    mine = RetryPolicy(tries=tries, base_delay=base, max_delay=most)
+    _same(mine, RetryPolicy0(tries, base, most), RetryPolicy(tries + 1, base, most))
+    assert repr(RetryPolicy()) == "RetryPolicy(tries=4, base_delay=0.1, max_delay=5.0)"
+    assert mine.delay(1, jitter=1.0) == min(most, base)
+
+
+def test_batch_function_behaves_as_the_dataclass() -> None:
+    from blockproc.worker import CHUNK_SIZE, BatchFunction
+    mine = BatchFunction(len, 100)
+    _same(mine, BatchFunction0(len, 100), BatchFunction(len, 101))
+    assert BatchFunction(len) == BatchFunction(len, CHUNK_SIZE) and mine([1, 2]) == 2
