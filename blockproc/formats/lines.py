@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from blockproc._frozen import FrozenSlots
 from blockproc.errors import ConfigError
 from blockproc.formats import text
 from blockproc.formats.base import (
@@ -236,8 +237,7 @@ def _split_text(text: str) -> list[str]:
     return lines
 
 
-@dataclass(frozen=True, slots=True)
-class Delimited(DelimitedBoundary):
+class Delimited(DelimitedBoundary, FrozenSlots):
     """Records ended by any byte string (``b"\\0"``, ``b"|+|"``, ``b"\\n\\n"``...).
 
     Records are ``bytes``, or ``str`` when ``encoding`` is given.
@@ -248,15 +248,21 @@ class Delimited(DelimitedBoundary):
     [[b'a'], [b'b'], [b'c']]
     """
 
-    delimiter: bytes = b"\n"
-    encoding: str | None = None
-    errors: str = "strict"
-    name: str = "delimited"
+    _fields = ("delimiter", "encoding", "errors", "name")
+    __slots__ = _fields
+    delimiter: bytes  # a field, where the mixin has a property
+    encoding: str | None
+    errors: str
+    name: str
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "delimiter", _bytes_delimiter(self.delimiter))
-        if self.encoding is not None:
-            _check_encoding(self.encoding, self.errors)
+    def __init__(self, delimiter: bytes | str = b"\n", encoding: str | None = None,
+                 errors: str = "strict", name: str = "delimited") -> None:
+        object.__setattr__(self, "delimiter", _bytes_delimiter(delimiter))
+        object.__setattr__(self, "encoding", encoding)
+        object.__setattr__(self, "errors", errors)
+        object.__setattr__(self, "name", name)
+        if encoding is not None:
+            _check_encoding(encoding, errors)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe description."""
@@ -286,8 +292,7 @@ class Delimited(DelimitedBoundary):
             done += sum(len(r) for r in batch) + step * len(batch)
 
 
-@dataclass(frozen=True, slots=True)
-class Raw(DelimitedBoundary):
+class Raw(DelimitedBoundary, FrozenSlots):
     """A block's aligned bytes as one record, cut on ``delimiter`` (newline by default).
 
     Examples
@@ -296,11 +301,14 @@ class Raw(DelimitedBoundary):
     [[b'a\\nb\\n']]
     """
 
-    delimiter: bytes = b"\n"
-    name: str = "raw"
+    _fields = ("delimiter", "name")
+    __slots__ = _fields
+    delimiter: bytes  # a field, where the mixin has a property
+    name: str
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "delimiter", _bytes_delimiter(self.delimiter))
+    def __init__(self, delimiter: bytes | str = b"\n", name: str = "raw") -> None:
+        object.__setattr__(self, "delimiter", _bytes_delimiter(delimiter))
+        object.__setattr__(self, "name", name)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe description."""

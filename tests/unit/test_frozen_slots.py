@@ -197,3 +197,45 @@ def test_batch_function_behaves_as_the_dataclass() -> None:
     mine = BatchFunction(len, 100)
     _same(mine, BatchFunction0(len, 100), BatchFunction(len, 101))
     assert BatchFunction(len) == BatchFunction(len, CHUNK_SIZE) and mine([1, 2]) == 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delimited0:
+    delimiter: bytes = b"\n"
+    encoding: str | None = None
+    errors: str = "strict"
+    name: str = "delimited"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Raw0:
+    delimiter: bytes = b"\n"
+    name: str = "raw"
+
+
+@given(st.binary(min_size=1, max_size=4), st.sampled_from([None, "utf-8", "latin-1"]),
+       st.sampled_from(["strict", "replace"]))
+def test_delimited_and_raw_behave_as_the_dataclasses(delimiter: bytes, encoding: str | None,
+                                                     errors: str) -> None:
+    from blockproc.formats.lines import Delimited, Raw
+    mine = Delimited(delimiter, encoding, errors)
+    _same(mine, Delimited0(delimiter, encoding, errors), Delimited(delimiter + b"x", encoding))
+    assert Delimited(delimiter) == Delimited(delimiter=delimiter, encoding=None,
+                                             errors="strict", name="delimited")
+    assert hash(mine) == hash(Delimited(delimiter, encoding, errors))
+    raw = Raw(delimiter)
+    _same(raw, Raw0(delimiter), Raw(delimiter + b"x"))
+    assert Raw() == Raw(b"\n", "raw") and repr(Raw()) == "Raw(delimiter=b'\\n', name='raw')"
+
+
+def test_delimited_and_raw_check_and_normalise_as_before() -> None:
+    from blockproc.errors import ConfigError
+    from blockproc.formats.lines import Delimited, Raw
+    assert Delimited("|").delimiter == b"|" == Raw("|").delimiter
+    assert pickle.loads(pickle.dumps(Delimited("|", "utf-8"))) == Delimited(b"|", "utf-8")
+    with pytest.raises(ConfigError):
+        Delimited(b"")
+    with pytest.raises(TypeError, match="delimiter must be bytes or str"):
+        Raw(3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        Delimited(b"|", encoding="no-such-codec")
