@@ -4,10 +4,9 @@ streams, zstd frames and whole small files.
 
 from __future__ import annotations
 
-import gzip
 import io
 import itertools
-import lzma
+import sys
 import zlib
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
@@ -273,8 +272,12 @@ def is_corrupt_stream(exc: BaseException) -> bool:
     >>> is_corrupt_stream(ConnectionResetError()), is_corrupt_stream(OSError(5, "EIO"))
     (False, False)
     """
-    if isinstance(exc, (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)):
+    if isinstance(exc, (EOFError, zlib.error)):
         return True
+    for module, name in (("gzip", "BadGzipFile"), ("lzma", "LZMAError")):
+        loaded = sys.modules.get(module)  # not loaded: no file was read through it
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return True
     if type(exc).__name__ == "ZstdError":
         return True
     return type(exc) is OSError and exc.errno is None and exc.args == ("Invalid data stream",)

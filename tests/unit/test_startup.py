@@ -35,7 +35,7 @@ NEVER_FOR_A_LOCAL_LINES_JOB = (
     "blockproc.executors.threads", "blockproc.executors.cluster", "blockproc.executors.dask",
     "blockproc.incremental", "blockproc.output.appending",
     "pyarrow", "numpy", "dask", "distributed", "decimal", "html", "datetime",
-    "concurrent.futures", "blockproc.output.status",
+    "concurrent.futures", "blockproc.output.status", "gzip",
 )
 
 
