@@ -296,7 +296,12 @@ class _Counted:
         self.records_done = 0
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._chunks:
+        return self.over(self._chunks)
+
+    def over(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """Iterate over ``chunks`` instead, counting and reporting them the same way
+        (a block read again counts again: progress is the bytes read)."""
+        for chunk in chunks:
             yield chunk
             self.bytes_done += len(chunk)
             self._report(self.bytes_done, self.records_done)
@@ -315,7 +320,7 @@ def _run_block_function(fn: Callable[[Any], Any], task: BlockTask, chunks: _Coun
     if source is None or reads_own_blocks(task.format) is not None:
         batch = Batch(task.block, b"".join(chunks), task.format, at_file_start)  # read once
     else:  # a plain file's range: read again as the function asks for it
-        batch = _ReadOnUse(task, source)
+        batch = _ReadOnUse(task, source, chunks)
     try:
         _write_block_result(fn(batch), writer, task)
         made = batch._records
@@ -334,8 +339,9 @@ class _ReadOnUse(Batch):
     ranged read), and ``records`` streams from the file ~1 MiB at a time without it,
     so a function that only loops over the records never holds the block's bytes."""
 
-    def __init__(self, task: BlockTask, source: RangeSource) -> None:
+    def __init__(self, task: BlockTask, source: RangeSource, counted: _Counted) -> None:
         self.block, self.format = task.block, task.format
+        self._counted = counted  # reports the bytes read as progress, as a full read does
         self.at_file_start = task.block.start == 0
         self._records = None
         self._task, self._source = task, source
@@ -347,7 +353,7 @@ class _ReadOnUse(Batch):
         """The block's record-aligned bytes (read on first use)."""
         if self._bytes is None:
             self._check_open()
-            self._bytes = b"".join(aligned_range(self._task, self._source))
+            self._bytes = b"".join(self._counted.over(aligned_range(self._task, self._source)))
         return self._bytes
 
     @data.setter
@@ -367,7 +373,7 @@ class _ReadOnUse(Batch):
         if data is not None:  # read already: no need to read again
             return (data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE))
         self._check_open()
-        return aligned_chunks(self._task, self._source)
+        return self._counted.over(aligned_chunks(self._task, self._source))
 
     def _check_open(self) -> None:
         if self.ended:

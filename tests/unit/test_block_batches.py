@@ -14,6 +14,11 @@ from typing import Any
 import pytest
 
 import blockproc as bp
+from blockproc.formats import from_dict
+from blockproc.output import part_name
+from blockproc.storage import resolve
+from blockproc.task import BlockTask
+from blockproc.worker import Mapper, run_block
 
 LINE = b'203.0.113.7 - - [27/Nov/2026:00:00:01 +0000] "GET /a HTTP/1.1" 200 5123\r\n'
 
@@ -92,3 +97,22 @@ def test_records_kept_past_the_function_fail_clearly(tmp_path: Path) -> None:
     bp.map_blocks(keep_records, str(path), executor="inline")
     with pytest.raises(RuntimeError, match=r"after the function returned.*list\(batch"):
         list(kept[0])
+
+
+@pytest.mark.parametrize("fn", [counts, data_then_records])
+def test_reading_on_use_reports_progress_as_it_reads(tmp_path: Path, fn: Any) -> None:
+    """The master's progress and the stragglers' order come from these reports: a block
+    whose bytes are read as the function asks for them reports them as it reads them."""
+    path = write_log(tmp_path, 4 * 2**20)
+    plan = bp.plan(str(path), block_size=8 * 2**20)
+    fs, _ = resolve(str(tmp_path))
+    block = plan.blocks[0]
+    task = BlockTask(block, 1, 1, plan.file(block.path), from_dict(plan.format), fs, fs,
+                     part_name(0, ".txt"), str(tmp_path / "attempt-1"))
+    reports: list[int] = []
+    run_block(task, Mapper("block", fn), lambda done, records: reports.append(done))
+    size = path.stat().st_size
+    if fn is counts:  # streamed ~1 MiB at a time
+        assert len(reports) >= 4 and reports == sorted(reports) and reports[-1] == size
+    else:  # one ranged read, then the records from its bytes
+        assert reports == [size]
