@@ -395,7 +395,7 @@ class OutputDir:
         with contextlib.suppress(Exception):
             self.lock.guard()
             save_attempts(self.fs, self.path, self.job_id, records)
-            if is_local(self.fs):  # _SUCCESS copies the rows from there
+            if self._local:  # _SUCCESS copies the rows from there
                 self._saved_attempts = (records, self._join(STATE_DIR, ATTEMPTS,
                                                             f"{self.job_id}.json"))
 
