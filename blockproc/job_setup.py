@@ -8,7 +8,6 @@ refuse a misuse with a :class:`~blockproc.ConfigError` naming the option and the
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 import warnings
@@ -23,7 +22,7 @@ from blockproc.executors.base import dumps
 from blockproc.job import Job, JobOptions
 from blockproc.limits import MAX_WORKERS_ENV, max_workers
 from blockproc.model import Plan
-from blockproc.output_formats import OutputFormat, PickleOutput, get_output_format
+from blockproc.output_formats import OutputFormat, get_output_format
 from blockproc.storage import (
     AbstractFileSystem,
     access_refused_as_error,
@@ -100,8 +99,7 @@ def make_job(
         raise TypeError(f"submit() takes a Plan from bp.plan(...), got {plan!r}")
     _check_job_options(per, if_exists, max_attempts, max_bad_records, executor)
     writer = _output_format(output, output_format, if_exists, combine)
-    if isinstance(writer, PickleOutput):
-        writer = dataclasses.replace(writer, per_record=per == "record")
+    writer = _values_per(writer, per)
     mapper = _make_mapper(fn, per, writer)
     out_fs, out_path = None, ""
     if output is not None:
@@ -178,6 +176,21 @@ def _check_job_options(per: str, if_exists: str, max_attempts: object,
                                         or not isinstance(max_bad_records, int)
                                         or max_bad_records < 0):
         raise ConfigError(f"max_bad_records must be None or an int >= 0, got {max_bad_records!r}")
+
+
+def _values_per(writer: OutputFormat, per: str) -> OutputFormat:
+    """The pickle output with one value per record for ``map_lines`` (a list per block),
+    one per block for ``map_blocks``; any other output as it is. The pickle output (a
+    dataclass, with ``dataclasses``) loads only if ``writer`` may be one."""
+    if getattr(writer, "name", None) != "pickle":
+        return writer
+    import dataclasses
+
+    from blockproc.output_formats import PickleOutput
+
+    if not isinstance(writer, PickleOutput):
+        return writer
+    return dataclasses.replace(writer, per_record=per == "record")
 
 
 def _make_mapper(fn: Callable[[Any], Any] | str, per: Literal["record", "block"],

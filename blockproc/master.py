@@ -36,9 +36,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
+from blockproc._frozen import FrozenSlots
 from blockproc._types import IfExists
 from blockproc.errors import (
     BlockFailedError,
@@ -80,8 +80,7 @@ _TASK_FIELDS = ("block", "attempt", "num_blocks", "file", "format", "input_fs", 
 _build_task = frozen_builder(BlockTask, _TASK_FIELDS)  # BlockTask(...), a task per attempt
 
 
-@dataclass(frozen=True, slots=True)
-class JobOptions:
+class JobOptions(FrozenSlots):
     """How a job runs; every field has the default users get from the API.
 
     ``speculation`` starts a second attempt of a straggling block once nothing else is
@@ -89,15 +88,25 @@ class JobOptions:
     logs them to ``_errors/``, failing the job past that many (None: any error fails).
     """
 
-    max_attempts: int = 4
-    lease_timeout: float = 600.0
-    speculation: bool = True
-    max_bad_records: int | None = None
-    max_record_size: int = DEFAULT_MAX_RECORD_SIZE
-    hook: AttemptHook | None = None
+    max_attempts: int
+    lease_timeout: float
+    speculation: bool
+    max_bad_records: int | None
+    max_record_size: int
+    hook: AttemptHook | None
     """A test's fault plan, shipped inside every task (None in production)."""
-    max_value_size: int = 64 * 2**20
+    max_value_size: int
     """The most bytes (pickled) a block's value for the master may take."""
+    _fields = ("max_attempts", "lease_timeout", "speculation", "max_bad_records",
+               "max_record_size", "hook", "max_value_size")
+    __slots__ = _fields
+
+    def __init__(self, max_attempts: int = 4, lease_timeout: float = 600.0,
+                 speculation: bool = True, max_bad_records: int | None = None,
+                 max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+                 hook: AttemptHook | None = None, max_value_size: int = 64 * 2**20) -> None:
+        self._init(max_attempts, lease_timeout, speculation, max_bad_records,
+                   max_record_size, hook, max_value_size)
 
 
 class Master:

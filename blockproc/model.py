@@ -6,78 +6,57 @@ of it. Each has ``to_dict``/``from_dict`` for the manifest.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from blockproc._frozen import FrozenSlots
 from blockproc._units import format_size
 
-T = TypeVar("T")
+F = TypeVar("F", bound=FrozenSlots)
+_set = object.__setattr__
 
-def frozen_builder(cls: type[T], names: Sequence[str]) -> Callable[..., T]:
-    """Return ``build(*values)``: ``cls(**dict(zip(names, values)))`` for a frozen,
-    slotted dataclass without ``__post_init__``, built several times faster (the
-    generated ``__init__`` of a frozen dataclass goes through ``object.__setattr__`` for
-    every field; the master makes a task and a result per block, a record per attempt).
+try:  # the built-in SHA-256, as the standard library's random does: hashlib loads OpenSSL
+    from _sha256 import sha256 as _sha256  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - other Pythons
+    from hashlib import sha256 as _sha256
 
-    How: the object is made as an instance of a plain class with the same ``__slots__``,
-    its fields set as ordinary attributes, then given its class (``__class__``
-    assignment, which Python allows between classes of the same layout); what comes out
-    is an ordinary ``cls`` instance, frozen like any other.
 
-    The fields not in ``names`` get their defaults; a field without one must be named.
+def frozen_builder(cls: type[F], names: Sequence[str]) -> Callable[..., F]:
+    """Return ``build(*values)``: ``cls(**dict(zip(names, values)))`` for a
+    :class:`~blockproc._frozen.FrozenSlots` class, every field named, without the
+    checks and conversions its ``__init__`` may make (the master makes a task and a
+    result per block, a record per attempt, from values it already holds).
 
     Examples
     --------
-    >>> build = frozen_builder(Block, ("id", "path", "start", "end"))
-    >>> build(0, "a.log", 0, 10) == Block(0, "a.log", 0, 10)
+    >>> build = frozen_builder(Block, ("id", "path", "start", "end", "files"))
+    >>> build(0, "a.log", 0, 10, ()) == Block(0, "a.log", 0, 10)
     True
-    >>> type(build(0, "a.log", 0, 10)) is Block
+    >>> type(build(0, "a.log", 0, 10, ())) is Block
     True
     >>> frozen_builder(Block, ("id",))
     Traceback (most recent call last):
     ...
-    TypeError: frozen_builder(Block): fields ['path', 'start', 'end'] have no default; name them
+    TypeError: frozen_builder(Block): name every field of ('id', 'path', 'start', 'end', \
+'files') once, got ('id',)
     """
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    params = getattr(cls, "__dataclass_params__", None)
-    slots = cls.__dict__.get("__slots__")
-    if not (params and params.frozen and isinstance(slots, tuple)) \
-            or cls.__bases__ != (object,) or hasattr(cls, "__post_init__") \
-            or set(names) - {f.name for f in fields}:
-        raise TypeError(f"frozen_builder({cls.__name__}): needs a frozen, slotted dataclass "
-                        f"without __post_init__ or base class, and names among its fields, "
-                        f"got {names}")
-    missing = [f.name for f in fields if f.name not in names and
-               f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise TypeError(f"frozen_builder({cls.__name__}): fields {missing} have no default; "
-                        f"name them")
-    # same slots, same order, same base: the layout __class__ assignment asks for
-    shadow = type(f"_{cls.__name__}Builder", (), {"__slots__": slots})
-    scope: dict[str, Any] = {"_new": object.__new__, "_shadow": shadow, "_cls": cls}
+    if not (isinstance(cls, type) and issubclass(cls, FrozenSlots)) \
+            or sorted(names) != sorted(cls._fields) or cls.__slots__ != cls._fields:
+        raise TypeError(f"frozen_builder({getattr(cls, '__name__', cls)}): name every field "
+                        f"of {getattr(cls, '_fields', ())} once, got {tuple(names)}")
+    scope: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "_cls": cls}
     lines = [f"def build({', '.join(f'_v{i}' for i in range(len(names)))}):",
-             "    obj = _new(_shadow)"]
-    lines += [f"    obj.{name} = _v{i}" for i, name in enumerate(names)]
-    for i, f in enumerate(f for f in fields if f.name not in names):
-        if f.default_factory is not dataclasses.MISSING:
-            scope[f"_f{i}"] = f.default_factory
-            lines.append(f"    obj.{f.name} = _f{i}()")
-        else:
-            scope[f"_d{i}"] = f.default
-            lines.append(f"    obj.{f.name} = _d{i}")
-    lines += ["    obj.__class__ = _cls", "    return obj"]
-    exec("\n".join(lines), scope)  # the names are the dataclass's own fields
-    build: Callable[..., T] = scope["build"]
+             "    obj = _new(_cls)"]
+    lines += [f"    _set(obj, {name!r}, _v{i})" for i, name in enumerate(names)]
+    lines.append("    return obj")
+    exec("\n".join(lines), scope)  # the names are the class's own fields
+    build: Callable[..., F] = scope["build"]
     build.__qualname__ = build.__name__ = f"build_{cls.__name__}"
     return build
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
+class Block(FrozenSlots):
     """A half-open byte range ``[start, end)`` of one file; the format decides which
     records it owns (see DESIGN.md, "Blocks and record ownership").
 
@@ -98,7 +77,17 @@ class Block:
     path: str
     start: int
     end: int
-    files: tuple[InputFile, ...] = ()
+    files: tuple[InputFile, ...]
+    _fields = ("id", "path", "start", "end", "files")
+    __slots__ = _fields
+
+    def __init__(self, id: int, path: str, start: int, end: int,
+                 files: tuple[InputFile, ...] = ()) -> None:
+        _set(self, "id", id)
+        _set(self, "path", path)
+        _set(self, "start", start)
+        _set(self, "end", end)
+        _set(self, "files", files)
 
     def __repr__(self) -> str:
         base = f"Block(id={self.id!r}, path={self.path!r}, start={self.start!r}, end={self.end!r}"
@@ -122,14 +111,22 @@ class Block:
                    tuple(InputFile.from_dict(f) for f in data.get("files", ())))
 
 
-@dataclass(frozen=True, slots=True)
-class InputFile:
+class InputFile(FrozenSlots):
     """One input file as the planner saw it: size and a change token (mtime or ETag)."""
 
     path: str
     size: int
-    token: str = ""
-    compression: str | None = None
+    token: str
+    compression: str | None
+    _fields = ("path", "size", "token", "compression")
+    __slots__ = _fields
+
+    def __init__(self, path: str, size: int, token: str = "",
+                 compression: str | None = None) -> None:
+        _set(self, "path", path)
+        _set(self, "size", size)
+        _set(self, "token", token)
+        _set(self, "compression", compression)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""
@@ -143,8 +140,7 @@ class InputFile:
                    data.get("compression"))
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(FrozenSlots):
     """The deterministic list of blocks for some inputs, format and block size.
 
     Made by :func:`blockproc.plan`; inspect it freely, nothing has run yet.
@@ -171,14 +167,31 @@ class Plan:
     blocks: tuple[Block, ...]
     block_size: int
     format: Mapping[str, Any]
-    storage_options: Mapping[str, Any] = field(default_factory=dict)
-    directories: tuple[str, ...] = field(default=(), compare=False)
+    storage_options: Mapping[str, Any]
+    directories: tuple[str, ...]
     """The directories given as inputs, read recursively: an output may not be inside one."""
-    skipped: tuple[str, ...] = field(default=(), compare=False)
+    skipped: tuple[str, ...]
     """blockproc outputs found inside those directories, and not read."""
-    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False,
-                                   compare=False)
+    _cache: dict[str, Any]
     """What is worked out once from the (frozen) fields: the fingerprint, files by path."""
+    _fields = ("protocol", "files", "blocks", "block_size", "format", "storage_options",
+               "directories", "skipped")
+    _compared = _fields[:6]
+    __slots__ = (*_fields, "_cache")
+
+    def __init__(self, protocol: str, files: tuple[InputFile, ...],
+                 blocks: tuple[Block, ...], block_size: int, format: Mapping[str, Any],
+                 storage_options: Mapping[str, Any] | None = None,
+                 directories: tuple[str, ...] = (), skipped: tuple[str, ...] = ()) -> None:
+        _set(self, "protocol", protocol)
+        _set(self, "files", files)
+        _set(self, "blocks", blocks)
+        _set(self, "block_size", block_size)
+        _set(self, "format", format)
+        _set(self, "storage_options", {} if storage_options is None else storage_options)
+        _set(self, "directories", directories)
+        _set(self, "skipped", skipped)
+        _set(self, "_cache", {})
 
     @property
     def num_bytes(self) -> int:
@@ -206,7 +219,7 @@ class Plan:
         if any(b.files for b in self.blocks):  # small files packed: another cut of blocks
             payload["packed"] = True
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        return str(_sha256(text.encode()).hexdigest()[:32])
 
     def file(self, path: str) -> InputFile:
         """Return the :class:`InputFile` for ``path`` (a path as the plan lists it).
@@ -294,8 +307,7 @@ class Plan:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class FileTail:
+class FileTail(FrozenSlots):
     """The end of an input file as a block read it: the file's ``size`` and the CRC-32 of
     its last ``length`` bytes (up to 4 KiB), so a later ``if_exists="append"`` run can
     tell a file that only grew from one rewritten, truncated or rotated.
@@ -310,6 +322,14 @@ class FileTail:
     size: int
     length: int
     crc32: str
+    _fields = ("path", "size", "length", "crc32")
+    __slots__ = _fields
+
+    def __init__(self, path: str, size: int, length: int, crc32: str) -> None:
+        _set(self, "path", path)
+        _set(self, "size", size)
+        _set(self, "length", length)
+        _set(self, "crc32", crc32)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""
@@ -323,8 +343,7 @@ class FileTail:
                    str(data["crc32"]))
 
 
-@dataclass(frozen=True, slots=True)
-class BlockResult:
+class BlockResult(FrozenSlots):
     """What one successful attempt of one block produced."""
 
     block: Block
@@ -338,21 +357,37 @@ class BlockResult:
     checksum: str
     started: float
     seconds: float
-    bad_records: int = 0
-    stderr_bytes: int = 0
+    bad_records: int
+    stderr_bytes: int
     """Bytes a ``--cmd`` wrote to stderr (kept in ``_logs/part-NNNNN.stderr``)."""
-    attempts: int = 0
+    attempts: int
     """Attempts the block took in every run of the job, the committed one included (0:
     not recorded, as in older manifests)."""
-    counters: Mapping[str, int] = field(default_factory=dict)
+    counters: Mapping[str, int]
     """What the function counted with ``bp.counter(name).add()`` in this attempt."""
-    value: bytes | None = field(default=None, repr=False, compare=False)
+    value: bytes | None
     """The block's value for the master, pickled (``pickle`` output only); it travels
     to the master and is never written to the manifest."""
-    tails: tuple[FileTail, ...] = ()
+    tails: tuple[FileTail, ...]
     """For each input file whose end this block read: its size and a checksum of its
     last bytes, which ``if_exists="append"`` checks the file against later (none for
     compressed files; one per file for a block of packed small files)."""
+    _fields = ("block", "part", "attempt", "worker", "records_in", "records_out",
+               "bytes_read", "bytes_written", "checksum", "started", "seconds",
+               "bad_records", "stderr_bytes", "attempts", "counters", "value", "tails")
+    _compared = tuple(name for name in _fields if name != "value")
+    _shown = _compared
+    __slots__ = _fields
+
+    def __init__(self, block: Block, part: str, attempt: int, worker: str,
+                 records_in: int, records_out: int, bytes_read: int, bytes_written: int,
+                 checksum: str, started: float, seconds: float, bad_records: int = 0,
+                 stderr_bytes: int = 0, attempts: int = 0,
+                 counters: Mapping[str, int] | None = None, value: bytes | None = None,
+                 tails: tuple[FileTail, ...] = ()) -> None:
+        self._init(block, part, attempt, worker, records_in, records_out, bytes_read,
+                   bytes_written, checksum, started, seconds, bad_records, stderr_bytes,
+                   attempts, {} if counters is None else counters, value, tails)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the manifest entry for this block (``stderr_bytes``, ``attempts`` and
@@ -379,7 +414,7 @@ class BlockResult:
         """This result as the master commits it: ``attempts`` set, and ``value`` dropped
         unless ``keep_value`` (the master keeps it once, elsewhere).
 
-        ``dataclasses.replace`` does the same, several times slower: the master makes one
+        ``dataclasses.replace`` does the same, many times slower: the master makes one
         per committed block.
 
         Examples
@@ -420,8 +455,7 @@ _build_result = frozen_builder(BlockResult, (
 added here, or it gets its default: tests/unit/test_master_fast_paths.py checks)."""
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
+class AttemptRecord(FrozenSlots):
     """One attempt as the master saw it, for the timeline: who ran what, when, how it ended."""
 
     block_id: int
@@ -430,8 +464,23 @@ class AttemptRecord:
     started: float
     finished: float
     status: str  # "committed" | "failed" | "lost" | "discarded"
-    error: str = ""
-    speculative: bool = False
+    error: str
+    speculative: bool
+    _fields = ("block_id", "attempt", "worker", "started", "finished", "status", "error",
+               "speculative")
+    __slots__ = _fields
+
+    def __init__(self, block_id: int, attempt: int, worker: str, started: float,
+                 finished: float, status: str, error: str = "",
+                 speculative: bool = False) -> None:
+        _set(self, "block_id", block_id)
+        _set(self, "attempt", attempt)
+        _set(self, "worker", worker)
+        _set(self, "started", started)
+        _set(self, "finished", finished)
+        _set(self, "status", status)
+        _set(self, "error", error)
+        _set(self, "speculative", speculative)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe dict."""

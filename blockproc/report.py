@@ -9,12 +9,12 @@ chart is drawn, and is an optional extra: ``pip install "blockproc[plot]"``.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from blockproc._frozen import field_names
 from blockproc._units import format_size
 from blockproc.model import AttemptRecord, BlockResult
 
@@ -223,7 +223,7 @@ def html_summary(result: ResultLike) -> str:
 
 def attempts_from_manifest(manifest: Mapping[str, Any]) -> tuple[AttemptRecord, ...]:
     """Return the attempts a ``_SUCCESS`` manifest records (none for an older manifest)."""
-    names = {f.name for f in dataclasses.fields(AttemptRecord)}
+    names = set(field_names(AttemptRecord))
     return tuple(AttemptRecord(**{k: v for k, v in entry.items() if k in names})
                  for entry in manifest.get("attempts", ()))
 

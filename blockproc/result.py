@@ -9,9 +9,9 @@ values, and the result, which shows itself with the report, import in one direct
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from blockproc._frozen import FrozenSlots
 from blockproc._units import format_size
 from blockproc.model import AttemptRecord, BlockResult, sum_counters
 from blockproc.report import draw_timeline, html_summary
@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-@dataclass(frozen=True, slots=True)
-class JobResult:
+class JobResult(FrozenSlots):
     """The committed output of a finished job.
 
     ``parts`` are the part-file URLs in block order; counts are summed over blocks.
@@ -60,9 +59,17 @@ class JobResult:
     job_id: str
     blocks: tuple[BlockResult, ...]
     seconds: float
-    attempts: tuple[AttemptRecord, ...] = ()
-    values: tuple[Any, ...] | None = field(default=None, repr=False)
-    value: Any = field(default=None, repr=False)
+    attempts: tuple[AttemptRecord, ...]
+    values: tuple[Any, ...] | None
+    value: Any
+    _fields = ("output", "job_id", "blocks", "seconds", "attempts", "values", "value")
+    _shown = _fields[:5]
+    __slots__ = _fields
+
+    def __init__(self, output: str, job_id: str, blocks: tuple[BlockResult, ...],
+                 seconds: float, attempts: tuple[AttemptRecord, ...] = (),
+                 values: tuple[Any, ...] | None = None, value: Any = None) -> None:
+        self._init(output, job_id, blocks, seconds, attempts, values, value)
 
     @property
     def parts(self) -> tuple[str, ...]:

@@ -30,7 +30,6 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from blockproc.model import AttemptRecord, frozen_builder
@@ -49,7 +48,6 @@ SPECULATION_MIN_SECONDS = 1.0
 """Never speculate on an attempt younger than this."""
 
 
-@dataclass(slots=True)
 class Attempt:
     """One attempt of one block, from its start to its end.
 
@@ -63,18 +61,30 @@ class Attempt:
     ((3, 1), 'running', 0.0)
     """
 
-    block: int
-    number: int
-    started: float
-    deadline: float
-    started_at: float
-    speculative: bool = False
-    worker: str = ""
-    status: Status = "running"
-    error: str = ""
-    bytes_done: int = 0
-    records_done: int = 0
-    ended_at: float = 0.0
+    __slots__ = ("block", "number",  # noqa: RUF023 (in __init__'s order, for repr)
+                 "started", "deadline", "started_at", "speculative", "worker", "status",
+                 "error", "bytes_done", "records_done", "ended_at")
+
+    def __init__(self, block: int, number: int, started: float, deadline: float,
+                 started_at: float, speculative: bool = False, worker: str = "",
+                 status: Status = "running", error: str = "", bytes_done: int = 0,
+                 records_done: int = 0, ended_at: float = 0.0) -> None:
+        self.block = block
+        self.number = number
+        self.started = started
+        self.deadline = deadline
+        self.started_at = started_at
+        self.speculative = speculative
+        self.worker = worker
+        self.status: Status = status
+        self.error = error
+        self.bytes_done = bytes_done
+        self.records_done = records_done
+        self.ended_at = ended_at
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Attempt({fields})"
 
     @property
     def key(self) -> AttemptKey:
@@ -172,7 +182,6 @@ class RunningMedian:
         return (-low[0] + self._high[0]) / 2
 
 
-@dataclass
 class Scheduler:
     """Hand out blocks, track attempts and their leases, retry failures, commit each
     block once.
@@ -183,45 +192,42 @@ class Scheduler:
     deadlines the scan for expired leases, a running median the sort of all block rates.
     """
 
-    num_blocks: int
-    max_attempts: int = 4
-    lease_timeout: float = 600.0
-    clock: Callable[[], float] = time.monotonic
-    done: Iterable[int] = ()
-    block_sizes: Sequence[int] = ()
-    wall_clock: Callable[[], float] = time.time
-    pending: deque[int] = field(init=False)
-    running: dict[AttemptKey, Attempt] = field(init=False, default_factory=dict)
-    history: list[Attempt] = field(init=False, default_factory=list)
-    """Every ended attempt, in the order they ended."""
-    committed: set[int] = field(init=False)
-    attempts_made: dict[int, int] = field(init=False, default_factory=dict)
-    failures: dict[int, int] = field(init=False, default_factory=dict)
-    errors: dict[int, str] = field(init=False, default_factory=dict)
-    retryable: dict[int, bool] = field(init=False, default_factory=dict)
-    """Whether each block's last failure may be retried."""
-    failed_block: int | None = field(init=False, default=None)
-    rates: RunningMedian = field(init=False, default_factory=RunningMedian)
-    """The rates (bytes/s) of the committed attempts, for their median."""
-    running_bytes: int = field(init=False, default=0)
-    """Bytes done by the running attempts (each counted up to its block's size)."""
-    _per_block: dict[int, int] = field(init=False, default_factory=dict, repr=False)
-    """Running attempts of each block that has any."""
-    _speculating: dict[int, int] = field(init=False, default_factory=dict, repr=False)
-    """Running speculative attempts of each block that has any."""
-    _deadlines: list[tuple[float, int, int]] = field(init=False, default_factory=list,
-                                                      repr=False)
-    """A heap of ``(deadline, block, number)``: at least one entry per running attempt,
-    never later than its deadline (a renewed lease is pushed again when its old entry
-    comes up, an ended attempt's entry is dropped then)."""
-    _lag: tuple[tuple[float, int], list[AttemptKey]] = field(
-        init=False, default=((-1.0, -1), []), repr=False)
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        self.committed = {b for b in self.done if 0 <= b < self.num_blocks}
-        self.pending = deque(b for b in range(self.num_blocks) if b not in self.committed)
+    def __init__(self, num_blocks: int, max_attempts: int = 4, lease_timeout: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic, done: Iterable[int] = (),
+                 block_sizes: Sequence[int] = (),
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.num_blocks = num_blocks
+        self.max_attempts = max_attempts
+        self.lease_timeout = lease_timeout
+        self.clock = clock
+        self.block_sizes = block_sizes
+        self.wall_clock = wall_clock
+        self.committed = {b for b in done if 0 <= b < num_blocks}
+        self.pending = deque(b for b in range(num_blocks) if b not in self.committed)
+        self.running: dict[AttemptKey, Attempt] = {}
+        self.history: list[Attempt] = []
+        """Every ended attempt, in the order they ended."""
+        self.attempts_made: dict[int, int] = {}
+        self.failures: dict[int, int] = {}
+        self.errors: dict[int, str] = {}
+        self.retryable: dict[int, bool] = {}
+        """Whether each block's last failure may be retried."""
+        self.failed_block: int | None = None
+        self.rates = RunningMedian()
+        """The rates (bytes/s) of the committed attempts, for their median."""
+        self.running_bytes = 0
+        """Bytes done by the running attempts (each counted up to its block's size)."""
+        self._per_block: dict[int, int] = {}
+        """Running attempts of each block that has any."""
+        self._speculating: dict[int, int] = {}
+        """Running speculative attempts of each block that has any."""
+        self._deadlines: list[tuple[float, int, int]] = []
+        """A heap of ``(deadline, block, number)``: at least one entry per running attempt,
+        never later than its deadline (a renewed lease is pushed again when its old entry
+        comes up, an ended attempt's entry is dropped then)."""
+        self._lag: tuple[tuple[float, int], list[AttemptKey]] = ((-1.0, -1), [])
 
     @property
     def is_finished(self) -> bool:

@@ -4,10 +4,9 @@ Small, frozen and picklable, so any executor can ship them to any process."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol
 
-from blockproc._frozen import FrozenSlots
+from blockproc._frozen import FrozenSlots, field_names
 from blockproc.formats import RecordFormat
 from blockproc.formats.base import DEFAULT_MAX_RECORD_SIZE
 from blockproc.model import Block, InputFile
@@ -55,8 +54,7 @@ class AttemptHook(Protocol):
         """Called at each point of each attempt; may raise or end the process."""
 
 
-@dataclass(frozen=True, slots=True)
-class BlockTask:
+class BlockTask(FrozenSlots):
     """Everything a worker needs for one attempt; small, frozen and picklable."""
 
     block: Block
@@ -68,16 +66,30 @@ class BlockTask:
     output_fs: Any
     part: str
     staging_path: str
-    max_record_size: int = DEFAULT_MAX_RECORD_SIZE
-    max_bad_records: int | None = None
-    hook: AttemptHook | None = None
+    max_record_size: int
+    max_bad_records: int | None
+    hook: AttemptHook | None
     """A test's fault plan (``JobOptions.hook``), fired at the :data:`HookPoint` s."""
-    max_value_size: int = 64 * 2**20
+    max_value_size: int
     """The most bytes a block's value for the master may take, pickled."""
-    growing: bool = False
+    growing: bool
     """The input may grow while the attempt reads it (an ``if_exists="append"`` run over
     logs still being written): the planned bytes are read, whatever follows them, instead
     of failing because the file's size and mtime/ETag are no longer those planned."""
+    _fields = ("block", "attempt", "num_blocks", "file", "format", "input_fs", "output_fs",
+               "part", "staging_path", "max_record_size", "max_bad_records", "hook",
+               "max_value_size", "growing")
+    __slots__ = _fields
+
+    def __init__(self, block: Block, attempt: int, num_blocks: int,
+                 file: InputFile, format: RecordFormat, input_fs: Any, output_fs: Any,
+                 part: str, staging_path: str,
+                 max_record_size: int = DEFAULT_MAX_RECORD_SIZE,
+                 max_bad_records: int | None = None, hook: AttemptHook | None = None,
+                 max_value_size: int = 64 * 2**20, growing: bool = False) -> None:
+        self._init(block, attempt, num_blocks, file, format, input_fs, output_fs, part,
+                   staging_path, max_record_size, max_bad_records, hook, max_value_size,
+                   growing)
 
     @property
     def errors_path(self) -> str:
@@ -120,8 +132,8 @@ class BlockTask:
                                 *[getattr(self, name) for name in _TASK_FIELDS]))
 
 
-_BLOCK_FIELDS = tuple(f.name for f in fields(Block))
-_TASK_FIELDS = tuple(f.name for f in fields(BlockTask))[1:]  # after the block
+_BLOCK_FIELDS = field_names(Block)
+_TASK_FIELDS = field_names(BlockTask)[1:]  # after the block
 
 
 def _rebuild_task(*values: Any) -> BlockTask:

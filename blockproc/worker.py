@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
@@ -58,19 +57,30 @@ ReportFn = Callable[[int, int], None]
 """``report(bytes_done, records_done)``; may raise to stop the attempt."""
 
 
-@dataclass
 class Batch:
     """One block's records at once, for :func:`blockproc.map_blocks`.
 
     ``data`` is the block's record-aligned bytes, ``records`` its decoded records,
     ``block`` the :class:`~blockproc.Block`.
+
+    Examples
+    --------
+    >>> from blockproc.formats import Lines
+    >>> batch = Batch(Block(0, "a.log", 0, 4), b"a\\nb\\n", Lines(), at_file_start=True)
+    >>> batch, list(batch.records)
+    (Batch(block=Block(id=0, path='a.log', start=0, end=4)), ['a', 'b'])
     """
 
-    block: Block
-    data: bytes
-    format: RecordFormat
-    at_file_start: bool
-    _records: Records | None = field(default=None, repr=False)
+    def __init__(self, block: Block, data: bytes, format: RecordFormat,
+                 at_file_start: bool) -> None:
+        self.block = block
+        self.data = data
+        self.format = format
+        self.at_file_start = at_file_start
+        self._records: Records | None = None
+
+    def __repr__(self) -> str:
+        return f"Batch(block={self.block!r})"  # not the data: it may be read on use
 
     @property
     def records(self) -> Records:

@@ -43,11 +43,11 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import fields
 from itertools import islice
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from blockproc._frozen import field_names
 from blockproc.errors import JobError
 from blockproc.executors._lifeline import die_with_parent, libc
 from blockproc.executors._mainguard import main_module_hidden
@@ -422,7 +422,7 @@ class _Mean:
         self.value += (x - self.value) * w
 
 
-_RESULT_FIELDS = tuple(f.name for f in fields(BlockResult) if f.init)[1:]
+_RESULT_FIELDS = field_names(BlockResult)[1:]
 """What a worker sends of a :class:`~blockproc.model.BlockResult`: all but its block."""
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from blockproc._frozen import FrozenSlots
@@ -45,8 +44,7 @@ def _bytes_delimiter(delimiter: bytes | str) -> bytes:
     return delimiter
 
 
-@dataclass(frozen=True, slots=True)
-class Lines(DelimitedBoundary):
+class Lines(DelimitedBoundary, FrozenSlots):
     """Newline-terminated text: LF or CRLF, decoded with ``encoding`` (UTF-8 by default).
 
     Records are ``str`` without their line ending; a BOM at the start of a file is
@@ -66,12 +64,18 @@ class Lines(DelimitedBoundary):
     [['a\\rb'], ['c\\r']]
     """
 
-    encoding: str = "utf-8"
-    errors: str = "strict"
-    name: str = "lines"
+    _fields = ("encoding", "errors", "name")
+    __slots__ = _fields
+    encoding: str
+    errors: str
+    name: str
 
-    def __post_init__(self) -> None:
-        _check_encoding(self.encoding, self.errors, wide=True)
+    def __init__(self, encoding: str = "utf-8", errors: str = "strict",
+                 name: str = "lines") -> None:
+        object.__setattr__(self, "encoding", encoding)
+        object.__setattr__(self, "errors", errors)
+        object.__setattr__(self, "name", name)
+        _check_encoding(encoding, errors, wide=True)
 
     @property
     def delimiter(self) -> bytes:

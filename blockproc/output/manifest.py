@@ -16,7 +16,6 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import json.encoder
 import math
@@ -28,6 +27,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from blockproc._frozen import field_names
 from blockproc.model import AttemptRecord, Block, BlockResult, Plan, blocks_summary
 from blockproc.output.layout import SUCCESS
 from blockproc.storage import (
@@ -226,9 +226,8 @@ _BLOCK_RESULT_FIELDS = ("block", "part", "attempt", "worker", "records_in", "rec
                         "bytes_read", "bytes_written", "checksum", "started", "seconds",
                         "bad_records", "stderr_bytes", "attempts", "counters", "value",
                         "tails")
-_KNOWN_FIELDS = (tuple(f.name for f in dataclasses.fields(BlockResult)) == _BLOCK_RESULT_FIELDS
-                 and tuple(f.name for f in dataclasses.fields(Block))
-                 == ("id", "path", "start", "end", "files"))
+_KNOWN_FIELDS = (field_names(BlockResult) == _BLOCK_RESULT_FIELDS
+                 and field_names(Block) == ("id", "path", "start", "end", "files"))
 """block_json formats the fields it knows; a BlockResult with others goes through
 ``to_dict`` (and tests/unit/test_scale.py says to teach block_json the new ones)."""
 

@@ -35,14 +35,16 @@ NEVER_FOR_A_LOCAL_LINES_JOB = (
     "blockproc.executors.threads", "blockproc.executors.cluster", "blockproc.executors.dask",
     "blockproc.incremental", "blockproc.output.appending",
     "pyarrow", "numpy", "dask", "distributed", "decimal", "html", "datetime",
-    "concurrent.futures", "blockproc.output.status", "gzip",
+    "concurrent.futures", "blockproc.output.status", "gzip", "hashlib", "_hashlib",
 )
 
 
-ONLY_FOR_A_FUNCTION_BY_VALUE = ("cloudpickle", "logging", "uuid", "platform")
+ONLY_FOR_A_FUNCTION_BY_VALUE = ("cloudpickle", "logging", "uuid", "platform", "dataclasses",
+                                "inspect", "ast", "dis")
 """A function workers can import by name travels with plain pickle: cloudpickle (and the
-logging, uuid and platform it imports) load only for lambdas, closures and what
-``__main__`` defines; the engine's own ids come from ``os.urandom``."""
+logging, uuid, platform and dataclasses, with inspect, it imports) load only for lambdas,
+closures and what ``__main__`` defines; the engine's own ids come from ``os.urandom``,
+its value classes are :class:`~blockproc._frozen.FrozenSlots` and plain classes."""
 
 
 @pytest.mark.parametrize(("given", "fn"), [("file", "main"), ("directory", "main"),
