@@ -15,7 +15,6 @@ from typing import Any
 
 from blockproc._deps import require
 from blockproc.errors import InputError
-from blockproc.formats.base import Boundary
 from blockproc.formats.hooks import reads_own_blocks
 from blockproc.model import FileTail
 from blockproc.storage import (
@@ -104,16 +103,31 @@ def aligned_chunks(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
     """Yield the bytes of the records ``task.block`` owns, in ``CHUNK_SIZE`` pieces.
 
     Reads only the slice plus the overhang that finishes its last record; the bytes read
-    to find either boundary are reused, not fetched again.
+    to find either boundary are reused, not fetched again. The bytes before the block's
+    nominal end are yielded before its last boundary is looked for (every record that
+    starts before the end is the block's: a boundary is the first record start at or
+    after its position), so a block streamed from a store is decoded as it arrives.
     """
     block, size, fmt = task.block, task.file.size, task.format
     first = fmt.boundary(source.read, block.start, size, max_record_size=task.max_record_size)
+    known = [(first.data_start, first.data)]
+    middle = min(block.end, size)
+    yield from _read_span(task, source, first.offset, middle, known)
     if block.end >= size:
-        last = Boundary(size, b"", size)
-    else:
-        last = fmt.boundary(source.read, block.end, size, max_record_size=task.max_record_size)
-    known = [(first.data_start, first.data), (last.data_start, last.data)]
-    pos, end = first.offset, last.offset
+        return
+    last = fmt.boundary(source.read, block.end, size, max_record_size=task.max_record_size)
+    if last.offset < block.end:
+        raise RuntimeError(
+            f"{type(fmt).__name__}.boundary({block.end}) returned {last.offset}, before the "
+            f"position it was given; a boundary must be the first record start at or after it")
+    known.append((last.data_start, last.data))
+    yield from _read_span(task, source, max(first.offset, middle), last.offset, known)
+
+
+def _read_span(task: BlockTask, source: RangeSource, pos: int, end: int,
+               known: list[tuple[int, bytes]]) -> Iterator[bytes]:
+    """Yield the bytes ``[pos, end)`` in ``CHUNK_SIZE`` pieces, taking those in ``known``
+    (``(start, data)`` pairs, bytes already read) from there."""
     while pos < end:
         for start, data in known:
             if start <= pos < start + len(data):
@@ -130,7 +144,8 @@ def aligned_chunks(task: BlockTask, source: RangeSource) -> Iterator[bytes]:
             if len(data) < stop - pos:
                 raise OSError(
                     f"{task.file.path!r} ended at byte {pos + len(data)}, before the "
-                    f"{size} bytes it had when the job was planned; the input changed"
+                    f"{task.file.size} bytes it had when the job was planned; the input "
+                    f"changed"
                 )
             yield data
             pos = stop
