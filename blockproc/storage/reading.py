@@ -49,6 +49,9 @@ STREAM_MIN_SIZE = 2 * PIECE_SIZE
 """A read-ahead at least this large is streamed (where the filesystem can), not fetched
 whole before the read that asked for it returns."""
 
+STREAM_POLL = 1.0
+"""Seconds a reader waits for a piece before it checks that the GET is still running."""
+
 
 class RangeSource:
     """Ranged reads from one file that count the bytes they fetch.
@@ -328,8 +331,13 @@ class ObjectStream:
             self._start()
         with self._changed:
             self._want = min(want, self.end)
-            while (self._arrived_end < self._want and self._outcome is None):
-                self._changed.wait()
+            while self._arrived_end < self._want and self._outcome is None:
+                future = self._future
+                if not self._changed.wait(STREAM_POLL) and self._outcome is None and (
+                        future is None or future.done()):  # stopped before it could say so
+                    self._outcome = ConnectionAbortedError(
+                        f"the GET of {self._source.path!r} from byte {self.pos} stopped "
+                        f"before it was answered (its event loop is not running)")
             pieces, self._arrived = self._arrived, []
             outcome = self._outcome
         got = sum(map(len, pieces))

@@ -178,6 +178,27 @@ def test_closing_a_source_stops_its_stream() -> None:
     assert cancelled == [True]
 
 
+def test_a_get_that_stops_without_an_answer_fails_instead_of_waiting_forever() -> None:
+    # a GET whose event loop is gone never calls back: the reader sees it stopped
+    data = bytes(4096)
+
+    class Silent(PiecesOpener):
+        def pump(self, start: int, end: int, stream: Any) -> Future[None]:
+            self.gets.append((start, end))
+            stopped: Future[None] = Future()
+            stopped.cancel()
+            return stopped
+
+    opener = Silent(data, [100])
+    with mock.patch.object(reading, "STREAM_MIN_SIZE", 1), \
+            mock.patch.object(reading, "STREAM_POLL", 0.01), \
+            streamed_source(data, opener, limit=4096, begin=0) as source:
+        source.retry = reading.RetryPolicy(tries=2, base_delay=0)
+        with pytest.raises(ConnectionAbortedError, match="stopped before it was answered"):
+            source.read(0, 10)
+    assert len(opener.gets) == 2  # retried once, as a transient error
+
+
 def test_files_other_than_s3_are_read_whole_as_before() -> None:
     fs = MemoryFileSystem()
     fs.pipe_file(PATH, bytes(100_000))
