@@ -21,9 +21,11 @@ uploads a synthetic access log of ``--size`` bytes once, and runs the W1 workloa
 Runs are interleaved (run 1 of every case, then run 2, ...). Every run's output (its parts
 in order) must be byte-identical to the sequential result computed from the local copy of
 the input, or the script stops before reporting anything. The table gives the median of
-``--runs`` wall times, the ratios to the Pool and to Dask, and the bytes each engine read
-from the store per byte of input (blockproc: ``JobResult.num_bytes_read``; the Pool: what
-its tasks fetched; Dask: not measured, its reads go through fsspec's file cache).
+``--runs`` wall times, the ratios to the Pool and to Dask, the CPU of the case's processes
+and of the store, how busy the machine's cores were while the case ran (``/proc/stat``: near
+100% means the wall follows the CPU asked for, and overlapping waits cannot help), and the
+bytes each engine read from the store per byte of input (every GET's answer, logged by each
+process of the case).
 
 ``--store moto`` is the read benchmark against moto (``tests/s3server.py`` in its own
 process): the whole object in one GET (``cat_file``) vs. ``bp.map_blocks`` counting
@@ -392,7 +394,8 @@ def run_seaweed(args: argparse.Namespace) -> int:
                                      f"sequential W1 over the input; no timings reported")
                 rows.append(row)
                 print(f"run {run}: {engine} {row['seconds']:.2f}s, cpu {row['cpu']:.2f}s, "
-                      f"store cpu {row['store_cpu']:.2f}s, {row['requests']} requests "
+                      f"store cpu {row['store_cpu']:.2f}s, cores busy {row['busy']:.0%}, "
+                      f"{row['requests']} requests "
                       f"({row['gets']} GETs) (output verified)", flush=True)
     table = seaweed_table(rows, engines, size, args, load_before, os.getloadavg())
     print(table)
@@ -408,6 +411,17 @@ def process_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) clock ticks of all the machine's cores so far (Linux ``/proc/stat``;
+    zeros elsewhere)."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
 
 
 def run_case(engine: str, run: int, args: argparse.Namespace, options: dict[str, Any],
@@ -427,11 +441,13 @@ def run_case(engine: str, run: int, args: argparse.Namespace, options: dict[str,
         [str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])}
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     store = process_cpu(store_pid)
+    machine = machine_cpu()
     started = time.perf_counter()
     done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
                           env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
     store = process_cpu(store_pid) - store
+    busy, total = (a - b for a, b in zip(machine_cpu(), machine, strict=True))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         raise SystemExit(f"{engine} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
@@ -440,7 +456,8 @@ def run_case(engine: str, run: int, args: argparse.Namespace, options: dict[str,
     gets = [int(size) for op, size in requests if op == "GetObject"]
     return {"case": engine, "run": run, "seconds": seconds, "output": out,
             "cpu": (after.ru_utime + after.ru_stime) - (kids.ru_utime + kids.ru_stime),
-            "store_cpu": store, "requests": len(requests), "gets": len(gets),
+            "store_cpu": store, "busy": busy / total if total else 0.0,
+            "requests": len(requests), "gets": len(gets),
             "bytes_fetched": sum(gets),
             "ops": {op: sum(1 for o, _ in requests if o == op) for op, _ in requests},
             **counted}
@@ -467,8 +484,8 @@ def seaweed_table(rows: list[dict[str, Any]], engines: list[str], size: int,
         f"{' '.join(f'{x:.1f}' for x in load_after)}",
         "",
         "| engine | median s | min s | max s | MB/s | vs pool | vs dask | cpu s | store cpu s "
-        "| requests | GETs | bytes read / input |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| cores busy | requests | GETs | bytes read / input |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for engine in engines:
         times = [r["seconds"] for r in rows if r["case"] == engine]
@@ -477,7 +494,8 @@ def seaweed_table(rows: list[dict[str, Any]], engines: list[str], size: int,
             f"| {engine} | {wall:.2f} | {min(times):.2f} | {max(times):.2f} | "
             f"{size / 1e6 / wall:.0f} | {f'{wall / pool:.2f}x' if pool else '-'} | "
             f"{f'{wall / dask:.2f}x' if dask else '-'} | {median(engine, 'cpu'):.1f} | "
-            f"{median(engine, 'store_cpu'):.1f} | {median(engine, 'requests'):.0f} | "
+            f"{median(engine, 'store_cpu'):.1f} | {median(engine, 'busy'):.0%} | "
+            f"{median(engine, 'requests'):.0f} | "
             f"{median(engine, 'gets'):.0f} | {median(engine, 'bytes_fetched') / size:.3f} |")
     ops = {e: next(r["ops"] for r in rows if r["case"] == e) for e in engines}
     lines += ["", "S3 requests of each engine's first run: " + "; ".join(
