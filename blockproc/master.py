@@ -270,12 +270,15 @@ class Master:
     def _step(self) -> None:
         """Fill the free slots, handle what the executor reports, expire silent leases."""
         sched, executor = self._sched, self.executor
-        slots: int = getattr(executor, "capacity", executor.num_slots)  # tiny blocks: more
-        while sched.num_running < slots and (key := sched.assign()):
-            executor.run(self._task(key))
+        self._fill_slots()
         while self.options.speculation and self._slot_free() and (key := sched.speculate()):
             executor.run(self._task(key))
-        for event in executor.events(POLL_INTERVAL):
+        events = executor.events(POLL_INTERVAL)
+        ended = sum(isinstance(e, Finished) and e.key in sched.running for e in events)
+        if ended and sched.pending and not getattr(executor, "runs_in_events", False):
+            self._fill_slots(ended)  # their workers are free: the next blocks go out now,
+            events = [*events, *executor.events(0)]  # not after the commits below
+        for event in events:
             if event.key not in sched.running:
                 continue  # an attempt already cancelled or expired
             if isinstance(event, Progress):
@@ -294,6 +297,14 @@ class Master:
             self._flushed = now
         if sched.failed_block is not None:
             raise self._block_failed(sched.failed_block)
+
+    def _fill_slots(self, ended: int = 0) -> None:
+        """Start attempts until every slot is taken, counting ``ended`` running attempts
+        (finished, not committed yet) as free."""
+        sched, executor = self._sched, self.executor
+        slots: int = getattr(executor, "capacity", executor.num_slots)  # tiny blocks: more
+        while sched.num_running < slots + ended and (key := sched.assign()):
+            executor.run(self._task(key))
 
     def _slot_free(self) -> bool:
         """Whether a speculative copy would start at once: a worker is idle (an executor

@@ -12,6 +12,9 @@ class InlineExecutor:
 
     name = "inline"
     num_slots = 1
+    runs_in_events = True
+    """Attempts run inside :meth:`events`, one at a time: the master commits a block
+    before it asks for the next (other executors get their next block first)."""
 
     def __init__(self) -> None:
         self._mapper: Mapper | None = None

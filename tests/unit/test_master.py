@@ -294,3 +294,35 @@ def test_a_cancel_while_the_last_blocks_commit_still_cancels(memfs: str) -> None
     with pytest.raises(JobCancelledError, match=r"cancelled with 3 of 3 blocks committed"):
         m.run(cancel)
     assert not filesystem("memory").exists(f"{memfs}/out/_SUCCESS")
+
+
+class CommitWatcher(FakeExecutor):
+    """Notes, as each attempt starts, which part-files the master has published."""
+
+    def __init__(self, out: str, **kwargs: object) -> None:
+        super().__init__(FakeClock(), **kwargs)  # type: ignore[arg-type]
+        self.out = out
+        self.published_at_start: dict[AttemptKey, list[str]] = {}
+
+    def run(self, task: BlockTask) -> None:
+        fs = filesystem("memory")
+        self.published_at_start[task.key] = sorted(
+            p.rsplit("/", 1)[-1] for p in fs.glob(f"{self.out}/part-*"))
+        super().run(task)
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_a_free_worker_gets_its_next_block_before_the_commit_of_its_last(
+        memfs: str, slots: int) -> None:
+    two_polls = {(block, 1): ["progress", "ok"] for block in range(40)}  # each attempt
+    ex = CommitWatcher(f"{memfs.removeprefix('memory://')}/out", slots=slots,
+                       script=two_polls)
+    m = master(memfs, ex, block_size=40)
+    m.run(threading.Event())
+    assert read_parts(f"{memfs}/out") == DATA.upper() and len(m.plan.blocks) > 3 * slots
+    # each attempt after the first ones started before the blocks that ended in the same
+    # poll were committed: block k + slots starts while block k is still to publish
+    for block in range(slots, len(m.plan.blocks)):
+        assert f"part-{block - slots:05d}.txt" not in ex.published_at_start[(block, 1)]
+        if block >= 2 * slots:  # the poll before had committed the blocks before those
+            assert f"part-{block - 2 * slots:05d}.txt" in ex.published_at_start[(block, 1)]
