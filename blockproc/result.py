@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 from blockproc._frozen import FrozenSlots
 from blockproc._units import format_size
 from blockproc.model import AttemptRecord, BlockResult, sum_counters
-from blockproc.report import draw_timeline, html_summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -120,6 +119,8 @@ class JobResult(FrozenSlots):
     def _repr_html_(self) -> str:
         """Return the HTML summary Jupyter shows: inputs, blocks, records, bytes, wall
         time, throughput, retries, speculative attempts and the slowest blocks."""
+        from blockproc.report import html_summary  # on first show: not a job's start-up
+
         return html_summary(self)
 
     def timeline(self, path: str | os.PathLike[str] | None = None) -> Figure:
@@ -147,5 +148,7 @@ class JobResult(FrozenSlots):
         >>> chart.read_bytes()[:4], len(fig.axes[0].patches)
         (b'\\x89PNG', 4)
         """
+        from blockproc.report import draw_timeline
+
         return draw_timeline(self.attempts, path, title=f"blockproc job {self.job_id}: "
                              f"{len(self.attempts)} attempts, {self.seconds:.2f}s")

@@ -28,7 +28,6 @@ from blockproc.block_reading import (
     reads_file_end,
     source_chunks,
 )
-from blockproc.command import run_command
 from blockproc.counters import collecting
 from blockproc.errors import (
     ReturnTypeError,
@@ -169,6 +168,8 @@ def _map_block(task: BlockTask, mapper: Mapper, source: RangeSource | None,
     with _open_part(task) as out, \
             mapper.output.open(out if hook is None else _HookedFile(out, task)) as writer:
         if mapper.kind == "command":
+            from blockproc.command import run_command  # only --cmd jobs load it
+
             records_in, stderr_bytes = run_command(
                 mapper.fn, counted, writer, delimiter=task.format.delimiter,
                 open_stderr=lambda: open_output(task.output_fs, task.stderr_path))

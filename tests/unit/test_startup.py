@@ -36,6 +36,7 @@ NEVER_FOR_A_LOCAL_LINES_JOB = (
     "blockproc.incremental", "blockproc.output.appending",
     "pyarrow", "numpy", "dask", "distributed", "decimal", "html", "datetime",
     "concurrent.futures", "blockproc.output.status", "gzip", "hashlib", "_hashlib",
+    "blockproc.report", "blockproc.command",
 )
 
 
