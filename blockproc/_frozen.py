@@ -74,7 +74,9 @@ class FrozenSlots:
     when its module is imported, which every job's start-up pays.
 
     A subclass names its fields in ``_fields`` (in ``__init__``'s order), makes them its
-    ``__slots__``, and sets them in its ``__init__`` with ``object.__setattr__``.
+    ``__slots__``, and sets them in its ``__init__``: with ``self._init(...)``, or with one
+    ``object.__setattr__`` per field where objects are made by the million (a
+    :class:`~blockproc.model.Block` per block planned: 0.7 µs against 1.7 µs).
     ``_compared`` and ``_shown`` name the fields equality and hash, and ``repr``, use
     (default: all), as ``field(compare=False)`` and ``field(repr=False)`` would.
 

@@ -359,11 +359,13 @@ def _judge(data: bytes) -> str:
     """Name what a peer sent instead of a correct answer."""
     if not data:
         return "closed"
-    # first: multiprocessing's answer_challenge, an MD5 (which begins with 0x80, as a
-    # pickle does, once in 256) or a {digest} reply
+    if data[:1] == b"\x80":  # a raw pickle (a framed message starts with its length)
+        return "pickle"
+    # before a framed pickle: multiprocessing's answer_challenge, an MD5 (which begins
+    # with 0x80, as a pickle does, once in 256) or a {digest} reply
     if len(data) >= 4 and (int.from_bytes(data[:4], "big") == 16 or data[4:5] == b"{"):
         return "version"
-    if data[:1] == b"\x80" or data[4:5] == b"\x80":  # a pickle, raw or framed
+    if data[4:5] == b"\x80":  # a framed pickle
         return "pickle"
     return "garbage"
 

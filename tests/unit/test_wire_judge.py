@@ -35,6 +35,11 @@ def test_pickles_raw_or_framed_are_pickles(value: list[int], protocol: int) -> N
         assert _judge(_framed(data)) == "pickle"
 
 
+def test_a_raw_pickle_whose_fifth_byte_is_a_brace_is_a_pickle() -> None:
+    data = pickle.dumps(b"x" * 0x7B00, protocol=4)  # frame length 0x7bxx: data[4] == "{"
+    assert data[4:5] == b"{" and _judge(data) == "pickle"
+
+
 def test_nothing_is_closed_and_text_is_garbage() -> None:
     assert _judge(b"") == "closed"
     assert _judge(b"GET / HTTP/1.1\r\n") == "garbage"
