@@ -142,6 +142,7 @@ class Master:
         self._attempts: list[AttemptRecord] = []  # every attempt of this run, once it ended
         self._freezing = False  # whether this job freezes what it keeps (gc.freeze)
         self._flushed = 0.0  # when the ledger lines were last written (time.monotonic)
+        self._renewed = 0.0  # when the lock was last renewed (on the clock)
 
     def run(self, cancel: threading.Event) -> JobResult:
         """Run the job to its end in this thread and return its result.
@@ -246,17 +247,13 @@ class Master:
         progress = make_progress(self._progress_flag, plan.num_bytes, len(plan.blocks),
                                  len(results))
         self.executor.start(self.mapper, self._sched)
-        last_renewal = self._clock()
+        self._renewed = self._clock()
         self._flushed = time.monotonic()
         try:
             while not self._sched.is_finished:
                 if cancel.is_set():
                     raise self._cancelled()
-                if self._clock() - last_renewal > self.output.lock.renew_every:
-                    # before any new attempt: a job back from a stall past the lease
-                    # learns here that it was taken over, and starts nothing more
-                    self.output.heartbeat()
-                    last_renewal = self._clock()
+                self._renew_if_due()
                 self._step()
                 progress.update(self._committed_bytes + self._running_bytes(), self.committed,
                                 self._sched.num_running, self.failed_attempts)
@@ -276,6 +273,7 @@ class Master:
         events = executor.events(POLL_INTERVAL)
         ended = sum(isinstance(e, Finished) and e.key in sched.running for e in events)
         if ended and sched.pending and not getattr(executor, "runs_in_events", False):
+            self._renew_if_due()  # the events may come after a stall, as at the loop's top
             self._fill_slots(ended)  # their workers are free: the next blocks go out now,
             events = [*events, *executor.events(0)]  # not after the commits below
         for event in events:
@@ -297,6 +295,14 @@ class Master:
             self._flushed = now
         if sched.failed_block is not None:
             raise self._block_failed(sched.failed_block)
+
+    def _renew_if_due(self) -> None:
+        """Renew the lock when it is due. Called before any new attempt: a job back from
+        a stall past the lease learns here that it was taken over, and starts nothing
+        more."""
+        if self._clock() - self._renewed > self.output.lock.renew_every:
+            self.output.heartbeat()
+            self._renewed = self._clock()
 
     def _fill_slots(self, ended: int = 0) -> None:
         """Start attempts until every slot is taken, counting ``ended`` running attempts
