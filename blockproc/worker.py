@@ -43,6 +43,7 @@ from blockproc.output_formats import OutputFormat, PartWriter
 from blockproc.storage import (
     RangeSource,
     open_output,
+    share_models,
 )
 from blockproc.task import AttemptHook, BlockTask, HookPoint, Mapper
 from blockproc.values import check_value_size
@@ -114,6 +115,8 @@ def run_block(task: BlockTask, mapper: Mapper, report: ReportFn) -> BlockResult:
     if hook is not None:
         hook.fire("start", task)
     combined = bool(task.block.files)
+    share_models(task.input_fs)  # a forked worker's first filesystems: the master's models
+    share_models(task.output_fs)
     # the limit takes in the first window past the block's end, which finding its last
     # record reads anyway: a remote block is one ranged GET, not one plus a 4 KiB one
     # (begin: also when that window is read first, as the first block of a file does)

@@ -5,8 +5,9 @@ messages), :mod:`~blockproc.storage.local` (the local disk without importing fss
 what a local path resolves to), :mod:`~blockproc.storage.retry` (transient errors and
 the one retry policy every storage call goes through), :mod:`~blockproc.storage.listing`
 (inputs and their change tokens), :mod:`~blockproc.storage.reading` (ranged reads,
-decompression) and :mod:`~blockproc.storage.writing` (part-files, atomic writes, publish,
-exclusive create). The names other modules use are re-exported here, so ``from
+decompression), :mod:`~blockproc.storage.writing` (part-files, atomic writes, publish,
+exclusive create) and :mod:`~blockproc.storage.aws_models` (one parse of botocore's
+models per process, for every s3fs filesystem). The names other modules use are re-exported here, so ``from
 blockproc.storage import resolve`` is the way to import them.
 
 Transient storage errors (throttling, 5xx, connection resets) are retried with
@@ -24,6 +25,7 @@ b'hello'
 from __future__ import annotations
 
 from blockproc.errors import InputChangedError
+from blockproc.storage.aws_models import share_models
 from blockproc.storage.listing import InputListing, list_inputs, scan_inputs, verify_unchanged
 from blockproc.storage.reading import (
     RangeSource,
@@ -71,6 +73,6 @@ __all__ = [
     "iter_whole_files",
     "list_inputs", "open_decompressed", "open_output", "protocol_of", "publish", "read_json",
     "read_whole", "remove_tree", "resolve", "retry_call", "retry_policy", "scan_inputs",
-    "set_retry_policy", "to_url", "verify_unchanged", "write_bytes_atomic",
+    "set_retry_policy", "share_models", "to_url", "verify_unchanged", "write_bytes_atomic",
     "write_json_atomic", "zstd_frames",
 ]

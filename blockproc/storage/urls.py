@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from blockproc.errors import AccessError, ConfigError
+from blockproc.storage.aws_models import share_models
 from blockproc.storage.local import local_filesystem, local_path, split_protocol
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def resolve(url: str, storage_options: Mapping[str, Any] | None = None
     from fsspec.core import url_to_fs
 
     try:
-        return url_to_fs(str(url), **dict(storage_options or {}))  # type: ignore[no-any-return]
+        fs, path = url_to_fs(str(url), **dict(storage_options or {}))
     except ImportError as exc:
         raise ConfigError(_missing_package_message(str(url), exc)) from None
     except ValueError as exc:
@@ -82,6 +83,8 @@ def resolve(url: str, storage_options: Mapping[str, Any] | None = None
                     "JAVA_HOME, HADOOP_HOME and CLASSPATH=$(hadoop classpath --glob) "
                     "(see README, 'Storage')")
         raise ConfigError(f"cannot open {url!r}: {first_line}{hint}") from None
+    share_models(fs)
+    return fs, path
 
 
 def _missing_package_message(url: str, exc: ImportError) -> str:
@@ -109,9 +112,11 @@ def filesystem(protocol: str, storage_options: Mapping[str, Any] | None = None
     import fsspec
 
     try:
-        return fsspec.filesystem(protocol, **dict(storage_options or {}))
+        fs = fsspec.filesystem(protocol, **dict(storage_options or {}))
     except ImportError as exc:
         raise ConfigError(_missing_package_message(f"{protocol}://", exc)) from None
+    share_models(fs)
+    return fs
 
 
 def protocol_of(fs: AbstractFileSystem) -> str:
