@@ -7,8 +7,8 @@ the one retry policy every storage call goes through), :mod:`~blockproc.storage.
 (inputs and their change tokens), :mod:`~blockproc.storage.reading` (ranged reads,
 decompression), :mod:`~blockproc.storage.writing` (part-files, atomic writes, publish,
 exclusive create) and :mod:`~blockproc.storage.aws_models` (one parse of botocore's
-models per process, for every s3fs filesystem). The names other modules use are re-exported here, so ``from
-blockproc.storage import resolve`` is the way to import them.
+models per process, for every s3fs filesystem). The names other modules use are
+re-exported here, so ``from blockproc.storage import resolve`` is the way to import them.
 
 Transient storage errors (throttling, 5xx, connection resets) are retried with
 exponential backoff (:func:`retry_call`); an input that changed since it was planned

@@ -92,17 +92,24 @@ class RangeSource:
             read_size = 0 if protocol_of(fs) in LOCAL_PROTOCOLS else REMOTE_READ_SIZE
         self._read_size = read_size
         self._held: Held | None = None  # the bytes fetched ahead of the reads
-        if expected is not None:
-            fs.invalidate_cache(path)  # the open must see the object as it is now
+        self._expected = expected
+        # on S3 the planned ETag goes with each GET (If-Match): no HEAD before the first
+        if_match = planned_etag(fs, expected) if read_size else None
+        if expected is not None:  # the open, and later ones, must see the object as it is
+            fs.invalidate_cache(path)
+        sized = {"size": expected.size} if if_match and expected else {}
         try:
             self._file = retry_call(
-                lambda: fs.open(path, "rb", block_size=0, cache_type="none"),
+                lambda: fs.open(path, "rb", block_size=0, cache_type="none", **sized),
                 f"to open {path!r}", self.retry)
         except FileNotFoundError:
             if expected is None:
                 raise
             raise InputChangedError(changed_message(path, "it was deleted")) from None
-        if expected is not None:
+        if if_match is not None and expected is not None:  # what the HEAD would have said
+            self._file.details = {"name": path, "size": expected.size, "ETag": if_match}
+            self._file.read_kw = {**self._file.read_kw, "IfMatch": if_match}
+        elif expected is not None:
             details = getattr(self._file, "details", None)  # s3fs, gcsfs: the open's HEAD
             fresh = details if isinstance(details, Mapping) and "size" in details else None
             try:
@@ -164,11 +171,7 @@ class RangeSource:
             data = retry_call(lambda: self._read(start, end),
                               f"to read {self.path!r} [{start}, {end})", self.retry)
         except OSError as exc:
-            if "FileExpired" in {cls.__name__ for cls in type(exc).__mro__}:
-                raise InputChangedError(changed_message(
-                    self.path, "its ETag no longer matches the one it was opened with"
-                )) from exc
-            raise
+            raise self.changed(exc) from exc
         self.bytes_read += len(data)
         return data
 
@@ -186,6 +189,23 @@ class RangeSource:
                 got += len(more)
             data = b"".join(pieces)
         return bytes(data)
+
+    def changed(self, exc: OSError) -> Exception:
+        """Return the error to raise for ``exc``, a read's: :class:`InputChangedError`
+        where it says the object is not the planned one any more (its ETag refused, or
+        deleted after it was planned: a HEAD then says what changed), else ``exc``."""
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        refused = "FileExpired" in names or (exc.errno == errno.EINVAL
+                                             and "pre-conditions" in str(exc))  # If-Match
+        if not refused and not (isinstance(exc, FileNotFoundError) and self._expected):
+            return exc
+        if self._expected is not None:  # say what changed: one HEAD, on failure only
+            try:
+                verify_unchanged(self._fs, self._expected)
+            except InputChangedError as found:
+                return found
+        return InputChangedError(changed_message(
+            self.path, "its ETag no longer matches the one it was opened with"))
 
     def close(self) -> None:
         """Close the file (and a GET still streaming)."""
@@ -319,11 +339,7 @@ class ObjectStream:
             return retry_call(lambda: self._take(want), f"to read {self._source.path!r} "
                               f"[{self.pos}, {self.end})", self._source.retry)
         except OSError as exc:
-            if exc.errno == errno.EINVAL and "pre-conditions" in str(exc):  # If-Match
-                raise InputChangedError(changed_message(
-                    self._source.path, "its ETag no longer matches the one it was opened "
-                    "with")) from exc
-            raise
+            raise self._source.changed(exc) from exc
 
     def _take(self, want: int) -> list[bytes]:
         if self._failed:  # retried: a GET of what is left
@@ -395,9 +411,8 @@ class S3Opener:
                 Range=f"bytes={start}-{end - 1}", **self._kwargs)
             body = response["Body"]
             try:
-                etag = getattr(file, "details", {}).get("ETag")
                 if getattr(file.fs, "local_expiry_check", False) and \
-                        etag != response.get("ETag"):
+                        file.details.get("ETag") != response.get("ETag"):
                     raise InputChangedError(changed_message(
                         file.path, "its ETag no longer matches the one it was opened with"))
                 length = int(response.get("ContentLength", end - start))
@@ -419,6 +434,24 @@ class S3Opener:
                 raise
         else:
             stream.ended(True)
+
+
+def planned_etag(fs: AbstractFileSystem, expected: InputFile | None) -> str | None:
+    """The ETag a read of ``expected`` on ``fs`` can send as If-Match instead of a HEAD
+    before its first GET, or None: only on S3 (s3fs, not version-aware, the store checks
+    If-Match itself) and only for an input planned with its ETag.
+
+    Examples
+    --------
+    >>> from fsspec.implementations.memory import MemoryFileSystem
+    >>> planned_etag(MemoryFileSystem(), InputFile("/a", 3, 'ETag="1f"')) is None
+    True
+    """
+    if (expected is None or not expected.token.startswith("ETag=")
+            or type(fs).__module__.split(".")[0] != "s3fs"
+            or getattr(fs, "version_aware", True) or getattr(fs, "local_expiry_check", True)):
+        return None
+    return expected.token[len("ETag="):]
 
 
 def open_decompressed(fs: AbstractFileSystem, path: str, compression: str) -> io.RawIOBase:

@@ -153,10 +153,12 @@ class S3Calls:
         from aiobotocore import client
 
         self.calls: list[tuple[str, str, str]] = []
+        self.sent: list[tuple[str, dict[str, Any]]] = []  # each call's parameters, no body
         original = client.AioBaseClient._make_api_call
 
         async def spy(client_self: Any, operation: str, params: Any) -> Any:
             self.calls.append((operation, params.get("Key", ""), params.get("Range", "")))
+            self.sent.append((operation, {k: v for k, v in params.items() if k != "Body"}))
             return await original(client_self, operation, params)
 
         monkeypatch.setattr(client.AioBaseClient, "_make_api_call", spy)
@@ -189,6 +191,39 @@ def test_map_lines_fetches_each_block_in_one_get(store: StoreDir,
     assert len(ranges) <= len(blocks) + 1, ranges
     fetched = sum(min(e, len(data)) - s for s, e in ranges)  # a range may pass the end
     assert fetched == res.num_bytes_read <= len(data) + len(blocks) * WINDOW_SIZE
+
+
+@pytest.mark.parametrize("block_size", ["3MiB", "256KiB"], ids=["streamed", "fetched"])
+def test_a_planned_input_is_read_with_if_match_and_no_head(
+        store: StoreDir, monkeypatch: pytest.MonkeyPatch, block_size: str) -> None:
+    # the planned ETag goes with every GET of the input (the store refuses a changed
+    # object), so no block asks for a HEAD of it first: one request per block, not two
+    data = b"".join(b"%07d %s\n" % (i, b"y" * (i % 40)) for i in range(230_000))  # ~6 MiB
+    (url,) = store.put({"in/big.log": data})
+    plan = bp.plan(url, block_size=block_size, storage_options=store.storage_options)
+    calls = S3Calls(monkeypatch)
+    bp.submit(plan, jobs.upper, output=store.url("out"), executor="inline",
+              storage_options=store.storage_options).result(timeout=120)
+    assert_exactly_once(store, "out", data.upper())
+    key = f"{store.root.split('/', 1)[1]}/in/big.log"
+    on_input = [(op, params) for op, params in calls.sent if params.get("Key") == key]
+    assert [op for op, _ in on_input if op != "GetObject"] == []
+    gets = [params for _, params in on_input]
+    assert len(gets) <= len(plan.blocks) + 1  # the +1: the last block's window, read first
+    assert {params.get("IfMatch") for params in gets} == {plan.files[0].token[len("ETag="):]}
+
+
+def test_an_input_deleted_after_planning_is_named_as_deleted(store: StoreDir) -> None:
+    (url,) = store.put({"in/gone.log": DATA})
+    plan = bp.plan(url, block_size="8KiB", storage_options=store.storage_options)
+    store.fs.rm(f"{store.root}/in/gone.log")
+    job = bp.submit(plan, jobs.upper, output=store.url("out"), executor="threads",
+                    storage_options=store.storage_options)
+    with pytest.raises(bp.BlockFailedError, match="changed after the job was planned "
+                                                  r"\(it was deleted\)") as info:
+        job.result(timeout=120)
+    assert "in/gone.log" in str(info.value) and info.value.attempt == 1
+    assert "out/_SUCCESS" not in store.keys("out")
 
 
 def test_a_default_size_block_is_one_get(store: StoreDir,
