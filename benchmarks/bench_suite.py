@@ -367,6 +367,7 @@ def run_throughput(args: argparse.Namespace, runner: Runner, path: Path, tmp: Pa
 
 def summarize(cases: list[dict[str, Any]], input_bytes: int, workers: int) -> None:
     med = {(c["workload"], c["engine"]): statistics.median(c["walls"]) for c in cases}
+    walls = {(c["workload"], c["engine"]): c["walls"] for c in cases}
     for c in cases:
         m = statistics.median(c["walls"])
         c["median_s"], c["min_s"], c["max_s"] = m, min(c["walls"]), max(c["walls"])
@@ -380,6 +381,9 @@ def summarize(cases: list[dict[str, Any]], input_bytes: int, workers: int) -> No
             if (c["workload"], base) in med:
                 c["ratios"][base] = m / med[c["workload"], base]
         c["ratios"]["ideal"] = m / (med[c["workload"], "seq"] / workers)
+        pool = walls.get((c["workload"], "pool"))  # run i against the Pool's run i, its
+        if pool and c["engine"] != "pool":          # neighbour in time: the spread of a ratio
+            c["paired_pool"] = [w / p for w, p in zip(c["walls"], pool, strict=False)]
 
 
 def _r(c: dict[str, Any], key: str) -> str:
@@ -629,8 +633,11 @@ def targets_lines(cases: list[dict[str, Any]], extra: dict[str, Any]) -> list[st
         goal = goals.get(c["engine"])
         pool = c["ratios"].get("pool")
         if goal is not None and pool is not None:
-            row(goal[0], f"{c['workload']} {label(c)}", f"{pool:.3f}x Pool", f"<= {goal[1]}x",
-                pool <= goal[1])
+            paired = sorted(c.get("paired_pool") or [pool])
+            spread = (f" (run by run {paired[0]:.2f}-{paired[-1]:.2f}x, median "
+                      f"{statistics.median(paired):.2f}x)" if len(paired) > 1 else "")
+            row(goal[0], f"{c['workload']} {label(c)}", f"{pool:.3f}x Pool{spread}",
+                f"<= {goal[1]}x", pool <= goal[1])
     if "startup" in extra:
         st = extra["startup"]
         cpu = f"; cpu {st['cpu_ratio']:.2f}x" if "cpu_ratio" in st else ""
