@@ -197,7 +197,8 @@ class RangeSource:
         names = {cls.__name__ for cls in type(exc).__mro__}
         refused = "FileExpired" in names or (exc.errno == errno.EINVAL
                                              and "pre-conditions" in str(exc))  # If-Match
-        if not refused and not (isinstance(exc, FileNotFoundError) and self._expected):
+        deleted = isinstance(exc, FileNotFoundError) and self._expected is not None
+        if not refused and not deleted:
             return exc
         if self._expected is not None:  # say what changed: one HEAD, on failure only
             try:
