@@ -412,8 +412,11 @@ class S3Opener:
                 Range=f"bytes={start}-{end - 1}", **self._kwargs)
             body = response["Body"]
             try:
-                if getattr(file.fs, "local_expiry_check", False) and \
-                        file.details.get("ETag") != response.get("ETag"):
+                etag, if_match = response.get("ETag"), self._kwargs.get("IfMatch")
+                # the answer's ETag too: a store that ignores If-Match says it there
+                if (if_match and etag and etag != if_match) or (
+                        getattr(file.fs, "local_expiry_check", False)
+                        and file.details.get("ETag") != etag):
                     raise InputChangedError(changed_message(
                         file.path, "its ETag no longer matches the one it was opened with"))
                 length = int(response.get("ContentLength", end - start))
