@@ -234,6 +234,16 @@ def test_a_store_that_ignores_if_match_still_cannot_mix_old_and_new_data(
     with pytest.raises(bp.BlockFailedError, match="changed after the job was planned"):
         job.result(timeout=120)
     assert "out/_SUCCESS" not in store.keys("out")
+    # small blocks are fetched whole: there s3fs's local_expiry_check (README) checks
+    local_check = {**store.storage_options, "local_expiry_check": True}
+    small = bp.plan(store.url("in/big.log"), block_size="256KiB",
+                    storage_options=local_check)
+    store.put({"in/big.log": data})
+    job = bp.submit(small, jobs.upper, output=store.url("out2"), executor="inline",
+                    storage_options=local_check)
+    with pytest.raises(bp.BlockFailedError, match="changed after the job was planned"):
+        job.result(timeout=120)
+    assert "out2/_SUCCESS" not in store.keys("out2")
 
 
 def test_an_input_deleted_after_planning_is_named_as_deleted(store: StoreDir) -> None:
