@@ -1,10 +1,11 @@
 """One parse of botocore's service models per process, shared by every s3fs filesystem.
 
 Each s3fs filesystem makes its own aiobotocore session on first use, and a new session
-loads and parses botocore's JSON models afresh (the S3 API, its endpoint rules): about
-0.12-0.23 s of CPU. A worker forked from the master makes its filesystems anew (fsspec
-drops its instance cache in a child), so each worker paid that again before its first
-GET, on the cores the job and a local store share. :func:`share_models` gives a
+loads and parses botocore's JSON models afresh (the S3 API, its endpoint rules). A worker
+forked from the master makes its filesystems anew (fsspec drops its instance cache in a
+child), so each worker paid that again before its first GET, on the cores the job and a
+local store share: its first request took 0.15-0.16 s of CPU, 0.06-0.10 s with the
+master's models. :func:`share_models` gives a
 filesystem that has no session yet one that uses this process's loader, the loader the
 master filled before it forked (the loader holds parsed JSON only: nothing tied to an
 event loop or a connection). Everything else of the session is made as s3fs makes it
