@@ -26,11 +26,16 @@ _loaders: dict[Any, Any] = {}
 """botocore data loaders by the ``data_path`` they were made for (None: the default)."""
 
 
+def is_s3fs(fs: Any) -> bool:
+    """Whether ``fs`` is an s3fs filesystem (told without importing s3fs)."""
+    return type(fs).__module__.split(".")[0] == "s3fs"
+
+
 def share_models(fs: Any) -> bool:
     """Give the s3fs filesystem ``fs`` a session whose model loader is this process's
     (made from the first such session); return whether it got one. Filesystems of other
     kinds and s3fs filesystems that have a session already are left as they are."""
-    if type(fs).__module__.split(".")[0] != "s3fs" or getattr(fs, "session", True) is not None:
+    if not is_s3fs(fs) or getattr(fs, "session", True) is not None:
         return False
     from aiobotocore.session import AioSession
 

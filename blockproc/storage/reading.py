@@ -19,6 +19,7 @@ from blockproc.errors import (
     InputChangedError,
 )
 from blockproc.model import InputFile
+from blockproc.storage.aws_models import is_s3fs
 from blockproc.storage.listing import changed_message, verify_unchanged
 from blockproc.storage.retry import RetryPolicy, retry_call
 from blockproc.storage.urls import LOCAL_PROTOCOLS, protocol_of
@@ -72,9 +73,11 @@ class RangeSource:
     On S3 (s3fs) such a request of :data:`STREAM_MIN_SIZE` or more is streamed
     (:class:`ObjectStream`): a read waits only for its own bytes, not for the whole GET.
 
-    With ``expected`` (the :class:`~blockproc.model.InputFile` the plan saw), opening
-    checks once that the file still has the planned size and ETag/mtime, and raises
-    :class:`InputChangedError` if not. Transient errors are retried (``retry``).
+    With ``expected`` (the :class:`~blockproc.model.InputFile` the plan saw), the reads
+    are of the planned file or raise :class:`InputChangedError`: on S3 each GET sends the
+    planned ETag as If-Match (:func:`planned_etag`; no HEAD first), elsewhere opening
+    checks once that the file still has the planned size and ETag/mtime. Transient errors
+    are retried (``retry``).
     """
 
     def __init__(self, fs: AbstractFileSystem, path: str, *,
@@ -97,7 +100,7 @@ class RangeSource:
         if_match = planned_etag(fs, expected) if read_size else None
         if expected is not None:  # the open, and later ones, must see the object as it is
             fs.invalidate_cache(path)
-        sized = {"size": expected.size} if if_match and expected else {}
+        sized = {"size": expected.size} if if_match is not None and expected else {}
         try:
             self._file = retry_call(
                 lambda: fs.open(path, "rb", block_size=0, cache_type="none", **sized),
@@ -452,7 +455,7 @@ def planned_etag(fs: AbstractFileSystem, expected: InputFile | None) -> str | No
     True
     """
     if (expected is None or not expected.token.startswith("ETag=")
-            or type(fs).__module__.split(".")[0] != "s3fs"
+            or not is_s3fs(fs)
             or getattr(fs, "version_aware", True) or getattr(fs, "local_expiry_check", True)):
         return None
     return expected.token[len("ETag="):]
